@@ -1,0 +1,31 @@
+# Hedgerow: the two commands that matter are `make demo` and `make test`.
+.PHONY: bootstrap test lint demo bench clean help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+help:
+	@echo "make demo       run the DNS filter on a high port with demo lists"
+	@echo "make test       bootstrap, then the whole test suite (warnings are errors)"
+	@echo "make lint       ruff and mypy --strict on agent/ and hub/"
+	@echo "make bench      benchmarks (see docs/benchmarks.md)"
+	@echo "make bootstrap  .venv with hedgerow and test tools; Debian packages when root"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+test: bootstrap
+	$(PY) -m pytest -W error $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check agent hub tests bench
+	$(VENV)/bin/mypy --strict agent hub
+
+demo: bootstrap
+	$(PY) scripts/demo.py
+
+bench: bootstrap
+	$(PY) bench/wire.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""An in-memory replay window, for devices' own checks, tests and as a hub cache.
+
+The rules (docs/protocol.md, "Replay"): an exact copy of an accepted (device, seq) is a
+duplicate, acknowledged and dropped; a different envelope with an accepted seq, or a seq older
+than the window that was never accepted, is a replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.wire.errors import OpenError, Reason
+from agent.wire.header import Header
+
+DEFAULT_WINDOW = 65_536
+
+
+@dataclass(slots=True)
+class _DeviceWindow:
+    highest: int = 0
+    seen: dict[int, bytes] = field(default_factory=dict)
+
+
+class ReplayWindow:
+    """Remembers the last `window` sequence numbers accepted per device."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        self.window = window
+        self._devices: dict[tuple[str, str], _DeviceWindow] = {}
+
+    def check(self, header: Header, digest: bytes) -> bool:
+        """True for an exact duplicate; raise OpenError(replay) for a replay; False if new."""
+        state = self._devices.get((header.site, header.device))
+        if state is None:
+            return False
+        known = state.seen.get(header.seq)
+        if known is not None:
+            if known == digest:
+                return True
+            raise OpenError(Reason.REPLAY, f"seq {header.seq} was already used by another envelope")
+        if header.seq <= state.highest - self.window:
+            raise OpenError(Reason.REPLAY, f"seq {header.seq} is older than the replay window")
+        return False
+
+    def accept(self, header: Header, digest: bytes) -> None:
+        """Record an envelope as stored (call after the store commits)."""
+        state = self._devices.setdefault((header.site, header.device), _DeviceWindow())
+        state.seen[header.seq] = digest
+        if header.seq > state.highest:
+            state.highest = header.seq
+            floor = state.highest - self.window
+            if len(state.seen) > self.window:
+                state.seen = {s: d for s, d in state.seen.items() if s > floor}

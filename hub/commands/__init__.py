@@ -1,0 +1,1 @@
+"""hedgerow-hub subcommands: each module adds its parsers with register()."""

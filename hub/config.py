@@ -1,0 +1,129 @@
+"""hub.toml: typed, strict, frozen. Unknown keys are errors (docs/hub.md lists every key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from agent.tomlreader import Section, load_toml
+from agent.wire.header import SuiteId, valid_name
+from agent.wire.suites import SUITE_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """How the hub reaches the broker."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "hedgerow-hub"
+    shared: bool = False  # subscribe via $share/hedgerow-hub/... so several hubs split the load
+    username: str | None = None
+    password_file: Path | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    session_expiry_s: int = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Everything hub.toml says."""
+
+    path: Path
+    site: str
+    data: Path
+    database_url: str
+    suite: SuiteId = SuiteId.MLKEM768_X25519
+    web_listen: str = "127.0.0.1:8080"
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    extra: dict[str, Any] = field(default_factory=dict)  # sections later issues read (rules, notify)
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the hub's key files live."""
+        return self.data / "keys"
+
+
+def _mqtt_url(value: str) -> str | None:
+    url = urlparse(value)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        return "must be mqtt://host:port (loopback only) or mqtts://host:port"
+    if url.scheme == "mqtt" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return "plain mqtt:// is allowed only on loopback; use mqtts:// (TLS)"
+    return None
+
+
+def _db_url(value: str) -> str | None:
+    if value.startswith("sqlite:///") or value.startswith(("postgresql://", "postgres://")):
+        return None
+    return "must be sqlite:///path or postgresql://..."
+
+
+def _listen(value: str) -> str | None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be host:port"
+    return None
+
+
+LATER_SECTIONS = ("rules", "notify", "contacts", "retention", "policy", "enroll")
+
+
+def _path(raw: str | None, base: Path) -> Path | None:
+    return None if raw is None else (base / raw).resolve()
+
+
+def load_config(path: Path) -> HubConfig:
+    """Read and validate hub.toml. Raises ConfigError naming section, key, value and rule."""
+    path = Path(path).resolve()
+    src = str(path)
+    root = Section("", load_toml(path), src)
+    base = path.parent
+
+    hub = Section("hub", root.table("hub"), src)
+    site = hub.text("site", check=lambda v: None if valid_name(v) else "must be 1-63 of [a-z0-9._-]")
+    data = _path(hub.text("data", "."), base)
+    suite_name = hub.text(
+        "suite",
+        "mlkem768-x25519",
+        check=lambda v: None if v in SUITE_NAMES else f"must be one of {', '.join(SUITE_NAMES)}",
+    )
+    hub.done()
+
+    db = Section("database", root.table("database", {}), src)
+    assert data is not None
+    database_url = db.text("url", f"sqlite:///{data / 'hub.db'}", check=_db_url)
+    db.done()
+
+    web = Section("web", root.table("web", {}), src)
+    web_listen = web.text("listen", "127.0.0.1:8080", check=_listen)
+    web.done()
+
+    m = Section("mqtt", root.table("mqtt", {}), src)
+    mqtt = MqttConfig(
+        url=m.text("url", MqttConfig.url, check=_mqtt_url),
+        client_id=m.text("client_id", MqttConfig.client_id),
+        shared=m.flag("shared", False),
+        username=m.text("username", None),
+        password_file=_path(m.text("password_file", None), base),
+        ca=_path(m.text("ca", None), base),
+        cert=_path(m.text("cert", None), base),
+        key=_path(m.text("key", None), base),
+        session_expiry_s=m.integer("session_expiry_s", MqttConfig.session_expiry_s, lo=86400),
+    )
+    m.done()
+
+    extra = {name: root.table(name) for name in LATER_SECTIONS if root.has(name)}
+    root.done()
+    return HubConfig(
+        path=path,
+        site=site,
+        data=data,
+        database_url=database_url,
+        suite=SUITE_NAMES[suite_name],
+        web_listen=web_listen,
+        mqtt=mqtt,
+        extra=extra,
+    )

@@ -1,0 +1,121 @@
+"""Versioned schema migrations, shared by SQLite and PostgreSQL.
+
+Each migration is a list of statements with two dialect placeholders: {id} for an
+auto-numbered primary key and {blob} for binary columns. Append new migrations; never edit one
+that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the whole hub schema as first designed (foundation, hub issues).
+    [
+        """CREATE TABLE sites (
+            site TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_ms BIGINT NOT NULL)""",
+        """CREATE TABLE devices (
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            class TEXT NOT NULL,
+            grp TEXT,
+            verify_key {blob} NOT NULL,
+            beacon_key {blob},
+            hostname TEXT,
+            mqtt_user TEXT,
+            mqtt_secret_hash TEXT,
+            counts_only INTEGER NOT NULL DEFAULT 0,
+            enrolled_ms BIGINT NOT NULL,
+            revoked_ms BIGINT,
+            last_seen_ms BIGINT,
+            last_seq BIGINT NOT NULL DEFAULT 0,
+            policy_version BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (site, device))""",
+        """CREATE TABLE enroll_tokens (
+            token_hash TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            class TEXT NOT NULL,
+            grp TEXT,
+            uses_left INTEGER NOT NULL,
+            expires_ms BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL)""",
+        # Every accepted envelope, decrypted. (site, device, seq) makes redelivery harmless.
+        """CREATE TABLE reports (
+            id {id},
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            digest {blob} NOT NULL,
+            time_ms BIGINT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            client_ip TEXT,
+            client_user TEXT,
+            body TEXT NOT NULL,
+            UNIQUE (site, device, seq))""",
+        "CREATE INDEX reports_received ON reports (received_ms)",
+        "CREATE INDEX reports_device ON reports (site, device, time_ms)",
+        # DfE log fields, queryable: what was blocked, for whom, when.
+        """CREATE TABLE blocked (
+            report_id BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            category TEXT NOT NULL,
+            count INTEGER NOT NULL)""",
+        "CREATE INDEX blocked_report ON blocked (report_id)",
+        """CREATE TABLE alerts (
+            id {id},
+            rule TEXT NOT NULL,
+            dedup_key TEXT NOT NULL,
+            severity INTEGER NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            device_class TEXT,
+            grp TEXT,
+            status TEXT NOT NULL,
+            first_seen_ms BIGINT NOT NULL,
+            last_seen_ms BIGINT NOT NULL,
+            count INTEGER NOT NULL,
+            summary TEXT NOT NULL,
+            evidence TEXT NOT NULL,
+            notified_severity INTEGER NOT NULL DEFAULT 0)""",
+        """CREATE UNIQUE INDEX alerts_open ON alerts (site, device, rule, dedup_key)
+            WHERE status = 'open'""",
+        """CREATE TABLE alert_actions (
+            id {id},
+            alert_id BIGINT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            note TEXT)""",
+        """CREATE TABLE rejections (
+            id {id},
+            at_ms BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            topic TEXT,
+            site TEXT,
+            device TEXT,
+            size INTEGER NOT NULL,
+            detail TEXT)""",
+        """CREATE TABLE policies (
+            id {id},
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            body TEXT NOT NULL,
+            signed {blob} NOT NULL,
+            created_ms BIGINT NOT NULL,
+            UNIQUE (site, device, version))""",
+        # Outbox: a notification is a row first, so a failed send is retried, never lost.
+        """CREATE TABLE notifications (
+            id {id},
+            alert_id BIGINT NOT NULL,
+            channel TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms BIGINT NOT NULL,
+            last_error TEXT,
+            created_ms BIGINT NOT NULL,
+            sent_ms BIGINT)""",
+    ],
+]
