@@ -57,7 +57,9 @@ class Section:
             self.fail(key, value, rule)
         return value
 
-    def text(self, key: str, default: Any = _MISSING, check: Callable[[str], str | None] | None = None) -> Any:
+    def text(
+        self, key: str, default: Any = _MISSING, check: Callable[[str], str | None] | None = None
+    ) -> Any:
         """A string; `check` returns an error rule or None."""
         value = self._get(key, default, str, "must be a string")
         if check is not None and isinstance(value, str):
@@ -66,7 +68,9 @@ class Section:
                 self.fail(key, value, problem)
         return value
 
-    def integer(self, key: str, default: Any = _MISSING, lo: int | None = None, hi: int | None = None) -> Any:
+    def integer(
+        self, key: str, default: Any = _MISSING, lo: int | None = None, hi: int | None = None
+    ) -> Any:
         """An integer within [lo, hi]."""
         value = self._get(key, default, int, "must be an integer")
         if isinstance(value, int) and not isinstance(value, bool):

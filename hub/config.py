@@ -38,7 +38,9 @@ class HubConfig:
     suite: SuiteId = SuiteId.MLKEM768_X25519
     web_listen: str = "127.0.0.1:8080"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
-    extra: dict[str, Any] = field(default_factory=dict)  # sections later issues read (rules, notify)
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # sections later issues read (rules, notify)
 
     @property
     def keys_dir(self) -> Path:
@@ -83,7 +85,9 @@ def load_config(path: Path) -> HubConfig:
     base = path.parent
 
     hub = Section("hub", root.table("hub"), src)
-    site = hub.text("site", check=lambda v: None if valid_name(v) else "must be 1-63 of [a-z0-9._-]")
+    site = hub.text(
+        "site", check=lambda v: None if valid_name(v) else "must be 1-63 of [a-z0-9._-]"
+    )
     data = _path(hub.text("data", "."), base)
     suite_name = hub.text(
         "suite",
@@ -103,15 +107,15 @@ def load_config(path: Path) -> HubConfig:
 
     m = Section("mqtt", root.table("mqtt", {}), src)
     mqtt = MqttConfig(
-        url=m.text("url", MqttConfig.url, check=_mqtt_url),
-        client_id=m.text("client_id", MqttConfig.client_id),
+        url=m.text("url", "mqtt://127.0.0.1:1883", check=_mqtt_url),
+        client_id=m.text("client_id", "hedgerow-hub"),
         shared=m.flag("shared", False),
         username=m.text("username", None),
         password_file=_path(m.text("password_file", None), base),
         ca=_path(m.text("ca", None), base),
         cert=_path(m.text("cert", None), base),
         key=_path(m.text("key", None), base),
-        session_expiry_s=m.integer("session_expiry_s", MqttConfig.session_expiry_s, lo=86400),
+        session_expiry_s=m.integer("session_expiry_s", 7 * 86400, lo=86400),
     )
     m.done()
 

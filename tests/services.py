@@ -141,7 +141,9 @@ def _run_as_postgres(cmd: list[str]) -> None:
 def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL 15 cluster on a free loopback port, trust auth for postgres."""
     if not (PG_BIN / "initdb").exists():
-        raise ServiceError(f"PostgreSQL 15 is not installed ({PG_BIN}); run 'make bootstrap' as root")
+        raise ServiceError(
+            f"PostgreSQL 15 is not installed ({PG_BIN}); run 'make bootstrap' as root"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="hedgerow-pg-"))
     datadir = tmp / "data"
     if os.getuid() == 0:
@@ -149,14 +151,35 @@ def postgres() -> Iterator[Postgres]:
     port = free_port()
     try:
         _run_as_postgres(
-            [str(PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ]
         )
         opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
         _run_as_postgres(
-            [str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l", str(tmp / "log"), "-w", "start"]
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                opts,
+                "-l",
+                str(tmp / "log"),
+                "-w",
+                "start",
+            ]
         )
         yield Postgres(port, datadir)
     finally:
         if (datadir / "postmaster.pid").exists():
-            _run_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"])
+            _run_as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"]
+            )
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,7 @@ from typing import Any
 from agent.wire.errors import WireError
 from agent.wire.header import SuiteId
 from agent.wire.signing import SigningKey
-from agent.wire.suites import OpeningKey, suite_name, SUITE_NAMES
+from agent.wire.suites import SUITE_NAMES, OpeningKey, suite_name
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -63,7 +63,9 @@ def write_atomic(path: Path, data: bytes, mode: int, *, exclusive: bool = False)
         os.close(dir_fd)
 
 
-def write_json(path: Path, document: dict[str, Any], *, private: bool, exclusive: bool = False) -> None:
+def write_json(
+    path: Path, document: dict[str, Any], *, private: bool, exclusive: bool = False
+) -> None:
     """Write a JSON document atomically; private documents get mode 0600."""
     data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
     write_atomic(path, data, PRIVATE_MODE if private else PUBLIC_MODE, exclusive=exclusive)

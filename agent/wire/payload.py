@@ -153,10 +153,17 @@ SCHEMAS: dict[Kind, Check] = {
     ),
     Kind.ENROLL: _obj(
         {"v": _version, "token": _str(255), "class": _str(63), "reply_key": _str(64)},
-        {"hostname": _str(255), "group": _str(63), "beacon_key": _str(64), "detail": _map(_scalar, 64)},
+        {
+            "hostname": _str(255),
+            "group": _str(63),
+            "beacon_key": _str(64),
+            "detail": _map(_scalar, 64),
+        },
     ),
     # Policies are hub-authored; hub/policy checks their full shape. The wire layer checks the frame.
-    Kind.POLICY: _obj({"v": _version, "site": _str(63)}, {"document": _map(lambda v, p: None, 1024)}),
+    Kind.POLICY: _obj(
+        {"v": _version, "site": _str(63)}, {"document": _map(lambda v, p: None, 1024)}
+    ),
 }
 
 
@@ -188,7 +195,9 @@ def encode(kind: Kind, document: Mapping[str, Any]) -> bytes:
     try:
         validate(kind, dict(document))
     except OpenError as exc:
-        raise WireError(f"payload does not fit the {kind.name.lower()} schema: {exc.detail}") from exc
+        raise WireError(
+            f"payload does not fit the {kind.name.lower()} schema: {exc.detail}"
+        ) from exc
     text = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     return text.encode("utf-8")
 

@@ -52,7 +52,9 @@ class SealingKey:
     def __post_init__(self) -> None:
         expected = {SuiteId.MLKEM768_X25519: _MLKEM_PUB + _X25519, SuiteId.X25519: _X25519}
         if self.suite not in expected or len(self.public) != expected[self.suite]:
-            raise WireError(f"public key of {len(self.public)} bytes does not fit suite {self.suite!r}")
+            raise WireError(
+                f"public key of {len(self.public)} bytes does not fit suite {self.suite!r}"
+            )
 
     @property
     def key_id(self) -> bytes:

@@ -88,5 +88,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     old = HubKeys(config.keys_dir)
     key = add_hpke_key(config.keys_dir, config.suite)
     print(f"new current HPKE key {key.key_id.hex()}; {len(old.all)} older key(s) still decrypt")
-    print("devices seal to it once they receive the next signed policy (hedgerow-hub policy publish)")
+    print(
+        "devices seal to it once they receive the next signed policy (hedgerow-hub policy publish)"
+    )
     return 0

@@ -57,7 +57,9 @@ class Database:
             try:
                 self._conn = psycopg.connect(url, autocommit=True)
             except psycopg.Error as exc:
-                raise StoreError(f"cannot connect to PostgreSQL ({parsed.hostname}): {exc}") from exc
+                raise StoreError(
+                    f"cannot connect to PostgreSQL ({parsed.hostname}): {exc}"
+                ) from exc
         else:
             raise StoreError(f"database url {url!r}: scheme must be sqlite:/// or postgresql://")
 
