@@ -1,0 +1,1 @@
+"""hedgerow-dns: the school's DNS filter (sinkhole) on a Raspberry Pi."""
