@@ -1,0 +1,1 @@
+"""Benchmarks: each measures against a reference run in the same script."""
