@@ -18,7 +18,7 @@ test: bootstrap
 	$(PY) -m pytest -W error $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check agent hub tests bench
+	$(VENV)/bin/ruff check --output-format concise agent hub tests bench
 	$(VENV)/bin/mypy --strict agent hub
 
 demo: bootstrap

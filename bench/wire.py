@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.wire import (  # noqa: E402
+from agent.wire import (
     DeviceRecord,
     Kind,
     OpeningKey,
@@ -27,8 +27,8 @@ from agent.wire import (  # noqa: E402
     open_envelope,
     seal,
 )
-from agent.wire.header import decode_header  # noqa: E402
-from tests.wire_fixtures import DEVICE, SITE, SUMMARY, Directory, Ring  # noqa: E402
+from agent.wire.header import decode_header
+from tests.wire_fixtures import DEVICE, SITE, SUMMARY, Directory, Ring
 
 
 def rate(fn: Callable[[int], object], seconds: float) -> float:
