@@ -1,0 +1,79 @@
+"""The last good copy of each list on disk, with a small JSON note beside it.
+
+`<cache_dir>/<sha256(source)[:16]>.list` holds the bytes that were last accepted;
+`.json` beside it says where they came from, how many entries they held and the HTTP
+validators, so a restart without network serves the same list and a later refresh can be
+compared against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agent.dns.lists.model import ListError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheNote:
+    """What we know about a cached copy."""
+
+    source: str
+    entries: int
+    fetched_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int = 0
+    mtime_ns: int = 0  # of the local source file the copy was made from
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSlot:
+    """The files of one source in the cache directory."""
+
+    data: Path
+    note: Path
+    part: Path  # where a download lands before it is accepted
+
+    def read_note(self) -> CacheNote | None:
+        """The note, or None if there is no usable copy (missing or unreadable note/data)."""
+        if not self.data.exists():
+            return None
+        try:
+            raw = json.loads(self.note.read_text(encoding="utf-8"))
+            return CacheNote(**raw)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring cache note %s: %s", self.note, exc)
+            return None
+
+    def accept(self, new_data: Path, note: CacheNote) -> None:
+        """Make new_data the cached copy (atomic rename), then write its note."""
+        try:
+            os.replace(new_data, self.data)
+            tmp = self.note.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(asdict(note)), encoding="utf-8")
+            os.replace(tmp, self.note)
+        except OSError as exc:
+            raise ListError(f"list {note.source}: cannot write the cache: {exc}") from exc
+
+    def discard_part(self) -> None:
+        """Remove a refused download."""
+        self.part.unlink(missing_ok=True)
+
+
+def slot(cache_dir: Path, source: str) -> CacheSlot:
+    """The cache files for a source (the directory is created if needed)."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ListError(f"list cache {cache_dir}: cannot create: {exc.strerror}") from exc
+    key = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+    return CacheSlot(
+        cache_dir / f"{key}.list", cache_dir / f"{key}.json", cache_dir / f"{key}.part"
+    )

@@ -1,0 +1,232 @@
+"""ListRefresher: keeps every list's last good copy and refreshes lists off the hot path.
+
+The server calls `load()` once at startup and then `refresh()` from a worker thread (an
+executor) every few minutes; `refresh()` only fetches lists whose refresh_h has passed, and
+returns the index to serve. A refresh that fails, comes back empty, truncated, unparseable,
+or with fewer than `min_ratio` of the last good copy's entries is refused: the old copy keeps
+serving, a warning is logged and `status()` carries the reason. Reload is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from agent.dns.lists.cache import CacheNote, CacheSlot, slot
+from agent.dns.lists.fetch import copy_file, fetch
+from agent.dns.lists.index import CategoryIndex, index_of
+from agent.dns.lists.model import ListError, ListSpec, ListStats, ListStatus, is_url
+from agent.dns.lists.reader import ParsedList, parse_file
+
+log = logging.getLogger(__name__)
+
+
+class ListRefresher:
+    """Holds the last good copy of each list (in cache_dir) and the index built from them."""
+
+    def __init__(
+        self,
+        specs: Sequence[ListSpec],
+        cache_dir: Path,
+        *,
+        min_ratio: float = 0.5,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.specs = tuple(specs)
+        self.cache_dir = cache_dir
+        self.min_ratio = min_ratio
+        self.timeout = timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._index = CategoryIndex.empty()
+        self._status: dict[ListSpec, ListStatus] = {}
+        self._stats: dict[ListSpec, ListStats] = {}
+
+    @property
+    def index(self) -> CategoryIndex:
+        """The index currently built from the last good copies."""
+        return self._index
+
+    def status(self) -> list[ListStatus]:
+        """How each list is being served, in spec order."""
+        return [self._status[spec] for spec in self.specs if spec in self._status]
+
+    def stats(self) -> list[ListStats]:
+        """The parse statistics of each list being served, in spec order."""
+        return [self._stats[spec] for spec in self.specs if spec in self._stats]
+
+    def load(self) -> tuple[CategoryIndex, list[ListStats]]:
+        """Startup: read each list (a path, or a URL's cached copy, else fetch it) and build the
+        index. Raises ListError naming every list that has no usable copy at all."""
+        with self._lock:
+            parsed: dict[ListSpec, ParsedList] = {}
+            problems: list[str] = []
+            for spec in self.specs:
+                try:
+                    parsed[spec] = self._initial(spec)
+                except ListError as exc:
+                    problems.append(str(exc))
+            if problems:
+                raise ListError("\n".join(problems))
+            self._index = index_of(self.specs, [parsed[spec] for spec in self.specs])
+            return self._index, self.stats()
+
+    def due(self) -> list[ListSpec]:
+        """The lists whose refresh_h has passed since they were last checked."""
+        now = self._clock()
+        return [
+            spec
+            for spec in self.specs
+            if spec not in self._status
+            or now - self._status[spec].checked_at >= spec.refresh_h * 3600
+        ]
+
+    def refresh(self, specs: Sequence[ListSpec] | None = None) -> CategoryIndex:
+        """Refresh the given lists (default: the due ones) and return the index to serve: a new
+        one if any list changed and everything rebuilt, else the current one. Never raises for
+        a bad list; see status()."""
+        with self._lock:
+            fresh: dict[ListSpec, ParsedList] = {}
+            for spec in self.due() if specs is None else specs:
+                parsed = self._refresh_one(spec)
+                if parsed is not None:
+                    fresh[spec] = parsed
+            if fresh:
+                self._rebuild(fresh)
+            return self._index
+
+    def _rebuild(self, fresh: dict[ListSpec, ParsedList]) -> None:
+        try:
+            parsed = [
+                fresh[spec] if spec in fresh else self._parse_cached(spec) for spec in self.specs
+            ]
+            self._index = index_of(self.specs, parsed)
+        except ListError as exc:
+            log.error("list reload failed, the old index keeps serving: %s", exc)
+            for spec in fresh:
+                self._set(spec, self._stats[spec], problem=f"reload failed: {exc}")
+            return
+        for spec, one in fresh.items():
+            self._stats[spec] = one.stats
+        log.info("lists reloaded: %s names in %s categories", len(self._index), len(parsed))
+
+    def _parse_cached(self, spec: ListSpec) -> ParsedList:
+        return parse_file(slot(self.cache_dir, spec.source).data, spec.source, spec.category)
+
+    def _set(
+        self,
+        spec: ListSpec,
+        stats: ListStats,
+        serving_from: str | None = None,
+        loaded_at: float | None = None,
+        problem: str | None = None,
+    ) -> None:
+        old = self._status.get(spec)
+        self._status[spec] = ListStatus(
+            source=spec.source,
+            category=spec.category,
+            entries=stats.entries + stats.exceptions,
+            serving_from=serving_from or (old.serving_from if old else "source"),
+            loaded_at=loaded_at if loaded_at is not None else (old.loaded_at if old else 0.0),
+            checked_at=self._clock(),
+            problem=problem,
+        )
+
+    def _initial(self, spec: ListSpec) -> ParsedList:
+        cached = slot(self.cache_dir, spec.source)
+        note = cached.read_note()
+        if is_url(spec.source) and note is not None:
+            try:
+                parsed = parse_file(cached.data, spec.source, spec.category)
+            except ListError as exc:
+                log.warning("cached copy unusable, fetching again: %s", exc)
+            else:
+                self._stats[spec] = parsed.stats
+                self._set(spec, parsed.stats, "cache", note.fetched_at)
+                # A restart should not refetch everything at once: due when the copy is due.
+                self._status[spec] = replace(self._status[spec], checked_at=note.fetched_at)
+                return parsed
+        try:
+            taken = self._take(spec, cached, None if is_url(spec.source) else note)
+            # None: the local file is the one already cached.
+            parsed = taken if taken is not None else self._parse_cached(spec)
+        except ListError as exc:
+            if note is None or is_url(spec.source):
+                raise
+            log.warning("%s; serving the last good copy from the cache", exc)
+            parsed = parse_file(cached.data, spec.source, spec.category)
+            self._stats[spec] = parsed.stats
+            self._set(spec, parsed.stats, "cache", note.fetched_at, problem=str(exc))
+            return parsed
+        self._stats[spec] = parsed.stats
+        self._set(spec, parsed.stats, "source", self._clock())
+        return parsed
+
+    def _refresh_one(self, spec: ListSpec) -> ParsedList | None:
+        cached = slot(self.cache_dir, spec.source)
+        note = cached.read_note()
+        try:
+            parsed = self._take(spec, cached, note, guard=True)
+        except ListError as exc:
+            log.warning("%s; still serving the last good copy", exc)
+            if spec in self._stats:
+                self._set(spec, self._stats[spec], problem=str(exc))
+            return None
+        if parsed is None:  # unchanged
+            self._set(spec, self._stats[spec])
+            return None
+        self._set(spec, parsed.stats, "source", self._clock())
+        return parsed
+
+    def _take(
+        self, spec: ListSpec, cached: CacheSlot, note: CacheNote | None, guard: bool = False
+    ) -> ParsedList | None:
+        """Bring the source's current copy into the cache if it is good and return its parse;
+        None if the cached copy is still current. `guard` refuses a copy that shrank."""
+        try:
+            note_out = self._download(spec, cached, note)
+            if note_out is None:
+                return None
+            parsed = parse_file(cached.part, spec.source, spec.category)
+            entries = parsed.stats.entries + parsed.stats.exceptions
+            if guard and note is not None and entries < self.min_ratio * note.entries:
+                raise ListError(
+                    f"list {spec.source}: shrank from {note.entries} to {entries} entries "
+                    f"(below {self.min_ratio:.0%} of the last good copy)"
+                )
+        except ListError:
+            cached.discard_part()
+            raise
+        cached.accept(cached.part, replace(note_out, entries=entries))
+        return parsed
+
+    def _download(
+        self, spec: ListSpec, cached: CacheSlot, note: CacheNote | None
+    ) -> CacheNote | None:
+        """Put a fresh copy in cached.part; None if the cached copy is still current."""
+        now = self._clock()
+        if is_url(spec.source):
+            got = fetch(
+                spec.source,
+                cached.part,
+                note.etag if note else None,
+                note.last_modified if note else None,
+                self.timeout,
+            )
+            if not got.changed:
+                return None
+            return CacheNote(spec.source, 0, now, got.etag, got.last_modified, got.size)
+        path = Path(spec.source)
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise ListError(f"list {spec.source}: cannot read: {exc.strerror}") from exc
+        if note is not None and (info.st_size, info.st_mtime_ns) == (note.size, note.mtime_ns):
+            return None
+        copy_file(path, cached.part)
+        return CacheNote(spec.source, 0, now, size=info.st_size, mtime_ns=info.st_mtime_ns)
