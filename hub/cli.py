@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from agent.errors import HedgerowError
-from hub.commands import setup
+from hub.commands import alerts, setup
 
-COMMAND_MODULES = [setup]
+COMMAND_MODULES = [setup, alerts]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,6 +80,8 @@ MIGRATIONS: list[list[str]] = [
             notified_severity INTEGER NOT NULL DEFAULT 0)""",
         """CREATE UNIQUE INDEX alerts_open ON alerts (site, device, rule, dedup_key)
             WHERE status = 'open'""",
+        # Rules look up a key's latest alert in any status (cooldown, acknowledged conditions).
+        "CREATE INDEX alerts_key ON alerts (site, device, rule, dedup_key)",
         """CREATE TABLE alert_actions (
             id {id},
             alert_id BIGINT NOT NULL,
@@ -87,6 +89,7 @@ MIGRATIONS: list[list[str]] = [
             actor TEXT NOT NULL,
             action TEXT NOT NULL,
             note TEXT)""",
+        "CREATE INDEX alert_actions_alert ON alert_actions (alert_id)",
         """CREATE TABLE rejections (
             id {id},
             at_ms BIGINT NOT NULL,

@@ -1,0 +1,340 @@
+"""The [rules] section of hub.toml: typed, strict, frozen (docs/alerts.md lists every key).
+
+Severities are 1 (information) to 5 (a child may be at risk now); 0 turns an alert off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent.tomlreader import Section
+from agent.wire.errors import Reason
+from hub.alerts import AlertPolicy
+from hub.config import HubConfig
+from hub.rules.hours import Hours, parse_hours
+
+_CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+URGENT = 4  # severities from here up alert on the first attempt by default
+NIGHT = Hours(22 * 60, 6 * 60)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRule:
+    """How blocked attempts in one category become an alert: N attempts in M minutes."""
+
+    severity: int
+    attempts: int
+    minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class OffsiteRule:
+    """offsite_use: a laptop reporting from off site."""
+
+    enabled: bool = True
+    pupil_severity: int = 3
+    pupil_night_severity: int = 4
+    night: Hours = NIGHT
+    staff_severity: int = 1
+    staff_hours: Hours | None = None  # when set, off-site use outside it is out of hours
+    staff_out_of_hours_severity: int = 3
+
+
+DEFAULT_CATEGORY_SEVERITY: Mapping[str, int] = MappingProxyType(
+    {"iwf": 5, "self_harm": 5, "extremism": 5, "adult": 4, "gambling": 3, "social_networks": 0}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedRule:
+    """blocked_content: blocked attempts by category, each with a severity and a threshold."""
+
+    enabled: bool = True
+    severities: Mapping[str, int] = field(default_factory=lambda: DEFAULT_CATEGORY_SEVERITY)
+    thresholds: Mapping[str, tuple[int, int]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )  # category -> (attempts, minutes), where not the default for its severity
+    other_severity: int = 0  # categories not named
+    urgent_attempts: int = 1  # default threshold for severity >= 4
+    urgent_minutes: int = 1
+    attempts: int = 3  # default threshold for severity 1..3
+    minutes: int = 10
+
+    def category(self, name: str) -> CategoryRule:
+        """The rule for a category (severity 0: no alert)."""
+        severity = self.severities.get(name, self.other_severity)
+        default = (
+            (self.urgent_attempts, self.urgent_minutes)
+            if severity >= URGENT
+            else (self.attempts, self.minutes)
+        )
+        attempts, minutes = self.thresholds.get(name, default)
+        return CategoryRule(severity, attempts, minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class BypassRule:
+    """bypass: attempts to get round the filter (DoH, VPN, Tor, proxies, hard-coded DNS)."""
+
+    enabled: bool = True
+    severity: int = 4
+    categories: tuple[str, ...] = ("doh", "vpn", "proxy", "tor")
+
+
+@dataclass(frozen=True, slots=True)
+class TamperRule:
+    """tamper: the agent or filter stopped, switched off, redirected or out of date."""
+
+    enabled: bool = True
+    last_will_severity: int = 2
+    filter_disabled_severity: int = 4
+    resolver_changed_severity: int = 4
+    clock_skew_severity: int = 3
+    clock_skew_minutes: int = 5
+    policy_stale_severity: int = 2
+    policy_stale_hours: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class SilentRule:
+    """silent_device: nothing heard from a device for too long."""
+
+    enabled: bool = True
+    laptop_days: int = 3
+    laptop_severity: int = 2
+    sinkhole_minutes: int = 10
+    sinkhole_severity: int = 4
+
+
+DEFAULT_SECURITY_REASONS = (
+    Reason.BAD_SIGNATURE.value,
+    Reason.DECRYPT_FAILED.value,
+    Reason.REPLAY.value,
+    Reason.UNKNOWN_DEVICE.value,
+    Reason.REVOKED.value,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityRule:
+    """security: bursts of forged, replayed or unknown-device envelopes."""
+
+    enabled: bool = True
+    severity: int = 3
+    reasons: tuple[str, ...] = DEFAULT_SECURITY_REASONS
+    attempts: int = 5
+    minutes: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    """Everything [rules] says; RulesConfig() is the documented defaults."""
+
+    timezone: str = "Europe/London"
+    cooldown_minutes: int = 60
+    evidence_limit: int = 50
+    offsite: OffsiteRule = OffsiteRule()
+    blocked: BlockedRule = BlockedRule()
+    bypass: BypassRule = BypassRule()
+    tamper: TamperRule = TamperRule()
+    silent: SilentRule = SilentRule()
+    security: SecurityRule = SecurityRule()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The school's time zone (ZoneInfo caches instances, so this is cheap)."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def policy(self) -> AlertPolicy:
+        """Cooldown and evidence cap for the alert store."""
+        return AlertPolicy(self.cooldown_minutes * 60_000, self.evidence_limit)
+
+
+def _zone(name: str) -> str | None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return 'must be an IANA time zone such as "Europe/London"'
+    return None
+
+
+def _severity(section: Section, key: str, default: int) -> int:
+    return int(section.integer(key, default, lo=0, hi=5))
+
+
+def _hours(section: Section, key: str, default: Hours | None) -> Hours | None:
+    text = section.text(key, None)
+    if text is None:
+        return default
+    parsed = parse_hours(text)
+    if isinstance(parsed, str):
+        section.fail(key, text, parsed)
+    return parsed
+
+
+def _sub(parent: Section, key: str) -> Section:
+    return Section(f"{parent.name}.{key}", parent.table(key, {}), parent.source)
+
+
+def _offsite(s: Section) -> OffsiteRule:
+    d = OffsiteRule()
+    rule = OffsiteRule(
+        enabled=s.flag("enabled", True),
+        pupil_severity=_severity(s, "pupil_severity", d.pupil_severity),
+        pupil_night_severity=_severity(s, "pupil_night_severity", d.pupil_night_severity),
+        night=_hours(s, "night", d.night) or d.night,
+        staff_severity=_severity(s, "staff_severity", d.staff_severity),
+        staff_hours=_hours(s, "staff_hours", None),
+        staff_out_of_hours_severity=_severity(
+            s, "staff_out_of_hours_severity", d.staff_out_of_hours_severity
+        ),
+    )
+    s.done()
+    return rule
+
+
+def _category_name(section: Section, name: str) -> None:
+    if not _CATEGORY.match(name):
+        section.fail(name, name, "category names are 1-63 of [a-z0-9_-]")
+
+
+def _threshold_default(d: BlockedRule, severity: int) -> tuple[int, int]:
+    return (d.urgent_attempts, d.urgent_minutes) if severity >= URGENT else (d.attempts, d.minutes)
+
+
+def _blocked(s: Section, bypass: tuple[str, ...]) -> BlockedRule:
+    d = BlockedRule()
+    severities = dict(d.severities)  # named categories are merged over the defaults
+    thresholds: dict[str, tuple[int, int]] = {}
+    cats = _sub(s, "categories")
+    for name, value in sorted(s.table("categories", {}).items()):
+        _category_name(cats, name)
+        if name in bypass:
+            cats.fail(name, value, "is a bypass category: set its severity in [rules.bypass]")
+        if not isinstance(value, dict):
+            if isinstance(value, bool) or not isinstance(value, int):
+                cats.fail(name, value, "must be a severity 0..5 or {severity, attempts, minutes}")
+            severities[name] = _severity(cats, name, 0)
+            continue
+        one = Section(f"{cats.name}.{name}", cats.table(name), s.source)
+        severities[name] = _severity(one, "severity", severities.get(name, d.other_severity))
+        if one.has("attempts") or one.has("minutes"):
+            attempts, minutes = _threshold_default(d, severities[name])
+            thresholds[name] = (
+                int(one.integer("attempts", attempts, lo=1, hi=10_000)),
+                int(one.integer("minutes", minutes, lo=1, hi=7 * 24 * 60)),
+            )
+        one.done()
+    cats.done()
+    rule = BlockedRule(
+        enabled=s.flag("enabled", True),
+        severities=MappingProxyType(severities),
+        thresholds=MappingProxyType(thresholds),
+        other_severity=_severity(s, "other_severity", d.other_severity),
+        urgent_attempts=int(s.integer("urgent_attempts", d.urgent_attempts, lo=1, hi=10_000)),
+        urgent_minutes=int(s.integer("urgent_minutes", d.urgent_minutes, lo=1, hi=7 * 24 * 60)),
+        attempts=int(s.integer("attempts", d.attempts, lo=1, hi=10_000)),
+        minutes=int(s.integer("minutes", d.minutes, lo=1, hi=7 * 24 * 60)),
+    )
+    s.done()
+    return rule
+
+
+def _bypass(s: Section) -> BypassRule:
+    d = BypassRule()
+    categories = tuple(s.text_list("categories", list(d.categories)))
+    for name in categories:
+        _category_name(s, name)
+    rule = BypassRule(
+        enabled=s.flag("enabled", True),
+        severity=_severity(s, "severity", d.severity),
+        categories=categories,
+    )
+    s.done()
+    return rule
+
+
+def _tamper(s: Section) -> TamperRule:
+    d = TamperRule()
+    rule = TamperRule(
+        enabled=s.flag("enabled", True),
+        last_will_severity=_severity(s, "last_will_severity", d.last_will_severity),
+        filter_disabled_severity=_severity(
+            s, "filter_disabled_severity", d.filter_disabled_severity
+        ),
+        resolver_changed_severity=_severity(
+            s, "resolver_changed_severity", d.resolver_changed_severity
+        ),
+        clock_skew_severity=_severity(s, "clock_skew_severity", d.clock_skew_severity),
+        clock_skew_minutes=int(s.integer("clock_skew_minutes", d.clock_skew_minutes, lo=1)),
+        policy_stale_severity=_severity(s, "policy_stale_severity", d.policy_stale_severity),
+        policy_stale_hours=int(s.integer("policy_stale_hours", d.policy_stale_hours, lo=1)),
+    )
+    s.done()
+    return rule
+
+
+def _silent(s: Section) -> SilentRule:
+    d = SilentRule()
+    rule = SilentRule(
+        enabled=s.flag("enabled", True),
+        laptop_days=int(s.integer("laptop_days", d.laptop_days, lo=1, hi=365)),
+        laptop_severity=_severity(s, "laptop_severity", d.laptop_severity),
+        sinkhole_minutes=int(
+            s.integer("sinkhole_minutes", d.sinkhole_minutes, lo=2, hi=7 * 24 * 60)
+        ),
+        sinkhole_severity=_severity(s, "sinkhole_severity", d.sinkhole_severity),
+    )
+    s.done()
+    return rule
+
+
+def _security(s: Section) -> SecurityRule:
+    d = SecurityRule()
+    known = [r.value for r in Reason]
+    reasons = tuple(s.text_list("reasons", list(d.reasons)))
+    for reason in reasons:
+        if reason not in known:
+            s.fail("reasons", reason, f"each reason must be one of {', '.join(known)}")
+    rule = SecurityRule(
+        enabled=s.flag("enabled", True),
+        severity=_severity(s, "severity", d.severity),
+        reasons=reasons,
+        attempts=int(s.integer("attempts", d.attempts, lo=1, hi=100_000)),
+        minutes=int(s.integer("minutes", d.minutes, lo=1, hi=24 * 60)),
+    )
+    s.done()
+    return rule
+
+
+def parse_rules(raw: Any, source: str = "") -> RulesConfig:
+    """Validate a raw [rules] table. Raises ConfigError naming section, key, value and rule."""
+    root = Section("rules", raw, source)
+    bypass = _bypass(_sub(root, "bypass"))
+    config = RulesConfig(
+        timezone=root.text("timezone", "Europe/London", check=_zone),
+        cooldown_minutes=int(root.integer("cooldown_minutes", 60, lo=0, hi=30 * 24 * 60)),
+        evidence_limit=int(root.integer("evidence_limit", 50, lo=1, hi=1000)),
+        offsite=_offsite(_sub(root, "offsite_use")),
+        blocked=_blocked(_sub(root, "blocked_content"), bypass.categories),
+        bypass=bypass,
+        tamper=_tamper(_sub(root, "tamper")),
+        silent=_silent(_sub(root, "silent_device")),
+        security=_security(_sub(root, "security")),
+    )
+    root.done()
+    return config
+
+
+def load_rules(config: HubConfig) -> RulesConfig:
+    """The rules of a loaded hub.toml: defaults when [rules] is absent; raises ConfigError."""
+    raw = config.extra.get("rules")
+    if raw is None:
+        return RulesConfig()
+    return parse_rules(raw, str(config.path))

@@ -1,0 +1,183 @@
+"""tamper: an agent that died without a clean stop (its MQTT last will), a filter switched off, a
+laptop's resolver changed, a device clock more than a few minutes out, or a policy left stale.
+
+Clock skew is judged on heartbeats only: summaries and events may be spooled for days and are
+legitimately old, while a heartbeat is sealed just before it is sent. A last will is sealed
+when the agent connects, so it is never judged for skew either.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.wire.header import Kind
+from hub.alerts import Finding, find_active, resolve
+from hub.model import StoredReport
+from hub.rules.config import RulesConfig
+from hub.rules.wording import device_label, plural
+from hub.store import Database
+
+RULE = "tamper"
+LAPTOPS = ("pupil-laptop", "staff-laptop")
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+
+
+def previous_resolver(db: Database, report: StoredReport) -> str | None:
+    """The resolver named by this device's latest earlier heartbeat, if any."""
+    rows = db.execute(
+        "SELECT body FROM reports WHERE site = ? AND device = ? AND id <> ? AND time_ms <= ? "
+        "AND body LIKE ? ORDER BY time_ms DESC, id DESC LIMIT 10",
+        (report.site, report.device, report.id, report.time_ms, '%"resolver"%'),
+    )
+    for (body,) in rows:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(payload, dict) and "uptime_s" in payload:
+            resolver = payload.get("resolver")
+            return resolver if isinstance(resolver, str) else None
+    return None
+
+
+def _resolver_event(payload: dict[str, Any]) -> str:
+    detail = payload.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    old, new = detail.get("from"), detail.get("to")
+    if old is not None and new is not None:
+        return f" from {old} to {new}"
+    return f" to {new}" if new is not None else ""
+
+
+def _heartbeat(
+    db: Database, rules: RulesConfig, report: StoredReport, label: str
+) -> list[tuple[int, str, str]]:
+    t = rules.tamper
+    p = report.payload
+    found = []
+    if p.get("clean_stop") is False:
+        found.append(
+            (
+                t.last_will_severity,
+                "last_will",
+                f"{label}'s agent went offline without a clean stop "
+                "(a crash, a power cut, or someone stopping it).",
+            )
+        )
+    if p.get("filter_active") is False:
+        found.append(
+            (t.filter_disabled_severity, "filter_disabled", f"{label} says its filter is off.")
+        )
+    skew = report.time_ms - report.received_ms
+    if p.get("clean_stop") is not False and abs(skew) > t.clock_skew_minutes * MINUTE_MS:
+        direction = "ahead of" if skew > 0 else "behind"
+        minutes = plural(abs(skew) // MINUTE_MS, "minute", "minutes")
+        found.append(
+            (
+                t.clock_skew_severity,
+                "clock_skew",
+                f"{label}'s clock is {minutes} {direction} the hub's.",
+            )
+        )
+    resolver = p.get("resolver")
+    if report.device_class in LAPTOPS and isinstance(resolver, str):
+        before = previous_resolver(db, report)
+        if before is not None and before != resolver:
+            found.append(
+                (
+                    t.resolver_changed_severity,
+                    "resolver_changed",
+                    f"{label}'s DNS resolver changed from {before} to {resolver}.",
+                )
+            )
+    return found
+
+
+def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Finding]:
+    """Findings from a heartbeat, or from a laptop's "resolver_changed" event."""
+    if not rules.tamper.enabled:
+        return []
+    label = device_label(report.site, report.device, report.device_class)
+    found: list[tuple[int, str, str]] = []
+    if report.kind == Kind.HEARTBEAT:
+        found = _heartbeat(db, rules, report, label)
+    elif (
+        report.kind == Kind.EVENT
+        and report.payload.get("type") == "resolver_changed"
+        and report.device_class in LAPTOPS
+    ):
+        found.append(
+            (
+                rules.tamper.resolver_changed_severity,
+                "resolver_changed",
+                f"{label}'s DNS resolver was changed{_resolver_event(report.payload)}.",
+            )
+        )
+    return [
+        Finding(
+            rule=RULE,
+            severity=severity,
+            site=report.site,
+            device=report.device,
+            device_class=report.device_class,
+            group=report.group,
+            key=key,
+            summary=summary,
+            at_ms=report.received_ms,
+            evidence=(report.id,),
+        )
+        for severity, key, summary in found
+        if severity > 0
+    ]
+
+
+def stale_policies(db: Database, rules: RulesConfig, now_ms: int) -> list[Finding]:
+    """Devices still reporting a policy older than one published more than N hours ago.
+
+    A policy row for device "" or "*" is the site-wide policy. Open alerts of devices that have
+    caught up are resolved here too.
+    """
+    t = rules.tamper
+    if not t.enabled or t.policy_stale_severity == 0:
+        return []
+    rows = db.execute(
+        "SELECT d.site, d.device, d.class, d.grp, d.policy_version, MIN(p.created_ms), "
+        "MAX(p.version) FROM devices d JOIN policies p ON p.site = d.site "
+        "AND (p.device = d.device OR p.device IN ('', '*')) AND p.version > d.policy_version "
+        "WHERE d.revoked_ms IS NULL "
+        "GROUP BY d.site, d.device, d.class, d.grp, d.policy_version",
+    )
+    stale = set()
+    findings = []
+    for site, device, device_class, group, version, published_ms, latest in rows:
+        if now_ms - int(published_ms) <= t.policy_stale_hours * HOUR_MS:
+            continue
+        stale.add((site, device))
+        if find_active(db, site, device, RULE, "policy_stale") is not None:
+            continue
+        label = device_label(site, device, device_class)
+        hours = plural((now_ms - int(published_ms)) // HOUR_MS, "hour", "hours")
+        findings.append(
+            Finding(
+                rule=RULE,
+                severity=t.policy_stale_severity,
+                site=site,
+                device=device,
+                device_class=device_class,
+                group=group,
+                key="policy_stale",
+                summary=f"{label} still uses policy version {version}; version {latest} "
+                f"was published {hours} ago.",
+                at_ms=now_ms,
+            )
+        )
+    for alert_id, site, device in db.execute(
+        "SELECT id, site, device FROM alerts WHERE rule = ? AND dedup_key = 'policy_stale' "
+        "AND status IN ('open', 'acknowledged')",
+        (RULE,),
+    ):
+        if (site, device) not in stale:
+            resolve(db, int(alert_id), now_ms, "the device now reports the current policy")
+    return findings

@@ -1,0 +1,87 @@
+"""The words of alert summaries: sentences a safeguarding lead can read, without pupil names.
+
+Client user names and hostnames in payloads may carry a pupil's name, so summaries name a
+device by its enrolled id and a DNS client by its address and filtering group only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hub.model import StoredReport
+from hub.rules.hours import local_time
+
+_CLASS_NAMES = {
+    "pupil-laptop": "Pupil laptop",
+    "staff-laptop": "Staff laptop",
+    "sinkhole": "DNS filter",
+}
+_CATEGORY_NAMES = {
+    "iwf": "IWF-listed (child abuse)",
+    "self_harm": "self-harm",
+    "doh": "DNS-over-HTTPS",
+    "dot": "DNS-over-TLS",
+    "hardcoded_dns": "a hard-coded DNS server",
+    "vpn": "VPN",
+    "tor": "Tor",
+    "proxy": "proxy",
+}
+
+
+def device_label(site: str, device: str, device_class: str | None) -> str:
+    """E.g. "Pupil laptop cape-primary/lt-042"."""
+    return f"{_CLASS_NAMES.get(device_class or '', 'Device')} {site}/{device}"
+
+
+def client_of(report: StoredReport) -> dict[str, Any] | None:
+    """The DNS client a sinkhole's report is about, if it names one."""
+    client = report.payload.get("client")
+    if report.device_class == "sinkhole" and isinstance(client, dict):
+        return client
+    return None
+
+
+def who(report: StoredReport) -> str:
+    """The subject of a sentence about this report: the laptop, or the client behind the Pi."""
+    label = device_label(report.site, report.device, report.device_class)
+    client = client_of(report)
+    if client is None:
+        return label
+    group = client.get("group")
+    in_group = f" (group {group})" if isinstance(group, str) and group else ""
+    return f"A device at {client.get('ip', 'an unknown address')}{in_group} behind {label}"
+
+
+def group_of(report: StoredReport) -> str | None:
+    """The filtering group an alert belongs to: the DNS client's, else the device's."""
+    client = client_of(report)
+    if client is not None and isinstance(client.get("group"), str):
+        return str(client["group"])
+    return report.group
+
+
+def client_key(report: StoredReport) -> str:
+    """A dedup-key suffix that keeps clients behind one Pi apart ("" for laptops)."""
+    client = client_of(report)
+    return f"@{client.get('ip', '?')}" if client is not None else ""
+
+
+def category_label(category: str) -> str:
+    """E.g. "self-harm", "social networks"."""
+    return _CATEGORY_NAMES.get(category, category.replace("_", " "))
+
+
+def clock(ms: int, zone: ZoneInfo) -> str:
+    """School-local time of day, e.g. "23:14"."""
+    return local_time(ms, zone).strftime("%H:%M")
+
+
+def when(ms: int, zone: ZoneInfo) -> str:
+    """School-local date and time, e.g. "2025-03-04 23:14"."""
+    return local_time(ms, zone).strftime("%Y-%m-%d %H:%M")
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """ "1 time", "3 times"."""
+    return f"{n} {one if n == 1 else many}"
