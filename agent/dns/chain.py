@@ -1,0 +1,93 @@
+"""The resolver chain: one ordered list of links, built in one place, each link answering a
+query or passing it on (Blocky's server.createQueryResolver)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.dns import packet
+from agent.dns.config import DnsConfig
+from agent.dns.groups import CategoryLookup, build_policy
+from agent.dns.request import Link, Pending, Request
+from agent.dns.resolvers.access import AccessLink
+from agent.dns.resolvers.beacon import BeaconLink
+from agent.dns.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink
+from agent.dns.resolvers.bypass import BypassLink
+from agent.dns.resolvers.ratelimit import RateLimitLink, TokenBuckets
+from agent.dns.resolvers.safesearch import SafeSearchLink
+from agent.dns.resolvers.upstream import CacheLink, Forwarder, UpstreamLink
+from agent.dns.sinkhole import Sinkhole
+from agent.dns.verdict import Answer, Kind, Verdict
+from agent.wire.signing import SigningKey
+
+
+class Chain:
+    """The links in order; the first that answers wins."""
+
+    def __init__(self, links: tuple[Link, ...], clock: Callable[[], float]) -> None:
+        self.links = links
+        self.clock = clock
+
+    def resolve(self, request: Request) -> Answer | Pending:
+        """Run the request down the links."""
+        for link in self.links:
+            outcome = link.resolve(request)
+            if outcome is not None:
+                return outcome
+        verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="no link answered")
+        return Answer(packet.error(request.query, packet.SERVFAIL), verdict)
+
+    def decide(self, request: Request) -> tuple[str, Answer | Pending]:
+        """The name of the link that answers, and its outcome (for explain)."""
+        for link in self.links:
+            outcome = link.resolve(request)
+            if outcome is not None:
+                return link.name, outcome
+        return "none", self.resolve(request)
+
+
+def build_chain(
+    config: DnsConfig,
+    index: CategoryLookup,
+    forwarder: Forwarder,
+    *,
+    clock: Callable[[], float],
+    beacon_key: SigningKey | None = None,
+    buckets: TokenBuckets | None = None,
+) -> Chain:
+    """The one place that sets the order in which a query meets the policy.
+
+    (Malformed packets never get this far: the server answers FORMERR while parsing.)
+    """
+    policy = build_policy(config, index)
+    sinkhole = Sinkhole(config.blocked_answer, config.server.blocked_ttl_s)
+    links: list[Link] = [
+        # 1. Who is asking comes first: outsiders are refused before they cost anything, and
+        #    every later link needs the client's group.
+        AccessLink(policy.clients),
+    ]
+    if config.server.rate_limit_qps:
+        # 1b. Rate limiting before any work an attacker controls (lookups, upstream queries).
+        links.append(RateLimitLink(buckets or TokenBuckets(config.server.rate_limit_qps)))
+    links += [
+        # 2. Statutory lists (IWF, counter-terrorism) block for everyone, so they sit before
+        #    the allowlist: no school setting can let them through.
+        StatutoryLink(index, sinkhole, policy.sources, policy.statutory_mask),
+        # 3. The group's allowlist, before its categories, so a school can unblock a
+        #    wrongly listed site for one group.
+        AllowLink(),
+        # 4. The group's blocked categories (some only inside their schedule).
+        CategoryLink(index, sinkhole, policy.sources),
+        # 5. SafeSearch after blocking: a blocked search engine stays blocked, an allowed one
+        #    is still made safe.
+        SafeSearchLink(forwarder),
+        # 6. Anti-bypass rules after SafeSearch (so its HTTPS rule names the rewrite) and
+        #    before anything could forward the canaries upstream.
+        BypassLink(),
+        # 7. The beacon: our own private zone is answered here and never forwarded.
+        BeaconLink(config.beacon.site if config.beacon else None, beacon_key),
+        # 8. Only now is the answer worth looking up: the cache, then the upstreams.
+        CacheLink(forwarder.cache),
+        UpstreamLink(forwarder),
+    ]
+    return Chain(tuple(links), clock)

@@ -1,0 +1,1 @@
+"""hedgerow-dns subcommands: each module adds its parsers with register()."""

@@ -1,0 +1,48 @@
+"""check: validate the config and every list without serving (for ExecStartPre=)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.dns.config import load_config
+from agent.dns.lists import check_lists
+from agent.dns.lists import explain as explain_lists
+from agent.dns.service import beacon_key_of
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add check to the hedgerow-dns parser."""
+    p = sub.add_parser("check", help="validate the config and every list; exit 0 or 1")
+    p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Print what was checked; errors raise (exit 1 via the CLI)."""
+    config = load_config(args.config)
+    stats = check_lists(config.lists, config.server.list_cache_dir)
+    for item in stats:
+        print(
+            f"list {item.category}: {item.source}: {item.format}, {item.entries} entries, "
+            f"{item.exceptions} exceptions, {item.skipped} skipped, {item.invalid} invalid"
+        )
+    for group in config.groups:
+        for entry in group.allow:
+            found = explain_lists(entry, config.lists, config.server.list_cache_dir)
+            if any(m.category in config.statutory and not m.exception for m in found):
+                print(
+                    f"warning: [groups.{group.name}] allow = {entry!r}: on a statutory list, "
+                    "so it stays blocked",
+                    file=sys.stderr,
+                )
+    if config.beacon is not None and beacon_key_of(config) is None:
+        print(
+            f"warning: [beacon] identity = '{config.beacon.identity}': no beacon key yet, "
+            "beacon queries will get NXDOMAIN until enrolment",
+            file=sys.stderr,
+        )
+    names = ", ".join(g.name for g in config.groups)
+    print(f"ok: {args.config}: {len(stats)} lists, groups {names}")
+    return 0

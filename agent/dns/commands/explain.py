@@ -1,0 +1,75 @@
+"""explain: what would happen to a name, for which group, and why (list, line, rule)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from agent.dns.explain import Explanation, explain_query
+from agent.dns.lists import explain as explain_lists
+from agent.dns.service import load_all
+from agent.errors import HedgerowError
+
+TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
+TYPES |= {"SRV": 33, "SVCB": 64, "HTTPS": 65, "ANY": 255}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add explain to the hedgerow-dns parser."""
+    p = sub.add_parser("explain", help="say what would happen to a name, and why")
+    p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
+    p.add_argument("name", help="the name to look up, e.g. www.example.com")
+    p.add_argument("--client", help="client IP address (default: explain for every group)")
+    p.add_argument("--type", default="A", help="query type: A, AAAA, HTTPS... (default A)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_explain)
+
+
+def qtype_of(text: str) -> int:
+    """A type name or number."""
+    if text.upper() in TYPES:
+        return TYPES[text.upper()]
+    if text.isdigit() and 0 < int(text) < 65536:
+        return int(text)
+    raise HedgerowError(f"--type {text!r}: not a known type name or a number 1..65535")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print the explanation for each group (or the client's group)."""
+    loaded = load_all(args.config)
+    name = args.name.strip(".").lower()
+    config = loaded.config
+    matches = tuple(explain_lists(name, config.lists, config.server.list_cache_dir))
+    results = explain_query(loaded, name, qtype_of(args.type), time.time(), args.client, matches)
+    if args.json:
+        print(json.dumps([_as_json(r) for r in results], indent=2))
+        return 0
+    for result in results:
+        _print(result)
+    return 0
+
+
+def _as_json(result: Explanation) -> dict[str, object]:
+    data = asdict(result)
+    data["verdict"]["kind"] = result.verdict.kind.value
+    return data
+
+
+def _print(result: Explanation) -> None:
+    who = f"client {result.client}, " if result.client else ""
+    verdict = result.verdict
+    print(f"{result.qname} type {result.qtype}: {who}group {result.group or '-'}")
+    print(f"  verdict: {verdict.kind.value}")
+    if verdict.category:
+        print(f"  category: {verdict.category}")
+    if verdict.rule:
+        print(f"  rule: {verdict.rule}")
+    print(f"  decided by: the {result.link} link")
+    for match in result.matches:
+        what = "exception" if match.exception else "rule"
+        print(f"  list {match.category}: {match.source} line {match.line}: {what} {match.rule!r}")
+    for line in result.answer.splitlines():
+        print(f"  | {line}")

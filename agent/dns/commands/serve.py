@@ -1,0 +1,58 @@
+"""serve: run the filter until SIGTERM; SIGHUP reloads config and lists."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import uvloop
+
+from agent.dns.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add serve to the hedgerow-dns parser."""
+    p = sub.add_parser("serve", help="run the DNS filter (SIGHUP reloads, SIGTERM stops)")
+    p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until told to stop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(args.config))
+
+
+async def serve(path: Path) -> int:
+    """Start the service, wire up signals and wait for SIGTERM or SIGINT."""
+    service = Service(path)
+    try:
+        await service.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await service.stop()
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = asyncio.ensure_future(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    log.info("ready")
+    await stopping.wait()
+    log.info("stopping")
+    for task in list(reloads):
+        await task
+    await service.stop()
+    return 0

@@ -1,0 +1,119 @@
+"""Prometheus metrics for hedgerow-dns: the only module that imports prometheus_client."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent.dns.config import Endpoint
+from agent.dns.verdict import Verdict
+
+log = logging.getLogger(__name__)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 2.5)
+
+
+class _Callbacks(Collector):
+    """Values read when scraped: cache hits and size, and counters sinks expose."""
+
+    def __init__(self) -> None:
+        self.cache: Callable[[], tuple[int, int, int]] | None = None
+        self.extra: list[Callable[[], dict[str, float]]] = []
+
+    def collect(self) -> Iterator[Any]:
+        if self.cache is not None:
+            hits, misses, size = self.cache()
+            yield CounterMetricFamily("hedgerow_dns_cache_hits", "Cache hits", value=hits)
+            yield CounterMetricFamily("hedgerow_dns_cache_misses", "Cache misses", value=misses)
+            yield GaugeMetricFamily("hedgerow_dns_cache_entries", "Cached answers", value=size)
+            ratio = hits / (hits + misses) if hits + misses else 0.0
+            yield GaugeMetricFamily("hedgerow_dns_cache_hit_ratio", "Cache hit ratio", value=ratio)
+        for source in self.extra:
+            for name, value in source().items():
+                yield GaugeMetricFamily(
+                    f"hedgerow_dns_{name}", f"{name} (from a sink)", value=value
+                )
+
+
+class Metrics:
+    """Counters and a latency histogram in a registry of their own (one per server)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._queries = Counter(
+            "hedgerow_dns_queries",
+            "Answered queries by verdict, category and group",
+            ["verdict", "category", "group"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "hedgerow_dns_latency_seconds",
+            "Time from packet in to answer out",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._dropped = Counter(
+            "hedgerow_dns_dropped", "Packets dropped unanswered", ["reason"], registry=self.registry
+        )
+        self._upstream = Counter(
+            "hedgerow_dns_upstream_errors",
+            "Failed upstream attempts",
+            ["server", "reason"],
+            registry=self.registry,
+        )
+        self._callbacks = _Callbacks()
+        self.registry.register(self._callbacks)
+        self._children: dict[tuple[str, str, str], Any] = {}
+        self._http: Any = None
+        self._thread: threading.Thread | None = None
+
+    def answered(self, verdict: Verdict, seconds: float) -> None:
+        """Count one answered query."""
+        key = (verdict.kind.value, verdict.category or "", verdict.group)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._queries.labels(*key)
+        child.inc()
+        self._latency.observe(seconds)
+
+    def dropped(self, reason: str) -> None:
+        """Count a packet that could not be answered (too short, or a response)."""
+        self._dropped.labels(reason).inc()
+
+    def upstream_error(self, server: str, reason: str) -> None:
+        """Count a failed upstream attempt."""
+        self._upstream.labels(server, reason).inc()
+
+    def watch_cache(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        """Report (hits, misses, size) from this callback when scraped."""
+        self._callbacks.cache = read
+
+    def watch(self, read: Callable[[], dict[str, float]]) -> None:
+        """Report a sink's own counters (name -> value) when scraped."""
+        self._callbacks.extra.append(read)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A current sample value (0 if absent), for tests and selftest."""
+        return self.registry.get_sample_value(name, labels or {}) or 0.0
+
+    def serve(self, endpoint: Endpoint) -> None:
+        """Expose /metrics over HTTP on the endpoint (a loopback address is wise)."""
+        self._http, self._thread = start_http_server(
+            endpoint.port, endpoint.host, registry=self.registry
+        )
+        log.info("metrics on http://%s/metrics", endpoint.text)
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint, if running."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None

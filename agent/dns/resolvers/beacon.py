@@ -1,0 +1,38 @@
+"""The on-site beacon: TXT <nonce>.beacon.hedgerow.internal answered with a statement signed
+by the site beacon key. Names under hedgerow.internal never go upstream."""
+
+from __future__ import annotations
+
+from agent import beacon
+from agent.dns import packet
+from agent.dns.request import Outcome, Request
+from agent.dns.verdict import Answer, Kind, Verdict
+from agent.wire.signing import SigningKey
+
+ZONE = "hedgerow.internal"
+
+
+class BeaconLink:
+    """Signs beacon statements when this resolver holds the site's beacon key."""
+
+    name = "beacon"
+
+    def __init__(self, site: str | None, key: SigningKey | None) -> None:
+        self.site = site
+        self.key = key
+
+    def resolve(self, request: Request) -> Outcome:
+        """Answer beacon queries; NXDOMAIN for the rest of our private zone."""
+        q = request.query
+        if not (q.qname == ZONE or q.qname.endswith("." + ZONE)):
+            return None
+        nonce = beacon.nonce_of(q.qname)
+        if nonce is None or self.key is None or self.site is None:
+            verdict = Verdict(Kind.BEACON, request.group_name, rule="no beacon here")
+            return Answer(packet.error(q, packet.NXDOMAIN), verdict)
+        verdict = Verdict(Kind.BEACON, request.group_name, rule=f"site {self.site}")
+        if q.qtype != packet.TXT:
+            return Answer(packet.nodata(q), verdict)
+        text = beacon.make_statement(self.key, self.site, nonce, int(request.now * 1000))
+        rdata = bytes([len(text)]) + text
+        return Answer(packet.answer(q, (rdata,), 0), verdict)

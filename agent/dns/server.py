@@ -1,0 +1,314 @@
+"""The DNS server: UDP and TCP listeners on asyncio (uvloop), parsing by hand, answering by the
+chain, and handing every answer to metrics, logs and the query-record sinks.
+
+Every packet gets an answer (FORMERR, NOTIMP, REFUSED or SERVFAIL at worst) except ones too
+short to hold a header and responses (answering those could start a loop); both are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections.abc import Sequence
+
+from agent.dns import dnscodec, packet
+from agent.dns.chain import Chain
+from agent.dns.config import Endpoint
+from agent.dns.metrics import Metrics
+from agent.dns.querylog import QueryRecord, QuerySink
+from agent.dns.request import Pending, Request
+from agent.dns.verdict import Answer, Kind, Verdict
+
+log = logging.getLogger(__name__)
+_ERROR_KINDS = {packet.FORMERR: Kind.FORMERR, packet.NOTIMP: Kind.NOTIMP}
+_LEN = struct.Struct("!H")
+
+
+class DnsServer:
+    """Listens, answers, and lets a reload swap the chain between two packets."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        *,
+        sinks: Sequence[QuerySink] = (),
+        metrics: Metrics | None = None,
+        max_udp_size: int = packet.OUR_UDP_SIZE,
+        tcp_idle_timeout_s: float = 10.0,
+        max_tcp_connections: int = 256,
+    ) -> None:
+        self.chain = chain  # replaced whole on reload; in-flight queries keep the old one
+        self.sinks = tuple(sinks)
+        self.metrics = metrics
+        self.max_udp_size = max_udp_size
+        self.tcp_idle_timeout_s = tcp_idle_timeout_s
+        self.max_tcp_connections = max_tcp_connections
+        self.tcp_connections = 0
+        self.dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._streams: set[_TcpProtocol] = set()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where the UDP listeners are bound (useful with port 0)."""
+        return [t.get_extra_info("sockname")[:2] for t in self._udp]
+
+    async def start(self, listen: Sequence[Endpoint]) -> None:
+        """Bind UDP and TCP on every endpoint; raises OSError if one cannot be bound."""
+        loop = asyncio.get_running_loop()
+        for endpoint in listen:
+            family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((endpoint.host, endpoint.port))
+            except OSError:
+                sock.close()
+                raise
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=sock
+            )
+            self._udp.append(transport)
+            port = transport.get_extra_info("sockname")[1]
+            self._tcp.append(
+                await loop.create_server(
+                    lambda: _TcpProtocol(self), endpoint.host, port, reuse_address=True
+                )
+            )
+            log.info("listening on %s (UDP and TCP)", endpoint.text)
+
+    async def stop(self) -> None:
+        """Close listeners and connections, then let in-flight answers finish."""
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        for stream in list(self._streams):
+            stream.close()
+        for server in self._tcp:
+            await server.wait_closed()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+        self._udp.clear()
+        self._tcp.clear()
+
+    def handle(
+        self, data: bytes, client: str, transport: str
+    ) -> tuple[Answer | Pending, Request | None] | None:
+        """Parse and decide; None means drop (counted)."""
+        try:
+            try:
+                q = packet.parse_query(data)
+            except packet.Unusual:
+                q = dnscodec.parse_query(data)
+        except packet.PacketError as exc:
+            if exc.rcode is None:
+                self.dropped += 1
+                if self.metrics:
+                    self.metrics.dropped("short" if len(data) < 12 else "response")
+                return None
+            verdict = Verdict(_ERROR_KINDS.get(exc.rcode, Kind.FORMERR), rule=str(exc))
+            return Answer(packet.header_error(exc.msg_id, exc.flags, exc.rcode), verdict), None
+        chain = self.chain
+        request = Request(q, client, transport, chain.clock())
+        if q.edns and q.edns_version:
+            verdict = Verdict(Kind.FORMERR, rule=f"EDNS version {q.edns_version}")
+            return Answer(packet.error(q, packet.BADVERS), verdict), request
+        try:
+            return chain.resolve(request), request
+        except Exception:  # one bad query must never take the server down
+            log.exception("resolving %s for %s failed", q.qname, client)
+            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+            return Answer(packet.error(q, packet.SERVFAIL), verdict), request
+
+    def finish(self, answer: Answer, request: Request | None, client: str, started: float) -> None:
+        """Account for an answer: metrics, debug log, query records."""
+        verdict = answer.verdict
+        if self.metrics is not None:
+            self.metrics.answered(verdict, time.perf_counter() - started)
+        if request is None:
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s %s: %s", client, request.query.qname, request.query.qtype, verdict.describe()
+            )
+        if self.sinks:
+            q = request.query
+            record = QueryRecord(
+                int(request.now * 1000),
+                client,
+                verdict.group,
+                q.qname,
+                q.qtype,
+                verdict.kind.value,
+                verdict.category,
+                verdict.rule,
+            )
+            for sink in self.sinks:
+                try:
+                    sink.offer(record)
+                except Exception:  # a sink must not raise; if one does, the query still counts
+                    log.exception("query sink %r failed", sink)
+
+    def run_later(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
+        """Finish a network-bound answer in a task we keep a reference to."""
+        task = asyncio.ensure_future(self._complete(pending, request, deliver))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
+        try:
+            answer = await pending.run()
+        except Exception:
+            log.exception("answering %s failed", request.query.qname if request else "?")
+            if request is None:
+                return
+            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+            answer = Answer(packet.error(request.query, packet.SERVFAIL), verdict)
+        deliver(answer, request)
+
+    def udp_limit(self, request: Request | None) -> int:
+        """Largest UDP reply for this client: its EDNS size (at least 512), capped by ours."""
+        if request is None:
+            return 512
+        return max(512, min(request.query.reply_limit, self.max_udp_size))
+
+
+class _Deliver:
+    """Sends a finished answer back on the transport it came from."""
+
+    __slots__ = ("client", "peer", "server", "started", "stream", "udp")
+
+    def __init__(
+        self,
+        server: DnsServer,
+        client: str,
+        started: float,
+        udp: asyncio.DatagramTransport | None = None,
+        peer: tuple[str, int] | None = None,
+        stream: _TcpProtocol | None = None,
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.started = started
+        self.udp = udp
+        self.peer = peer
+        self.stream = stream
+
+    def __call__(self, answer: Answer, request: Request | None) -> None:
+        wire = answer.wire
+        if self.udp is not None:
+            if len(wire) > self.server.udp_limit(request) and request is not None:
+                wire = packet.truncated(request.query)
+            if not self.udp.is_closing():
+                self.udp.sendto(wire, self.peer)
+        elif self.stream is not None:
+            self.stream.send(wire)
+        self.server.finish(answer, request, self.client, self.started)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        started = time.perf_counter()
+        server = self.server
+        result = server.handle(data, addr[0], "udp")
+        if result is None or self.transport is None:
+            return
+        outcome, request = result
+        deliver = _Deliver(server, addr[0], started, udp=self.transport, peer=addr)
+        if isinstance(outcome, Answer):
+            deliver(outcome, request)
+        else:
+            server.run_later(outcome, request, deliver)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """Several length-prefixed queries per connection; closed when idle."""
+
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self.buffer = bytearray()
+        self.idle: asyncio.TimerHandle | None = None
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else ""
+        server = self.server
+        if server.tcp_connections >= server.max_tcp_connections:
+            log.warning("too many TCP connections; closing one from %s", self.client)
+            transport.close()
+            return
+        server.tcp_connections += 1
+        server._streams.add(self)
+        self.counted = True
+        self._touch()
+
+    def _touch(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.server.tcp_idle_timeout_s, self.close)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.counted:
+            self.server.tcp_connections -= 1
+            self.server._streams.discard(self)
+            self.counted = False
+        self.transport = None
+
+    def send(self, wire: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_LEN.pack(len(wire)) + wire)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._touch()
+        buffer = self.buffer
+        while len(buffer) >= 2:
+            size = _LEN.unpack_from(buffer)[0]
+            if len(buffer) < 2 + size:
+                break
+            message = bytes(buffer[2 : 2 + size])
+            del buffer[: 2 + size]
+            self._query(message)
+
+    def _query(self, message: bytes) -> None:
+        started = time.perf_counter()
+        server = self.server
+        result = server.handle(message, self.client, "tcp")
+        if result is None:
+            return
+        outcome, request = result
+        deliver = _Deliver(server, self.client, started, stream=self)
+        if isinstance(outcome, Answer):
+            deliver(outcome, request)
+        else:
+            server.run_later(outcome, request, deliver)

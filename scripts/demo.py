@@ -1,0 +1,227 @@
+"""make demo: hedgerow-dns on a high loopback port with demo lists and a local fake upstream.
+
+Shows blocked, allowed, SafeSearch and anti-bypass answers with dig, then stops everything it
+started (by PID). With --keep it waits for Ctrl-C so you can try the printed dig commands.
+Nothing leaves this machine: the upstream is a fake on 127.0.0.1 answering documentation
+addresses (192.0.2.x, 2001:db8::x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dnslib  # the demo's fake upstream is a test double, not part of hedgerow-dns
+
+ROOT = Path(__file__).resolve().parent.parent
+PUPIL, STAFF, OUTSIDER = "127.0.1.10", "127.0.2.10", "127.200.0.1"
+SAFE = {
+    "forcesafesearch.google.com": "216.239.38.120",
+    "restrict.youtube.com": "216.239.38.120",
+    "strict.bing.com": "204.79.197.220",
+    "safe.duckduckgo.com": "52.142.124.215",
+}
+LISTS = {
+    "gambling.txt": "# demo gambling list (plain domains)\ncasino.example\nbets.example\n",
+    "adult.txt": "# demo adult list (hosts format)\n0.0.0.0 adult.example\n",
+    "social.txt": "! demo social list (adblock)\n||social.example^\n@@||school.social.example^\n",
+}
+
+
+def fake_upstream_answer(data: bytes) -> bytes:
+    """Documentation addresses for every A/AAAA; real-looking SafeSearch targets."""
+    request = dnslib.DNSRecord.parse(data)
+    reply = request.reply()
+    name = str(request.q.qname).rstrip(".").lower()
+    if request.q.qtype == dnslib.QTYPE.A:
+        address = SAFE.get(name, f"192.0.2.{sum(name.encode()) % 200 + 1}")
+        reply.add_answer(
+            dnslib.RR(request.q.qname, dnslib.QTYPE.A, rdata=dnslib.A(address), ttl=300)
+        )
+    elif request.q.qtype == dnslib.QTYPE.AAAA:
+        address = f"2001:db8::{sum(name.encode()) % 200 + 1:x}"
+        reply.add_answer(
+            dnslib.RR(request.q.qname, dnslib.QTYPE.AAAA, rdata=dnslib.AAAA(address), ttl=300)
+        )
+    return bytes(reply.pack())
+
+
+@contextmanager
+def fake_upstream() -> Iterator[int]:
+    """A UDP DNS server on 127.0.0.1 in a thread; yields its port."""
+    stop = threading.Event()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while not stop.is_set():
+            if select.select([sock], [], [], 0.1)[0]:
+                data, peer = sock.recvfrom(65535)
+                with contextlib.suppress(dnslib.DNSError):
+                    sock.sendto(fake_upstream_answer(data), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+
+
+def free_port() -> int:
+    """A port free for UDP and TCP on 127.0.0.1 a moment ago."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def write_demo_config(directory: Path, port: int, upstream_port: int) -> Path:
+    """Demo lists and a hedgerow-dns.toml with a pupils and a staff group."""
+    for name, text in LISTS.items():
+        (directory / name).write_text(text)
+    config = directory / "hedgerow-dns.toml"
+    config.write_text(
+        f"""[server]
+listen = ["127.0.0.1:{port}"]
+allow_clients = ["127.0.0.0/9"]
+list_cache_dir = "{directory / "cache"}"
+
+[upstream]
+servers = ["127.0.0.1:{upstream_port}"]   # the local fake upstream
+timeout_ms = 1000
+
+[[lists]]
+category = "gambling"
+source = "{directory / "gambling.txt"}"
+[[lists]]
+category = "adult"
+source = "{directory / "adult.txt"}"
+[[lists]]
+category = "social_networks"
+source = "{directory / "social.txt"}"
+
+[groups.pupils]
+clients = ["127.0.1.0/24"]
+block = ["gambling", "adult", "social_networks"]
+allow = ["bets.example"]
+safesearch = true
+block_ech = true
+
+[groups.staff]
+clients = ["127.0.2.0/24"]
+block = ["adult"]
+
+[default]
+group = "pupils"
+"""
+    )
+    return config
+
+
+@contextmanager
+def hedgerow_dns(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `hedgerow-dns serve` until the block ends; stop it by its PID."""
+    command = [sys.executable, "-m", "agent.dns.cli", "serve", "--config", str(config)]
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        for line in iter(proc.stderr.readline, b""):
+            if b"ready" in line:
+                break
+        else:
+            raise SystemExit("hedgerow-dns did not start")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def show(port: int) -> None:
+    """Run the interesting dig commands and print what they answer."""
+    cases = [
+        ("pupil asks for a gambling site: blocked", PUPIL, "casino.example"),
+        ("staff ask for the same site: allowed", STAFF, "casino.example"),
+        ("pupil asks for an allowlisted name", PUPIL, "bets.example"),
+        ("pupil searches Google: SafeSearch CNAME", PUPIL, "www.google.com"),
+        (
+            "pupil's Firefox checks for DoH: NXDOMAIN keeps it on school DNS",
+            PUPIL,
+            "use-application-dns.net",
+        ),
+        ("a stranger asks: REFUSED (never an open resolver)", OUTSIDER, "example.com"),
+    ]
+    for title, source, name in cases:
+        command = [
+            "dig",
+            "@127.0.0.1",
+            "-p",
+            str(port),
+            "-b",
+            source,
+            name,
+            "+noall",
+            "+comments",
+            "+answer",
+        ]
+        print(f"\n== {title}\n$ {' '.join(command)}")
+        out = subprocess.run(command, capture_output=True, text=True, timeout=20).stdout
+        for line in out.splitlines():
+            if "status:" in line or (line and not line.startswith(";")):
+                print("  " + line.strip())
+
+
+def main() -> int:
+    """Start, show, stop (or wait with --keep)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    args = parser.parse_args()
+    if shutil.which("dig") is None:
+        raise SystemExit("demo needs dig (apt install bind9-dnsutils)")
+    with tempfile.TemporaryDirectory(prefix="hedgerow-demo-") as tmp:
+        port = free_port()
+        with fake_upstream() as upstream_port:
+            config = write_demo_config(Path(tmp), port, upstream_port)
+            with hedgerow_dns(config):
+                print(f"hedgerow-dns is answering on 127.0.0.1:{port} (config {config})")
+                show(port)
+                if args.keep:
+                    print(f"\nTry: dig @127.0.0.1 -p {port} -b {PUPIL} www.youtube.com")
+                    print(f"     .venv/bin/hedgerow-dns explain --config {config} casino.example")
+                    print("Running; Ctrl-C to stop.")
+                    with contextlib.suppress(KeyboardInterrupt):
+                        signal.pause()
+                else:
+                    print("\n(run `.venv/bin/python scripts/demo.py --keep` to try your own dig)")
+    print("\nstopped everything the demo started")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
