@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from agent.errors import HedgerowError
-from hub.commands import alerts, setup
+from hub.commands import alerts, data, devices, enroll, notify, policy, serve, setup
 
-COMMAND_MODULES = [setup, alerts]
+COMMAND_MODULES = [setup, alerts, serve, devices, data, enroll, policy, notify]
 
 
 def build_parser() -> argparse.ArgumentParser:

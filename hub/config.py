@@ -70,7 +70,7 @@ def _listen(value: str) -> str | None:
     return None
 
 
-LATER_SECTIONS = ("rules", "notify", "contacts", "retention", "policy", "enroll")
+LATER_SECTIONS = ("rules", "notify", "contacts", "retention", "policy", "enroll", "metrics")
 
 
 def _path(raw: str | None, base: Path) -> Path | None:

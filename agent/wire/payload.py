@@ -110,6 +110,37 @@ _CLIENT = _obj(
 _BLOCKED = _obj({"name": _str(255), "category": _str(63), "count": _int})
 _ALLOWED = _obj({"domain": _str(255), "count": _int})
 
+_ENROLL_REQUEST = _obj(
+    {"v": _version, "token": _str(255), "class": _str(63), "reply_key": _str(64)},
+    {
+        "hostname": _str(255),
+        "group": _str(63),
+        "beacon_key": _str(64),
+        "detail": _map(_scalar, 64),
+    },
+)
+# The hub answers with the same kind, sealed to the request's reply key (docs/enrolment.md).
+_ENROLL_REPLY = _obj(
+    {"v": _version, "status": _one_of("ok", "refused")},
+    {
+        "reason": _str(63),
+        "detail": _str(255),
+        "site": _str(63),
+        "device": _str(63),
+        "class": _str(63),
+        "group": _str(63),
+        "hub": _map(lambda v, p: None, 16),  # agent.identity.hub_document; parsed by the device
+        "policy": _str(400_000),  # base64 of the device's signed policy
+        "mqtt": _map(_scalar, 8),
+    },
+)
+
+
+def _enroll(value: Any, path: str) -> None:
+    is_reply = type(value) is dict and "status" in value
+    (_ENROLL_REPLY if is_reply else _ENROLL_REQUEST)(value, path)
+
+
 SCHEMAS: dict[Kind, Check] = {
     Kind.SUMMARY: _obj(
         {
@@ -151,15 +182,7 @@ SCHEMAS: dict[Kind, Check] = {
             "software": _str(63),
         },
     ),
-    Kind.ENROLL: _obj(
-        {"v": _version, "token": _str(255), "class": _str(63), "reply_key": _str(64)},
-        {
-            "hostname": _str(255),
-            "group": _str(63),
-            "beacon_key": _str(64),
-            "detail": _map(_scalar, 64),
-        },
-    ),
+    Kind.ENROLL: _enroll,
     # Policies are hub-authored; hub/policy checks their full shape. The wire layer checks the frame.
     Kind.POLICY: _obj(
         {"v": _version, "site": _str(63)}, {"document": _map(lambda v, p: None, 1024)}

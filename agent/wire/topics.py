@@ -31,6 +31,11 @@ def site_policy(site: str) -> str:
     return f"{ROOT}/{site}/policy"
 
 
+def hub_keys() -> str:
+    """Retained, hub-signed document of the hub's public keys (read before enrolment)."""
+    return f"{ROOT}/hub/keys"
+
+
 def enroll_request(request_id: str) -> str:
     """Where a new device sends its sealed enrolment request."""
     return f"{ROOT}/enroll/{request_id}/request"

@@ -6,6 +6,7 @@ This is the only module that imports sqlite3 or psycopg.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -43,7 +44,12 @@ class Database:
                 raise StoreError(f"database url {url!r}: use sqlite:///absolute/path/hub.db")
             try:
                 # Children's data rests here: the file is private to the hub from its first byte.
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+                # Only create it when missing: closing any descriptor of an open SQLite file
+                # drops this process's POSIX locks on it, and another process may then
+                # checkpoint and delete the WAL under our live connections (silent data loss).
+                if not os.path.exists(path):
+                    with contextlib.suppress(FileExistsError):
+                        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
                 self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,391 @@
+"""Device-side enrolment: online with a technician's token over MQTT, or offline from a bundle.
+
+Both end the same way: an identity directory (agent/identity.py) holding the device's own
+Ed25519 key, the hub's public keys, MQTT credentials and the first signed policy.
+The protocol and the token format are in docs/enrolment.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.enroll_mqtt import EnrollLinkError, Message, MqttSession
+from agent.errors import HedgerowError
+from agent.identity import DEVICE_CLASSES, Identity, MqttCredentials, parse_hub_document
+from agent.policy_client import accept_policy
+from agent.wire import topics
+from agent.wire.envelope import enroll_request_id, seal, split, unseal
+from agent.wire.errors import OpenError, WireError
+from agent.wire.header import Kind, SuiteId, valid_name
+from agent.wire.keyfile import b64, read_json, unb64
+from agent.wire.signed import open_signed
+from agent.wire.signing import SigningKey, VerifyKey
+from agent.wire.suites import OpeningKey, SealingKey
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "HW1"
+FINGERPRINT_CHARS = 12  # 60 bits of the hub signing key's id
+SECRET_CHARS = 16  # 80 random bits
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
+HUB_KEYS_SITE = "hub"  # header site of the retained hub-keys message
+ENROLL_USER = "enroll"  # the broker account of devices not yet enrolled (not a secret)
+ENROLL_PASSWORD = "enroll"
+BUNDLE_TYPE = "hedgerow-enroll-bundle"
+
+
+class EnrollError(HedgerowError):
+    """Enrolment could not be completed (bad token, no hub, bad bundle, already enrolled)."""
+
+
+class EnrollRefused(EnrollError):
+    """The hub answered and refused: `reason` is a short code (docs/enrolment.md)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"hub refused enrolment: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=")
+
+
+def hub_fingerprint(key: VerifyKey) -> str:
+    """The short fingerprint of a hub signing key carried in tokens (base32 of its key id)."""
+    return _b32(key.key_id)[:FINGERPRINT_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollToken:
+    """A technician's token: the hub key fingerprint and a random secret."""
+
+    fingerprint: str
+    secret: str
+
+    @property
+    def canonical(self) -> str:
+        """What the hub hashes: fingerprint then secret, upper-case base32."""
+        return self.fingerprint + self.secret
+
+    @property
+    def text(self) -> str:
+        """The printed form: HW1-XXXX-XXXX-... in groups of four."""
+        body = self.canonical
+        return "-".join([TOKEN_PREFIX, *(body[i : i + 4] for i in range(0, len(body), 4))])
+
+    @classmethod
+    def generate(cls, hub_key: VerifyKey) -> EnrollToken:
+        """A fresh token for this hub."""
+        secret = "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_CHARS))
+        return cls(hub_fingerprint(hub_key), secret)
+
+    @classmethod
+    def parse(cls, text: str) -> EnrollToken:
+        """Read a typed token: case, spaces, dashes and 0/1/8 look-alikes are forgiven."""
+        compact = "".join(text.split()).upper().replace("-", "")
+        if not compact.startswith(TOKEN_PREFIX):
+            raise EnrollError(f"a token starts with {TOKEN_PREFIX}-")
+        body = compact[len(TOKEN_PREFIX) :].translate(_LOOKALIKES)
+        if len(body) != FINGERPRINT_CHARS + SECRET_CHARS or set(body) - set(_ALPHABET):
+            raise EnrollError("the token is mistyped (wrong length or characters)")
+        return cls(body[:FINGERPRINT_CHARS], body[FINGERPRINT_CHARS:])
+
+
+def check_hub_keys(data: bytes, fingerprint: str) -> tuple[SealingKey, tuple[VerifyKey, ...]]:
+    """Verify the retained hub-keys message against the fingerprint in a token.
+
+    Raises EnrollError unless one of its signing keys has this fingerprint and signed it.
+    """
+    try:
+        _, _, body, _ = split(data)
+        document = json.loads(body)["document"]
+        _, keys = parse_hub_document(document)
+        key = next((k for k in keys if hub_fingerprint(k) == fingerprint), None)
+        if key is None:
+            raise EnrollError("the hub's keys do not match the token's fingerprint (wrong hub?)")
+        message = open_signed(data, hub_keys=[key], site=HUB_KEYS_SITE, device=ENROLL_USER)
+        return parse_hub_document(message.payload["document"])
+    except (OpenError, KeyError, TypeError, ValueError, WireError) as exc:
+        raise EnrollError(f"the hub-keys message is not valid: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequest:
+    """A request as sent, with the private keys the device keeps to finish enrolment."""
+
+    site: str
+    device_class: str
+    key: SigningKey
+    reply_key: OpeningKey
+    beacon_key: SigningKey | None
+    request_id: str
+    data: bytes
+
+
+def build_request(
+    token: EnrollToken,
+    *,
+    site: str,
+    device_class: str,
+    hub_key: SealingKey,
+    now_ms: int,
+    group: str | None = None,
+    hostname: str | None = None,
+) -> EnrollRequest:
+    """Generate the device's keys and seal an enrolment request to the hub."""
+    if not valid_name(site):
+        raise EnrollError(f"site {site!r} is not 1-63 chars of [a-z0-9._-]")
+    if device_class not in DEVICE_CLASSES:
+        raise EnrollError(f"class {device_class!r} must be one of {', '.join(DEVICE_CLASSES)}")
+    key = SigningKey.generate()
+    reply_key = OpeningKey.generate(SuiteId.X25519)
+    beacon = SigningKey.generate() if device_class == "sinkhole" else None
+    document: dict[str, Any] = {
+        "v": 1,
+        "token": token.text,
+        "class": device_class,
+        "reply_key": b64(reply_key.public_key.public),
+    }
+    if group is not None:
+        document["group"] = group
+    if hostname is not None:
+        document["hostname"] = hostname[:255]
+    if beacon is not None:
+        document["beacon_key"] = b64(beacon.public)
+    request_id = enroll_request_id(key.public)
+    data = seal(
+        Kind.ENROLL,
+        document,
+        site=site,
+        device=request_id,
+        seq=1,
+        time_ms=now_ms,
+        to=hub_key,
+        signer=key,
+    )
+    return EnrollRequest(site, device_class, key, reply_key, beacon, request_id, data)
+
+
+def finish(
+    request: EnrollRequest,
+    reply: bytes,
+    *,
+    hub_verify_keys: tuple[VerifyKey, ...],
+    broker_url: str,
+    ca: str | None = None,
+) -> tuple[Identity, bytes]:
+    """Open the hub's reply; return the identity to save and the signed policy it carried.
+
+    Raises EnrollRefused if the hub said no, EnrollError if the reply is not valid.
+    """
+    last: OpenError | None = None
+    for hub_key in hub_verify_keys:
+        try:
+            opened = unseal(reply, signer=hub_key, key=request.reply_key, kind=Kind.ENROLL)
+            break
+        except OpenError as exc:
+            last = exc
+    else:
+        raise EnrollError(f"the enrolment reply is not from this hub: {last}")
+    doc = opened.payload
+    if doc["status"] != "ok":
+        raise EnrollRefused(str(doc.get("reason", "refused")), str(doc.get("detail", "")))
+    try:
+        hub_key_now, verify = parse_hub_document(doc["hub"])
+        mqtt = doc["mqtt"]
+        identity = Identity(
+            site=str(doc["site"]),
+            device=str(doc["device"]),
+            device_class=str(doc["class"]),
+            group=doc.get("group"),
+            key=request.key,
+            hub_key=hub_key_now,
+            hub_verify_keys=verify,
+            mqtt=MqttCredentials(broker_url, str(mqtt["username"]), str(mqtt["password"]), ca),
+            beacon_key=request.beacon_key,
+        )
+        policy = unb64(str(doc["policy"]), "policy")
+    except (KeyError, TypeError, WireError) as exc:
+        raise EnrollError(f"the enrolment reply is incomplete: {exc}") from exc
+    if identity.site != request.site or identity.device_class != request.device_class:
+        raise EnrollError("the enrolment reply is for another site or class")
+    return identity, policy
+
+
+def install(identity_dir: Path, identity: Identity, policy: bytes) -> Identity:
+    """Check the policy against the new identity, then write the directory and the policy."""
+    open_signed(
+        policy, hub_keys=identity.hub_verify_keys, site=identity.site, device=identity.device
+    )
+    identity.save(identity_dir)
+    accept_policy(identity_dir, policy)
+    log.info("enrolled as %s/%s in %s", identity.site, identity.device, identity_dir)
+    return Identity.load(identity_dir)
+
+
+class EnrollTransport(Protocol):
+    """What online enrolment needs from MQTT (agent.enroll_mqtt.MqttSession provides it)."""
+
+    def connect(self, timeout_s: float) -> None:
+        """Connect as the enrolment user."""
+
+    def subscribe(self, topic_filter: str, timeout_s: float) -> None:
+        """Subscribe and wait for the broker's acknowledgement."""
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, timeout_s: float) -> None:
+        """Publish at QoS 1 and wait for the acknowledgement."""
+
+    def receive(self, timeout_s: float) -> Message | None:
+        """The next message, or None after the timeout."""
+
+    def close(self) -> None:
+        """Disconnect."""
+
+
+def _wait_for(transport: EnrollTransport, topic: str, deadline: float) -> bytes:
+    while (left := deadline - time.monotonic()) > 0:
+        message = transport.receive(left)
+        if message is not None and message.topic == topic and message.payload:
+            return message.payload
+    raise EnrollError(f"no answer on {topic} in time (is hedgerow-hub serve running?)")
+
+
+def enroll_online(
+    identity_dir: Path,
+    *,
+    token: str,
+    site: str,
+    device_class: str,
+    broker_url: str,
+    group: str | None = None,
+    hostname: str | None = None,
+    ca: str | None = None,
+    timeout_s: float = 30.0,
+    transport: EnrollTransport | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Identity:
+    """Enrol with a technician's token over MQTT and write `identity_dir`. Raises EnrollError."""
+    identity_dir = Path(identity_dir)
+    if (identity_dir / "device.json").exists():
+        raise EnrollError(f"{identity_dir} is already enrolled; remove it to enrol again")
+    parsed = EnrollToken.parse(token)
+    link = transport or MqttSession(
+        MqttCredentials(broker_url, ENROLL_USER, ENROLL_PASSWORD, ca),
+        client_id=f"enroll-{secrets.token_hex(8)}",
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        link.connect(timeout_s)
+        link.subscribe(topics.hub_keys(), timeout_s)
+        hub_key, verify = check_hub_keys(
+            _wait_for(link, topics.hub_keys(), deadline), parsed.fingerprint
+        )
+        request = build_request(
+            parsed,
+            site=site,
+            device_class=device_class,
+            hub_key=hub_key,
+            now_ms=int(clock() * 1000),
+            group=group,
+            hostname=hostname,
+        )
+        reply_topic = topics.enroll_reply(request.request_id)
+        link.subscribe(reply_topic, timeout_s)
+        link.publish(
+            topics.enroll_request(request.request_id),
+            request.data,
+            retain=False,
+            timeout_s=timeout_s,
+        )
+        reply = _wait_for(link, reply_topic, deadline)
+    except EnrollLinkError as exc:
+        raise EnrollError(f"cannot enrol over MQTT: {exc}") from exc
+    finally:
+        link.close()
+    identity, policy = finish(request, reply, hub_verify_keys=verify, broker_url=broker_url, ca=ca)
+    return install(identity_dir, identity, policy)
+
+
+def enroll_from_bundle(bundle_path: Path, identity_dir: Path) -> Identity:
+    """Import an offline bundle made by `hedgerow-hub enroll bundle`; same result as online.
+
+    The bundle holds private keys: delete it once imported (docs/enrolment.md).
+    """
+    identity_dir = Path(identity_dir)
+    if (identity_dir / "device.json").exists():
+        raise EnrollError(f"{identity_dir} is already enrolled; remove it to enrol again")
+    try:
+        doc = read_json(Path(bundle_path))
+        if doc.get("type") != BUNDLE_TYPE or doc.get("v") != 1:
+            raise EnrollError(f"{bundle_path}: not a Hedgerow enrolment bundle")
+        hub_key, verify = parse_hub_document(doc["hub"])
+        mqtt = doc["mqtt"]
+        beacon = doc.get("beacon_private")
+        identity = Identity(
+            site=str(doc["site"]),
+            device=str(doc["device"]),
+            device_class=str(doc["class"]),
+            group=doc.get("group"),
+            key=SigningKey(unb64(str(doc["private"]), "private")),
+            hub_key=hub_key,
+            hub_verify_keys=verify,
+            mqtt=MqttCredentials(
+                str(mqtt["url"]), str(mqtt["username"]), str(mqtt["password"]), mqtt.get("ca")
+            ),
+            beacon_key=SigningKey(unb64(str(beacon), "beacon_private")) if beacon else None,
+        )
+        policy = base64.b64decode(str(doc["policy"]), validate=True)
+    except (KeyError, TypeError, binascii.Error, WireError) as exc:
+        raise EnrollError(f"{bundle_path}: bundle is incomplete or corrupt: {exc}") from exc
+    return install(identity_dir, identity, policy)
+
+
+def add_enroll_arguments(parser: argparse.ArgumentParser, default_class: str | None) -> None:
+    """The arguments of `hedgerow-dns enroll` / `hedgerow-agent enroll` (see enroll_from_args)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--token", help="the technician's token, HW1-XXXX-...")
+    source.add_argument("--bundle", type=Path, help="an offline bundle from the hub (0600)")
+    parser.add_argument("--site", help="site id, e.g. cape-primary (with --token)")
+    parser.add_argument("--broker", help="broker URL, e.g. mqtts://hub.school:8883 (with --token)")
+    parser.add_argument("--ca", default=None, help="CA certificate of the broker (mqtts)")
+    parser.add_argument(
+        "--class",
+        dest="device_class",
+        choices=DEVICE_CLASSES,
+        default=default_class,
+        required=default_class is None,
+    )
+    parser.add_argument("--group", default=None, help="filtering group, if the token sets none")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the hub")
+
+
+def enroll_from_args(args: argparse.Namespace, identity_dir: Path) -> Identity:
+    """Run the enrolment that add_enroll_arguments() describes. Raises EnrollError."""
+    if args.bundle is not None:
+        return enroll_from_bundle(args.bundle, identity_dir)
+    if not args.site or not args.broker:
+        raise EnrollError("--token needs --site and --broker")
+    return enroll_online(
+        identity_dir,
+        token=args.token,
+        site=args.site,
+        device_class=args.device_class,
+        broker_url=args.broker,
+        group=args.group,
+        hostname=socket.gethostname(),
+        ca=args.ca,
+        timeout_s=args.timeout,
+    )

@@ -1,0 +1,117 @@
+"""enroll-token create, enroll bundle and enroll broker-files: bringing devices in."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from agent.identity import DEVICE_CLASSES
+from hub.config import load_config
+from hub.enroll.broker import write_broker_files
+from hub.enroll.bundle import make_bundle
+from hub.enroll.tokens import create_token, parse_duration
+from hub.keys import HubKeys
+from hub.store import Database
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add enroll-token and enroll to the hedgerow-hub parser."""
+    tokens = sub.add_parser("enroll-token", help="tokens technicians type to enrol devices")
+    tsub = tokens.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    p = tsub.add_parser("create", help="create a token (shown once, stored hashed)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--site", default=None, help="site id (default: [hub] site)")
+    p.add_argument("--class", dest="device_class", required=True, choices=DEVICE_CLASSES)
+    p.add_argument("--group", default=None, help="filtering group for the devices, e.g. pupils")
+    p.add_argument("--uses", type=int, default=1, help="how many devices may use it (default 1)")
+    p.add_argument("--expires", default="7d", help="lifetime, e.g. 30m, 12h, 7d (default 7d)")
+    p.set_defaults(func=cmd_token_create)
+
+    enroll = sub.add_parser("enroll", help="offline enrolment and broker accounts")
+    esub = enroll.add_subparsers(dest="enroll_command", required=True, metavar="ACTION")
+    p = esub.add_parser("bundle", help="register a device and write its offline bundle (0600)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--device", required=True, help="device id, e.g. dns-hall")
+    p.add_argument("--site", default=None, help="site id (default: [hub] site)")
+    p.add_argument("--class", dest="device_class", required=True, choices=DEVICE_CLASSES)
+    p.add_argument("--group", default=None)
+    p.add_argument("--broker", default=None, help="broker URL the device uses ([mqtt] url)")
+    p.add_argument("--ca", default=None, help="path of the broker CA certificate on the device")
+    p.add_argument("--out", required=True, type=Path, help="bundle file to write (must be new)")
+    p.set_defaults(func=cmd_bundle)
+    p = esub.add_parser("broker-files", help="rewrite the Mosquitto password file and ACL")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--out", type=Path, default=None, help="directory ([enroll] broker_dir)")
+    p.set_defaults(func=cmd_broker_files)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    """hedgerow-hub enroll-token create."""
+    config = load_config(args.config)
+    keys = HubKeys(config.keys_dir)
+    site = args.site or config.site
+    lifetime = parse_duration(args.expires)
+    now = _now_ms()
+    db = Database(config.database_url)
+    try:
+        token = create_token(
+            db,
+            keys,
+            site=site,
+            device_class=args.device_class,
+            group=args.group,
+            uses=args.uses,
+            expires_ms=now + lifetime,
+            now_ms=now,
+        )
+    finally:
+        db.close()
+    print(token.text)
+    print(
+        f"# site {site}, class {args.device_class}, {args.uses} use(s), expires in {args.expires}"
+    )
+    print(f"# on the device: hedgerow-dns enroll --site {site} --token {token.text} --broker URL")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """hedgerow-hub enroll bundle."""
+    config = load_config(args.config)
+    keys = HubKeys(config.keys_dir)
+    db = Database(config.database_url)
+    try:
+        out = make_bundle(
+            db,
+            keys,
+            config,
+            site=args.site or config.site,
+            device=args.device,
+            device_class=args.device_class,
+            group=args.group,
+            broker_url=args.broker or config.mqtt.url,
+            out=args.out,
+            now_ms=_now_ms(),
+            ca=args.ca,
+        )
+    finally:
+        db.close()
+    print(f"wrote {out} (mode 0600): it holds the device's private key and MQTT password.")
+    print("Move it to the device on encrypted media, import it, then delete every copy.")
+    return 0
+
+
+def cmd_broker_files(args: argparse.Namespace) -> int:
+    """hedgerow-hub enroll broker-files."""
+    config = load_config(args.config)
+    db = Database(config.database_url)
+    try:
+        files = write_broker_files(db, config, args.out)
+    finally:
+        db.close()
+    print(f"wrote {files.passwd} and {files.acl} ({files.users} accounts); reload Mosquitto")
+    return 0

@@ -1,0 +1,57 @@
+"""serve: the hub service (ingest, rules, notifications), until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from hub.config import load_config
+from hub.errors import HubError
+from hub.serve import HubService
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add serve to the hedgerow-hub parser."""
+    p = sub.add_parser("serve", help="run the hub: ingest, rules, notifications")
+    p.add_argument("--config", required=True, type=Path)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """hedgerow-hub serve: SIGTERM/SIGINT stop cleanly, SIGHUP reloads rules."""
+    config = load_config(args.config)
+    stop = threading.Event()
+    reload = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    service = HubService(config)
+    try:
+        service.start()
+        if service.wait_ready(30):
+            log.info("hedgerow-hub serving (site %s, %s)", config.site, config.mqtt.url)
+        else:
+            log.warning("not yet connected to %s; retrying in the background", config.mqtt.url)
+        while not stop.wait(0.5):
+            if reload.is_set():
+                reload.clear()
+                service.reload()
+            if not service.healthy:
+                raise HubError("the ingest thread stopped unexpectedly")
+    finally:
+        service.stop()
+        log.info("hedgerow-hub stopped")
+    return 0

@@ -1,0 +1,81 @@
+"""Offline enrolment bundles for devices that cannot reach the hub yet.
+
+The hub generates the device's keys (and a sinkhole's beacon key), registers the device as
+online enrolment would, and writes one JSON file, mode 0600, that the device imports with
+agent.enroll.enroll_from_bundle. It holds private keys and the MQTT password: move it on
+encrypted media and delete every copy once imported (docs/enrolment.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agent.enroll import BUNDLE_TYPE
+from agent.identity import hub_document
+from agent.wire.keyfile import b64, write_json
+from agent.wire.signing import SigningKey
+from hub.config import HubConfig
+from hub.enroll.broker import write_broker_files
+from hub.enroll.registry import register
+from hub.errors import HubError
+from hub.keys import HubKeys
+from hub.store import Database
+
+
+def make_bundle(
+    db: Database,
+    keys: HubKeys,
+    config: HubConfig,
+    *,
+    site: str,
+    device: str,
+    device_class: str,
+    group: str | None,
+    broker_url: str,
+    out: Path,
+    now_ms: int,
+    ca: str | None = None,
+) -> Path:
+    """Register the device and write its bundle to `out` (refuses to overwrite a file)."""
+    out = Path(out)
+    if out.exists():
+        raise HubError(f"{out} exists; refusing to overwrite it")
+    key = SigningKey.generate()
+    beacon = SigningKey.generate() if device_class == "sinkhole" else None
+    with db.transaction():
+        reg = register(
+            db,
+            keys,
+            config,
+            site=site,
+            device=device,
+            device_class=device_class,
+            group=group,
+            verify_key=key.public,
+            beacon_key=beacon.public if beacon else None,
+            hostname=None,
+            now_ms=now_ms,
+        )
+        document: dict[str, Any] = {
+            "type": BUNDLE_TYPE,
+            "v": 1,
+            "site": site,
+            "device": device,
+            "class": device_class,
+            "group": group,
+            "private": b64(key.private),
+            "hub": hub_document(keys.sealing_key, (keys.signing.verify_key,)),
+            "policy": b64(reg.policy),
+            "mqtt": {
+                "url": broker_url,
+                "username": reg.mqtt_user,
+                "password": reg.mqtt_password,
+                "ca": ca,
+            },
+        }
+        if beacon is not None:
+            document["beacon_private"] = b64(beacon.private)
+        write_json(out, document, private=True, exclusive=True)
+    write_broker_files(db, config)
+    return out

@@ -1,0 +1,160 @@
+"""The hub's answer to an enrolment request on hedgerow/v1/enroll/<request_id>/request.
+
+Order (cheap checks before expensive ones): size and header, topic matches header, rate limits,
+proof of possession and decryption (agent.wire.open_enroll_request), token (scrypt), register.
+Every request that opens gets an answer sealed to its reply key, "ok" or "refused" with a
+reason; requests that do not open raise OpenError (ingest counts them); requests over the rate
+limit get no answer and are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from agent.identity import hub_document
+from agent.wire import topics
+from agent.wire.envelope import enroll_request_key, open_enroll_request, seal, split
+from agent.wire.errors import OpenError, Reason, WireError
+from agent.wire.header import Kind, SuiteId, valid_name
+from agent.wire.keyfile import b64, unb64
+from agent.wire.signing import PUBLIC_LEN
+from agent.wire.suites import SealingKey
+from hub.config import HubConfig
+from hub.enroll.broker import write_broker_files
+from hub.enroll.ratelimit import RateLimiter
+from hub.enroll.registry import Registration, allocate_device_id, key_enrolled, register
+from hub.enroll.settings import load_enroll_settings
+from hub.enroll.tokens import TokenRefused, find_token, spend_token
+from hub.keys import HubKeys
+from hub.policy.publish import publish_all, site_policy
+from hub.store import Database
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, bool], None]
+
+
+class EnrollService:
+    """Answers enrolment requests; serve calls handle() inside a transaction per request."""
+
+    def __init__(self, config: HubConfig, keys: HubKeys, *, publish: Publish | None = None) -> None:
+        self.config = config
+        self.keys = keys
+        self.publish = publish  # if given, policies that an enrolment changes are republished
+        settings = load_enroll_settings(config)
+        self.limiter = RateLimiter(settings.rate_per_minute, settings.site_rate_per_minute)
+        self.counts: Counter[str] = Counter()
+
+    def handle(
+        self, db: Database, request_id: str, data: bytes, now_ms: int
+    ) -> tuple[str, bytes] | None:
+        """(reply topic, sealed reply) for one request, or None when rate-limited.
+
+        Raises OpenError for a request that cannot be opened (no reply key to answer to).
+        """
+        header = split(data)[0]
+        if header.device != request_id:
+            raise OpenError(Reason.MALFORMED, "request topic and header disagree")
+        if not self.limiter.allow(header.site, now_ms):
+            self.counts["rate_limited"] += 1
+            log.warning("enrolment request for site %s dropped: over the rate limit", header.site)
+            return None
+        opened = open_enroll_request(data, keyring=self.keys)
+        doc = opened.payload
+        try:
+            reply_key = SealingKey(SuiteId.X25519, unb64(doc["reply_key"], "reply_key"))
+        except WireError as exc:
+            raise OpenError(Reason.SCHEMA, f"bad reply key: {exc}") from exc
+        try:
+            answer = self._enroll(db, header.site, request_id, doc, now_ms)
+        except TokenRefused as exc:
+            self.counts[f"refused:{exc.reason}"] += 1
+            log.info("enrolment for site %s refused: %s", header.site, exc)
+            answer = {"v": 1, "status": "refused", "reason": exc.reason, "detail": exc.detail}
+        reply = seal(
+            Kind.ENROLL,
+            answer,
+            site=header.site,
+            device=request_id,
+            seq=1,
+            time_ms=now_ms,
+            to=reply_key,
+            signer=self.keys.signing,
+        )
+        return topics.enroll_reply(request_id), reply
+
+    def _enroll(
+        self, db: Database, site: str, request_id: str, doc: dict[str, Any], now_ms: int
+    ) -> dict[str, Any]:
+        grant = find_token(db, doc["token"], site=site, now_ms=now_ms)
+        if doc["class"] != grant.device_class:
+            raise TokenRefused("wrong_class", f"the token is for a {grant.device_class}")
+        group = grant.group or doc.get("group")
+        if group is not None and not valid_name(group):
+            raise TokenRefused("bad_request", "group must be 1-63 chars of [a-z0-9._-]")
+        beacon = self._beacon_key(grant.device_class, doc.get("beacon_key"))
+        verify_key = enroll_request_key(request_id).public
+        if key_enrolled(db, verify_key):
+            raise TokenRefused("already_enrolled", "this device key is already enrolled")
+        spend_token(db, grant)
+        reg = register(
+            db,
+            self.keys,
+            self.config,
+            site=site,
+            device=allocate_device_id(db, grant.device_class),
+            device_class=grant.device_class,
+            group=group,
+            verify_key=verify_key,
+            beacon_key=beacon,
+            hostname=doc.get("hostname"),
+            now_ms=now_ms,
+        )
+        write_broker_files(db, self.config)
+        self._republish(db, reg, now_ms)
+        self.counts["enrolled"] += 1
+        return self._welcome(reg)
+
+    @staticmethod
+    def _beacon_key(device_class: str, text: Any) -> bytes | None:
+        if device_class != "sinkhole":
+            return None
+        if text is None:
+            raise TokenRefused("bad_request", "a sinkhole must send its beacon public key")
+        try:
+            key = unb64(str(text), "beacon_key")
+        except WireError as exc:
+            raise TokenRefused("bad_request", "beacon key is not base64") from exc
+        if len(key) != PUBLIC_LEN:
+            raise TokenRefused("bad_request", "beacon key must be an Ed25519 public key")
+        return key
+
+    def _welcome(self, reg: Registration) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "v": 1,
+            "status": "ok",
+            "site": reg.info.site,
+            "device": reg.info.device,
+            "class": reg.info.device_class,
+            "hub": hub_document(self.keys.sealing_key, (self.keys.signing.verify_key,)),
+            "policy": b64(reg.policy),
+            "mqtt": {"username": reg.mqtt_user, "password": reg.mqtt_password},
+        }
+        if reg.info.group is not None:
+            answer["group"] = reg.info.group
+        return answer
+
+    def _republish(self, db: Database, reg: Registration, now_ms: int) -> None:
+        if self.publish is None:
+            return
+        if reg.info.beacon_key is not None:
+            publish_all(db, self.keys, self.config, self.publish, now_ms=now_ms)
+            return  # a new beacon key changes every policy of the site
+        site = reg.info.site
+        self.publish(
+            topics.site_policy(site), site_policy(db, self.keys, self.config, site, now_ms)[1], True
+        )
+        self.publish(topics.device_policy(site, reg.info.device), reg.policy, True)

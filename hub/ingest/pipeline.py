@@ -1,0 +1,142 @@
+"""What each broker message is: a new report, a redelivery, a rejection, an enrolment request,
+or one of our own publications echoed back. The only place the order of checks is set.
+
+Order (docs/protocol.md): topic shape, then agent.wire.open_envelope's own order (size, header,
+device known and not revoked, signature, replay window, decrypt, schema), then the topic's
+site/device/kind against the signed header: a device may only speak for itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
+from agent.wire.errors import OpenError, Reason
+from agent.wire.header import Header
+from agent.wire.topics import ROOT, parse_up
+from hub.errors import StoreError
+from hub.ingest.directory import CachedDirectory
+from hub.model import DeviceInfo
+from hub.mqtt import Incoming
+from hub.store.replay import StoreReplayGuard
+
+ENROLL_SEGMENT = "enroll"
+MAX_I64 = (1 << 63) - 1  # BIGINT columns are signed
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Opened and new: to be stored."""
+
+    message: Incoming
+    opened: Opened
+    device: DeviceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivered:
+    """An exact copy of something already stored: acknowledge, store nothing."""
+
+    message: Incoming
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Refused, with the reason code of agent.wire.Reason."""
+
+    message: Incoming
+    reason: str
+    site: str | None
+    device: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequest:
+    """A new device asking to join: handed to the enrolment service."""
+
+    message: Incoming
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Our own publications (policies, enrolment replies) that a wildcard also matches."""
+
+    message: Incoming
+
+
+Outcome = Accepted | Redelivered | Rejected | EnrollRequest | Ignored
+
+
+class Opener:
+    """Classifies messages with the DB-backed directory and replay guard of one thread."""
+
+    def __init__(
+        self, directory: CachedDirectory, keyring: Keyring, replay: StoreReplayGuard
+    ) -> None:
+        self.directory = directory
+        self.keyring = keyring
+        self.replay = replay
+        self._failure: StoreError | None = None
+
+    # open_envelope turns any error inside it into OpenError(malformed); a database failure
+    # during a lookup must not become a rejection (the message would be acked and lost), so
+    # lookups go through these two methods, which note the failure for classify() to re-raise.
+
+    def device_record(self, site: str, device: str) -> DeviceRecord | None:
+        """DeviceDirectory for open_envelope."""
+        try:
+            return self.directory.device_record(site, device)
+        except StoreError as exc:
+            self._failure = exc
+            raise
+
+    def check(self, header: Header, digest: bytes) -> bool:
+        """ReplayGuard for open_envelope."""
+        try:
+            return self.replay.check(header, digest)
+        except StoreError as exc:
+            self._failure = exc
+            raise
+
+    def classify(self, message: Incoming) -> Outcome:
+        """Decide what a message is. Raises only StoreError (the database failed)."""
+        parts = message.topic.split("/")
+        if len(parts) == 5 and "/".join(parts[:2]) == ROOT:
+            if parts[2] == ENROLL_SEGMENT and parts[4] == "request":
+                return EnrollRequest(message, parts[3])
+            if (parts[2] == ENROLL_SEGMENT and parts[4] == "reply") or parts[4] == "policy":
+                return Ignored(message)
+        topic = parse_up(message.topic)
+        if topic is None:
+            return Rejected(message, Reason.MALFORMED, None, None, "not a report topic")
+        self._failure = None
+        try:
+            result = open_envelope(message.payload, devices=self, keyring=self.keyring, replay=self)
+        except OpenError as exc:
+            if self._failure is not None:
+                raise self._failure from exc
+            return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
+        mismatch = _mismatch(result.header, topic.site, topic.device, topic.kind)
+        if mismatch:
+            return Rejected(message, Reason.MALFORMED, topic.site, topic.device, mismatch)
+        if isinstance(result, Duplicate):
+            return Redelivered(message)
+        if result.header.seq > MAX_I64 or result.header.time_ms > MAX_I64:
+            detail = "seq or time beyond 2^63-1 cannot be stored"
+            return Rejected(message, Reason.MALFORMED, topic.site, topic.device, detail)
+        device = self.directory.info(result.header.site, result.header.device)
+        if device is None:  # enrolled a moment ago, gone now: treat as unknown
+            return Rejected(message, Reason.UNKNOWN_DEVICE, topic.site, topic.device, "vanished")
+        self.replay.accept(result.header, result.digest)
+        return Accepted(message, result, device)
+
+
+def _mismatch(header: Header, site: str, device: str, kind: object) -> str:
+    if (header.site, header.device, header.kind) != (site, device, kind):
+        return (
+            f"topic says {site}/{device}/{kind}, signed header says "
+            f"{header.site}/{header.device}/{header.kind.name}"
+        )
+    return ""

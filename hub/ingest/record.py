@@ -1,0 +1,88 @@
+"""From an opened envelope to the rows the store writes: DfE log fields, blocked rows, and
+counts-only stripping for staff devices (their names and domains never reach the disk)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agent.wire.envelope import Opened
+from agent.wire.header import Kind
+from agent.wire.topics import UP_KINDS
+from hub.model import DeviceInfo
+from hub.store.reports import BlockedEntry, NewReport
+
+BLOCKED_EVENT = "blocked"  # an event of this type is one blocked request
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A report ready to insert, and the payload as stored (what the rules see)."""
+
+    report: NewReport
+    payload: dict[str, Any]
+    device: DeviceInfo
+
+
+def _clean(value: Any) -> str | None:
+    # PostgreSQL text cannot hold NUL; the JSON body escapes it, plain columns must drop it.
+    return value.replace("\x00", "") if isinstance(value, str) else None
+
+
+def counts_only(kind: Kind, document: dict[str, Any]) -> dict[str, Any]:
+    """The document without names or domains: blocked names emptied, top_allowed and event
+    names/details dropped; counts and categories kept."""
+    doc = dict(document)
+    if kind is Kind.SUMMARY:
+        doc["blocked"] = [{**entry, "name": ""} for entry in doc.get("blocked", [])]
+        doc.pop("top_allowed", None)
+        doc["counts_only"] = True
+    elif kind is Kind.EVENT:
+        if "name" in doc:
+            doc["name"] = ""
+        doc.pop("detail", None)
+    return doc
+
+
+def blocked_entries(kind: Kind, document: dict[str, Any]) -> tuple[BlockedEntry, ...]:
+    """One entry per blocked name of a summary, or one for a blocked event."""
+    if kind is Kind.SUMMARY:
+        return tuple(
+            BlockedEntry(_clean(b["name"]) or "", _clean(b["category"]) or "", int(b["count"]))
+            for b in document.get("blocked", [])
+        )
+    if kind is Kind.EVENT and document.get("type") == BLOCKED_EVENT:
+        return (
+            BlockedEntry(
+                _clean(document.get("name")) or "",
+                _clean(document.get("category")) or "",
+                int(document.get("count", 1)),
+            ),
+        )
+    return ()
+
+
+def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
+    """Build the reports row (and its blocked rows) for an accepted envelope."""
+    header = opened.header
+    document = opened.payload
+    if device.counts_only or document.get("counts_only") is True:
+        document = counts_only(header.kind, document)
+    client = document.get("client")
+    client = client if isinstance(client, dict) else {}
+    body = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    report = NewReport(
+        site=header.site,
+        device=header.device,
+        seq=header.seq,
+        kind=UP_KINDS[header.kind],
+        digest=opened.digest,
+        time_ms=header.time_ms,
+        received_ms=received_ms,
+        client_ip=_clean(client.get("ip")),
+        client_user=_clean(client.get("user")),
+        body=body,
+        blocked=blocked_entries(header.kind, document),
+    )
+    return Prepared(report, document, device)

@@ -1,0 +1,215 @@
+"""The hub's connection to the broker: the only hub module that imports paho-mqtt.
+
+MQTT 5 with a persistent session (clean_start off, Session Expiry Interval from the config), so
+reports sent while the hub is down wait at the broker; manual acknowledgements, so a message is
+acknowledged only after the hub has committed it (ingest calls ack()). Receive Maximum caps how
+many unacknowledged messages the broker hands us at once; ingest sizes its queue above it.
+
+paho's types stop here: callers see Incoming values and plain callables (aiomqtt's
+message.py:_from_paho_message is the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent.wire.topics import up_filter
+from hub.config import MqttConfig
+from hub.errors import HubError
+
+log = logging.getLogger(__name__)
+
+SHARE_GROUP = "hedgerow-hub"
+RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send us at once
+KEEPALIVE_S = 30
+
+
+class MqttError(HubError):
+    """The broker connection could not be set up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message from the broker, in our terms."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int  # which connection delivered it: acks are valid only on that connection
+    received_ms: int  # wall clock, stored with the report
+    arrived: float  # monotonic, for latency metrics
+
+
+def report_filter(shared: bool) -> str:
+    """What the hub subscribes to: every device report (and enrolment request), optionally
+    through a shared subscription so several hub processes split the load."""
+    topic = up_filter()
+    return f"$share/{SHARE_GROUP}/{topic}" if shared else topic
+
+
+class MqttConnection:
+    """A persistent-session MQTT 5 client with manual acks, run by paho's own network thread."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        on_message: Callable[[Incoming], None] | None = None,
+        *,
+        subscriptions: Sequence[str] = (),
+        client_id: str | None = None,
+        receive_maximum: int = RECEIVE_MAXIMUM,
+    ) -> None:
+        self.config = config
+        self.on_message = on_message  # set before start()
+        self._subscriptions = list(subscriptions)
+        self._receive_maximum = receive_maximum
+        self._generation = 0
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        url = urlparse(config.url)
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or config.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        self._client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        self._client.reconnect_delay_set(1, 30)
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._client.on_subscribe = self._subscribed
+        self._client.on_message = self._message
+        try:
+            if url.scheme == "mqtts":
+                self._client.tls_set(
+                    ca_certs=str(config.ca) if config.ca else None,
+                    certfile=str(config.cert) if config.cert else None,
+                    keyfile=str(config.key) if config.key else None,
+                )
+            if config.username:
+                password = None
+                if config.password_file:
+                    password = config.password_file.read_text("utf-8").strip()
+                self._client.username_pw_set(config.username, password)
+        except (OSError, ValueError) as exc:
+            raise MqttError(f"mqtt: cannot set up TLS or credentials: {exc}") from exc
+
+    def start(self) -> None:
+        """Connect (retrying in the background until the broker answers) and subscribe."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = self._receive_maximum
+        try:
+            self._client.connect_async(
+                self._host,
+                self._port,
+                keepalive=KEEPALIVE_S,
+                clean_start=False,
+                properties=props,
+            )
+        except (OSError, ValueError) as exc:
+            raise MqttError(f"mqtt: cannot connect to {self.config.url}: {exc}") from exc
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect (the session stays at the broker) and join paho's thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until connected and subscribed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        if not self.connected.wait(timeout):
+            return False
+        return not self._subscriptions or self.subscribed.wait(
+            max(0.0, deadline - time.monotonic())
+        )
+
+    def ack(self, message: Incoming) -> bool:
+        """Acknowledge a message on the connection that delivered it. After a reconnect the
+        broker redelivers it instead (a packet id may be reused), so a stale ack is dropped."""
+        with self._lock:
+            if message.generation != self._generation or message.qos == 0:
+                return False
+        self._client.ack(message.mid, message.qos)
+        return True
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Queue a QoS 1 publication (sent as soon as the connection allows)."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise MqttError(f"mqtt: cannot publish to {topic}: {paho.error_string(info.rc)}")
+
+    def _connected(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self.config.url, reason)
+            return
+        with self._lock:
+            self._generation += 1
+        log.info("connected to %s (session present: %s)", self.config.url, flags.session_present)
+        self.connected.set()
+        if self._subscriptions:
+            # A resumed session keeps its subscriptions; subscribing again is harmless.
+            shared = any(s.startswith("$share/") for s in self._subscriptions)
+            options = SubscribeOptions(
+                qos=1,
+                noLocal=not shared,  # never see our own enrolment replies or policies
+                retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND,
+            )
+            client.subscribe([(topic, options) for topic in self._subscriptions])
+
+    def _subscribed(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("broker refused subscription %s: %s", self._subscriptions, failed)
+            return
+        self.subscribed.set()
+
+    def _disconnected(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        log.warning("disconnected from %s: %s", self.config.url, reason)
+
+    def _message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # An exception here would stop paho's network thread: contain it (mitmproxy's safecall).
+        try:
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = ""
+            incoming = Incoming(
+                topic=topic,
+                payload=bytes(msg.payload),
+                mid=msg.mid,
+                qos=msg.qos,
+                generation=self._generation,
+                received_ms=int(time.time() * 1000),
+                arrived=time.monotonic(),
+            )
+            if self.on_message is not None:
+                self.on_message(incoming)
+        except Exception:
+            log.exception("error handing off a message from %r", msg.topic)

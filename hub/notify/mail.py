@@ -1,0 +1,111 @@
+"""Email: the wording of alert and digest messages, and one SMTP send (STARTTLS, login).
+
+Subjects never carry a pupil, device, site or domain name: a subject shows on lock screens and
+in mail server logs. The body may, and links to the alert on the hub.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from hub.errors import HubError
+from hub.model import Alert
+from hub.notify.settings import Contact, NotifySettings, SmtpSettings
+
+SEVERITY_WORDS = {
+    1: "information",
+    2: "low",
+    3: "medium",
+    4: "high",
+    5: "a child may be at risk now",
+}
+
+
+class SendError(HubError):
+    """A notification could not be delivered this time (it will be retried)."""
+
+
+def rule_label(rule: str) -> str:
+    """A rule id as words for a subject: letters and digits only, e.g. 'blocked content'."""
+    return re.sub(r"[^a-z0-9]+", " ", rule.lower()).strip()[:40] or "alert"
+
+
+def alert_link(settings: NotifySettings, alert_id: int) -> str:
+    """Where the alert lives on the hub's dashboard."""
+    return f"{settings.base_url}/alerts/{alert_id}"
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _message(settings: NotifySettings, contact: Contact, subject: str, body: str) -> EmailMessage:
+    assert contact.email is not None
+    message = EmailMessage()
+    message["From"] = settings.sender
+    message["To"] = contact.email
+    message["Subject"] = subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=settings.sender.partition("@")[2] or None)
+    message.set_content(body)
+    return message
+
+
+def alert_email(settings: NotifySettings, contact: Contact, alert: Alert) -> EmailMessage:
+    """The email sent at once for a severe alert."""
+    subject = f"Hedgerow alert: severity {alert.severity} ({rule_label(alert.rule)})"
+    body = "\n".join(
+        [
+            f"Hedgerow raised an alert of severity {alert.severity} "
+            f"({SEVERITY_WORDS.get(alert.severity, '')}).",
+            "",
+            alert.summary,
+            "",
+            f"Site: {alert.site}",
+            f"Device: {alert.device}" + (f" ({alert.device_class})" if alert.device_class else ""),
+            f"Seen: {alert.count} time(s), first {_when(alert.first_seen_ms)}, "
+            f"last {_when(alert.last_seen_ms)}",
+            f"Status: {alert.status}",
+            "",
+            f"Open the alert: {alert_link(settings, alert.id)}",
+            "",
+            f"You receive this as a Hedgerow contact ({contact.name}) for alerts of severity "
+            f"{contact.min_severity} and above.",
+        ]
+    )
+    return _message(settings, contact, subject, body)
+
+
+def digest_email(settings: NotifySettings, contact: Contact, alerts: list[Alert]) -> EmailMessage:
+    """One email listing the day's less severe alerts."""
+    subject = f"Hedgerow daily digest: {len(alerts)} alert(s)"
+    lines = [f"Alerts below severity {settings.immediate_severity} since the last digest:", ""]
+    for alert in sorted(alerts, key=lambda a: (-a.severity, a.id)):
+        lines += [
+            f"- severity {alert.severity} ({rule_label(alert.rule)}), {alert.site}/{alert.device}, "
+            f"{alert.count} time(s), last {_when(alert.last_seen_ms)}, {alert.status}",
+            f"  {alert.summary}",
+            f"  {alert_link(settings, alert.id)}",
+        ]
+    lines += ["", f"You receive this as a Hedgerow contact ({contact.name})."]
+    return _message(settings, contact, subject, "\n".join(lines))
+
+
+def send_email(smtp: SmtpSettings, message: EmailMessage) -> None:
+    """Deliver one message; raises SendError with the server's reason."""
+    try:
+        password = smtp.password_file.read_text("utf-8").strip() if smtp.password_file else None
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as client:
+            if smtp.starttls:
+                cafile = str(smtp.ca_file) if smtp.ca_file else None
+                client.starttls(context=ssl.create_default_context(cafile=cafile))
+            if smtp.username is not None and password is not None:
+                client.login(smtp.username, password)
+            client.send_message(message)
+    except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        raise SendError(f"SMTP {smtp.host}:{smtp.port}: {exc}") from exc

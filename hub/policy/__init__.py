@@ -1,0 +1,1 @@
+"""Signed, versioned policies per site and per device, published retained over MQTT."""

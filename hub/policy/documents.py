@@ -1,0 +1,60 @@
+"""What a signed policy says: the document for a site and for one device in it.
+
+Site document (payload "document" of hedgerow/v1/<site>/policy):
+  site, default_group, groups {name: {block: [...]}}, beacon_keys [base64 Ed25519 public],
+  hub (agent.identity.hub_document: the HPKE key to seal to now, and the signing keys),
+  reporting {summary_interval_s}
+A device document adds: device, class, group, block (its group's list) and
+reporting.counts_only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.identity import hub_document
+from agent.wire.keyfile import b64
+from hub.keys import HubKeys
+from hub.model import DeviceInfo
+from hub.policy.settings import PolicySettings
+from hub.store import Database
+
+
+def site_beacon_keys(db: Database, site: str) -> list[bytes]:
+    """Beacon public keys of the site's enrolled, not revoked sinkholes (oldest first)."""
+    rows = db.execute(
+        "SELECT beacon_key FROM devices WHERE site = ? AND beacon_key IS NOT NULL "
+        "AND revoked_ms IS NULL ORDER BY enrolled_ms, device",
+        (site,),
+    )
+    return [bytes(r[0]) for r in rows]
+
+
+def site_document(
+    settings: PolicySettings, site: str, beacon_keys: list[bytes], keys: HubKeys
+) -> dict[str, Any]:
+    """The policy every device of a site follows."""
+    return {
+        "site": site,
+        "default_group": settings.default_group,
+        "groups": {g.name: {"block": list(g.block)} for g in settings.groups},
+        "beacon_keys": [b64(k) for k in beacon_keys],
+        "hub": hub_document(keys.sealing_key, (keys.signing.verify_key,)),
+        "reporting": {"summary_interval_s": settings.summary_interval_s},
+    }
+
+
+def device_document(
+    settings: PolicySettings, site_doc: dict[str, Any], device: DeviceInfo
+) -> dict[str, Any]:
+    """One device's policy: the site's, plus its own group and reporting mode."""
+    group = settings.group(device.group)
+    counts_only = device.counts_only or device.device_class in settings.counts_only_classes
+    return {
+        **site_doc,
+        "device": device.device,
+        "class": device.device_class,
+        "group": group.name if group else device.group,
+        "block": list(group.block) if group else [],
+        "reporting": {**site_doc["reporting"], "counts_only": counts_only},
+    }

@@ -1,0 +1,129 @@
+"""`hedgerow-hub serve`: ingest, rules and notifications in one service.
+
+Everything that reads hub.toml (rules, contacts, enrolment, metrics) is read before anything
+starts. Start order: database (migrated), metrics endpoint, ingest thread, then the broker
+connection (so nothing arrives before ingest can take it), notifications, retained policies. Stop order is the reverse of what
+matters for safety: ingest finishes its batch (commit, ack) before the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agent.errors import HedgerowError
+from hub.config import HubConfig, load_config
+from hub.enroll.service import EnrollService
+from hub.errors import HubError
+from hub.ingest import IngestWorker
+from hub.ingest.hooks import ReportRules
+from hub.keys import HubKeys
+from hub.metrics import HubMetrics, metrics_listen
+from hub.mqtt import MqttConnection, report_filter
+from hub.notify.outbox import NotificationOutbox
+from hub.notify.sender import NotificationSender
+from hub.notify.settings import load_notify_settings
+from hub.policy.publish import publish_all
+from hub.rules.config import load_rules
+from hub.rules.engine import RuleEngine
+from hub.store import Database
+
+log = logging.getLogger(__name__)
+
+
+class HubService:
+    """The running hub. start() and stop() from one thread; reload() on SIGHUP."""
+
+    def __init__(self, config: HubConfig, *, rules: ReportRules | None = None) -> None:
+        self.config = config
+        self.keys = HubKeys(config.keys_dir)
+        self.metrics = HubMetrics()
+        self.metrics_port: int | None = None
+        self._listen = metrics_listen(config)
+        # Everything that reads hub.toml is read here, before anything starts: a bad file
+        # stops serve at once with a message naming the section and key.
+        self._outbox = NotificationOutbox(config)
+        self._engine: RuleEngine | None = None
+        self._rules: ReportRules
+        if rules is not None:
+            self._rules = rules  # tests and benches may bring their own
+        else:
+            self._engine = RuleEngine(load_rules(config), self._outbox)
+            self._rules = self._engine
+        self._sender = NotificationSender(config, config.database_url)
+        self.worker: IngestWorker | None = None
+        self.connection: MqttConnection | None = None
+
+    def start(self) -> None:
+        """Bring everything up. Raises HubError if any part cannot start."""
+        db = Database(self.config.database_url)
+        try:
+            db.migrate()
+        finally:
+            db.close()
+        if self._listen is not None:
+            self.metrics_port = self.metrics.serve(*self._listen)
+        connection = MqttConnection(
+            self.config.mqtt, subscriptions=[report_filter(self.config.mqtt.shared)]
+        )
+        self.worker = IngestWorker(
+            self.config.database_url,
+            self.keys,
+            ack=connection.ack,
+            metrics=self.metrics,
+            rules=self._rules,
+            enroll=EnrollService(self.config, self.keys, publish=connection.publish),
+            publish=connection.publish,
+        )
+        connection.on_message = self.worker.offer
+        self.worker.start()
+        self.connection = connection
+        connection.start()
+        self._sender.start()
+        self._publish_policies()
+
+    def _publish_policies(self) -> None:
+        """Retained policies are queued now and go out as soon as the broker connects."""
+        assert self.connection is not None
+        db = Database(self.config.database_url)
+        try:
+            publish_all(db, self.keys, self.config, self.connection.publish)
+        except HubError as exc:
+            log.error("cannot publish policies at start: %s", exc)
+        finally:
+            db.close()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once connected and subscribed."""
+        return self.connection is not None and self.connection.wait_ready(timeout)
+
+    @property
+    def healthy(self) -> bool:
+        """False if the ingest thread died (serve exits with an error then)."""
+        return self.worker is not None and self.worker.alive
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read hub.toml and swap in its rules and contacts, all or nothing."""
+        if self._engine is None:
+            log.info("reload: rules were given by the caller; nothing to reload")
+            return False
+        try:
+            config = load_config(self.config.path)
+            rules = load_rules(config)
+            notify = load_notify_settings(config)
+        except HedgerowError as exc:
+            log.error("reload failed, keeping the rules and contacts in force: %s", exc)
+            return False
+        self._engine.replace_rules(rules)
+        self._outbox.settings = notify  # one reference swap each, like replace_rules
+        self._sender.settings = notify
+        log.info("reloaded rules and contacts from %s", self.config.path)
+        return True
+
+    def stop(self) -> None:
+        """Finish the current batch (commit, ack), disconnect, stop the other threads."""
+        if self.worker is not None:
+            self.worker.stop()
+        if self.connection is not None:
+            self.connection.stop()
+        self._sender.stop()
+        self.metrics.close()

@@ -1,0 +1,115 @@
+"""The devices table: enrol, look up, list and revoke devices.
+
+`add_device` is how every part of the hub registers a device (enrolment, tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hub.errors import StoreError
+from hub.model import DeviceInfo
+from hub.store.database import Database, Row
+
+_COLUMNS = (
+    "site, device, class, grp, verify_key, enrolled_ms, revoked_ms, last_seen_ms, hostname, "
+    "counts_only, beacon_key, policy_version"
+)
+
+
+def _info(row: Row) -> DeviceInfo:
+    return DeviceInfo(
+        site=row[0],
+        device=row[1],
+        device_class=row[2],
+        group=row[3],
+        verify_key=bytes(row[4]),
+        enrolled_ms=int(row[5]),
+        revoked_ms=None if row[6] is None else int(row[6]),
+        last_seen_ms=None if row[7] is None else int(row[7]),
+        hostname=row[8],
+        counts_only=bool(row[9]),
+        beacon_key=None if row[10] is None else bytes(row[10]),
+        policy_version=int(row[11]),
+    )
+
+
+def add_device(
+    db: Database,
+    info: DeviceInfo,
+    *,
+    mqtt_user: str | None = None,
+    mqtt_secret_hash: str | None = None,
+) -> None:
+    """Insert a new device row. Raises StoreError if (site, device) is already enrolled."""
+    if get_device(db, info.site, info.device) is not None:
+        raise StoreError(f"device {info.site}/{info.device} is already enrolled")
+    db.execute(
+        f"INSERT INTO devices ({_COLUMNS}, mqtt_user, mqtt_secret_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            info.site,
+            info.device,
+            info.device_class,
+            info.group,
+            info.verify_key,
+            info.enrolled_ms,
+            info.revoked_ms,
+            info.last_seen_ms,
+            info.hostname,
+            1 if info.counts_only else 0,
+            info.beacon_key,
+            info.policy_version,
+            mqtt_user,
+            mqtt_secret_hash,
+        ),
+    )
+
+
+def get_device(db: Database, site: str, device: str) -> DeviceInfo | None:
+    """One device, or None if it was never enrolled."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM devices WHERE site = ? AND device = ?", (site, device)
+    )
+    return _info(rows[0]) if rows else None
+
+
+def list_devices(db: Database, site: str | None = None) -> list[DeviceInfo]:
+    """Every device (of one site, or of all), ordered by site and id."""
+    if site is None:
+        rows = db.execute(f"SELECT {_COLUMNS} FROM devices ORDER BY site, device")
+    else:
+        rows = db.execute(f"SELECT {_COLUMNS} FROM devices WHERE site = ? ORDER BY device", (site,))
+    return [_info(row) for row in rows]
+
+
+def last_seqs(db: Database, site: str | None = None) -> dict[tuple[str, str], int]:
+    """The highest stored seq of each device (the devices.last_seq column)."""
+    sql = "SELECT site, device, last_seq FROM devices"
+    rows = db.execute(sql + " WHERE site = ?", (site,)) if site else db.execute(sql)
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def revoke_device(db: Database, site: str, device: str, now_ms: int) -> bool:
+    """Mark a device revoked; True if it was enrolled and not yet revoked."""
+    found = get_device(db, site, device)
+    if found is None:
+        raise StoreError(f"no device {site}/{device}")
+    if found.revoked_ms is not None:
+        return False
+    db.execute(
+        "UPDATE devices SET revoked_ms = ? WHERE site = ? AND device = ?", (now_ms, site, device)
+    )
+    return True
+
+
+def record_seen(db: Database, seen: Iterable[tuple[str, str, int, int]]) -> None:
+    """Update last_seen_ms and last_seq for (site, device, seen_ms, seq); seq never goes down."""
+    rows = [(seen_ms, seq, seq, site, device) for site, device, seen_ms, seq in seen]
+    if rows:
+        db.executemany(
+            "UPDATE devices SET last_seen_ms = ?, "
+            "last_seq = CASE WHEN last_seq < ? THEN ? ELSE last_seq END "
+            "WHERE site = ? AND device = ?",
+            rows,
+        )

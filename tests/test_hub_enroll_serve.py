@@ -1,0 +1,34 @@
+"""End to end: a device enrols against the real `hedgerow-hub serve` service over Mosquitto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.enroll import enroll_online
+from agent.identity import Identity
+from agent.policy_client import current_policy
+from hub.serve import HubService
+from tests.enroll_fixtures import SITE, make_hub
+from tests.services import Mosquitto
+
+
+def test_enrol_through_serve(tmp_path: Path, broker: Mosquitto) -> None:
+    hub = make_hub(tmp_path, broker.url)
+    token = hub.token("sinkhole", group=None, expires_ms=2**62)
+    service = HubService(hub.config)
+    service.start()
+    try:
+        assert service.wait_ready(30)
+        identity = enroll_online(
+            tmp_path / "pi",
+            token=token.text,
+            site=SITE,
+            device_class="sinkhole",
+            broker_url=broker.url,
+            timeout_s=30,
+        )
+    finally:
+        service.stop()
+    assert Identity.load(tmp_path / "pi").device == identity.device
+    policy = current_policy(tmp_path / "pi")
+    assert policy is not None and len(policy.payload["document"]["beacon_keys"]) == 1
