@@ -1,0 +1,342 @@
+"""The Publisher: seal each report, spool it, and drain the spool to the broker in order.
+
+offer() -> bounded in-memory inbox -> worker thread: seal (agent.wire.seal, persistent Sequence)
+-> Spool (fsync) -> MqttLink publish at QoS 1 -> PUBACK -> delete from the spool.
+
+Sealing happens before anything touches disk, so the spool only ever holds sealed envelopes.
+Delivery is in sequence order: at most `window` envelopes are awaiting PUBACK; after a reconnect,
+paho re-sends those first and nothing newer is published until they are acknowledged. The broker
+holds a sealed heartbeat with clean_stop=false as the connection's will; stop() spools and sends
+a sealed heartbeat with clean_stop=true, then disconnects cleanly so the broker drops the will.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from agent.identity import Identity
+from agent.report.errors import LinkError, SpoolError
+from agent.report.mqtt import Ack, LinkState, MqttLink, Will
+from agent.report.spool import Spool, SpoolEntry
+from agent.wire import topics
+from agent.wire.envelope import seal
+from agent.wire.errors import WireError
+from agent.wire.header import Kind
+from agent.wire.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+Document = Mapping[str, Any]
+HeartbeatSource = Callable[[], Document]
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStats:
+    """Counters of one Publisher, for metrics (monotonic except the spool's size and `connected`)."""
+
+    enqueued: int
+    dropped_queue_full: int
+    dropped_after_stop: int
+    invalid: int  # documents that did not fit their schema: a bug, logged as an error
+    spooled: int
+    spool_dropped: int  # refused by a full spool or a failing disk
+    spool_corrupt: int
+    spool_entries: int
+    spool_bytes: int
+    delivered: int  # acknowledged by the broker (PUBACK) and deleted from the spool
+    rejected: int  # PUBACK with a failure reason code: kept and retried later
+    connected: bool
+
+
+class Publisher:
+    """Seals, spools and publishes reports from one device identity. Thread-safe offer()."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        sequence: Sequence,
+        spool: Spool,
+        heartbeat: HeartbeatSource,
+        *,
+        queue_size: int = 1024,
+        window: int = 32,
+        retry_s: float = 5.0,
+        min_backoff_s: int = 1,
+        max_backoff_s: int = 60,
+        will_delay_s: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if queue_size <= 0 or window <= 0:
+            raise ValueError("queue_size and window must be positive")
+        self._identity = identity
+        self._sequence = sequence
+        self._spool = spool
+        self._heartbeat = heartbeat
+        self._queue_size = queue_size
+        self._window = window
+        self._retry_s = retry_s
+        self._backoff = (min_backoff_s, max_backoff_s)
+        self._will_delay_s = will_delay_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        # Guarded by _cond: the hand-off from offer() and from paho's thread to the worker.
+        self._inbox: deque[tuple[Kind, Document]] = deque()
+        self._events: list[Ack | LinkState] = []
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._idle = len(spool) == 0
+        self._enqueued = 0
+        self._dropped_queue_full = 0
+        self._dropped_after_stop = 0
+        # Owned by the worker thread.
+        self._inflight: dict[int, int] = {}  # link token -> seq
+        self._cursor = 0  # highest seq handed to the link
+        self._hold_until = 0.0
+        self._resending = False
+        self._up = False
+        # Written by the worker only; read by stats().
+        self._invalid = 0
+        self._seq_failures = 0
+        self._delivered = 0
+        self._rejected = 0
+        self._link: MqttLink | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(
+        cls,
+        identity_dir: Path,
+        spool_dir: Path,
+        heartbeat: HeartbeatSource,
+        *,
+        max_spool_bytes: int = 64 * 1024 * 1024,
+        broker_url: str | None = None,
+        **options: Any,
+    ) -> Publisher:
+        """A Publisher for the identity in `identity_dir` (IdentityError if not enrolled).
+
+        `broker_url` overrides the URL in mqtt.json (credentials and CA still come from there).
+        """
+        identity = Identity.load(identity_dir)
+        if broker_url is not None:
+            identity = replace(identity, mqtt=replace(identity.mqtt, url=broker_url))
+        spool = Spool(spool_dir, max_spool_bytes)
+        return cls(identity, Identity.sequence(identity_dir), spool, heartbeat, **options)
+
+    def start(self) -> None:
+        """Seal the will, start the broker link and the worker thread. Raises LinkError/WireError."""
+        if self._thread is not None:
+            return
+        will_doc = dict(self._heartbeat())
+        will_doc["clean_stop"] = False
+        will = Will(self._topic(Kind.HEARTBEAT), self._seal(Kind.HEARTBEAT, will_doc))
+        link = MqttLink(
+            self._identity.mqtt,
+            self._identity.device,
+            on_ack=self._post_event,
+            on_state=self._post_event,
+            will=will,
+            max_inflight=self._window,
+            min_backoff_s=self._backoff[0],
+            max_backoff_s=self._backoff[1],
+            will_delay_s=self._will_delay_s,
+        )
+        self._link = link
+        self._thread = threading.Thread(target=self._run, name="hedgerow-publisher", daemon=True)
+        self._thread.start()
+        link.start()
+
+    def offer(self, kind: Kind, document: Document) -> bool:
+        """Queue a report without blocking; False (and counted) if the queue is full or stopped."""
+        with self._cond:
+            if self._stopping:
+                self._dropped_after_stop += 1
+                return False
+            if len(self._inbox) >= self._queue_size:
+                self._dropped_queue_full += 1
+                if self._dropped_queue_full == 1 or self._dropped_queue_full % 1000 == 0:
+                    log.warning(
+                        "report queue full (%d): %d reports dropped so far",
+                        self._queue_size,
+                        self._dropped_queue_full,
+                    )
+                return False
+            self._inbox.append((kind, dict(document)))
+            self._enqueued += 1
+            self._idle = False
+            self._cond.notify_all()
+            return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything offered so far is acknowledged by the broker; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._idle and not self._inbox):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Spool what is queued plus a clean-stop heartbeat, try for `timeout` seconds to deliver
+        it all, then disconnect cleanly. Whatever is undelivered stays spooled for next time."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        thread.join()
+        self._thread = None
+        if self._link is not None:
+            self._link.stop()
+            self._link = None
+
+    def stats(self) -> PublisherStats:
+        """A snapshot of the counters."""
+        spool = self._spool.stats()
+        with self._cond:
+            return PublisherStats(
+                enqueued=self._enqueued,
+                dropped_queue_full=self._dropped_queue_full,
+                dropped_after_stop=self._dropped_after_stop,
+                invalid=self._invalid,
+                spooled=spool.spooled,
+                spool_dropped=spool.dropped + self._seq_failures,
+                spool_corrupt=spool.corrupt,
+                spool_entries=spool.entries,
+                spool_bytes=spool.bytes,
+                delivered=self._delivered,
+                rejected=self._rejected,
+                connected=self._up,
+            )
+
+    # The worker thread.
+
+    def _post_event(self, event: Ack | LinkState) -> None:
+        # Runs on paho's thread: hand off and return at once.
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        clean_stop_spooled = False
+        while True:
+            with self._cond:
+                if not (self._inbox or self._events or (self._stopping and not clean_stop_spooled)):
+                    self._cond.wait(timeout=min(self._retry_s, 1.0))
+                inbox, self._inbox = self._inbox, deque()
+                events, self._events = self._events, []
+                stopping = self._stopping
+            for kind, document in inbox:
+                self._spool_one(kind, document)
+            try:
+                if stopping and not clean_stop_spooled:
+                    self._spool_one(Kind.HEARTBEAT, {**self._heartbeat(), "clean_stop": True})
+                    clean_stop_spooled = True
+                for event in events:
+                    self._apply(event)
+                self._fill_window()
+            except Exception:
+                # Contain the unexpected: the worker must outlive one bad report.
+                log.exception("report publisher: unexpected error; continuing")
+            with self._cond:
+                self._idle = not self._inbox and len(self._spool) == 0
+                self._cond.notify_all()
+                if stopping and (self._idle or time.monotonic() >= self._stop_deadline):
+                    if not self._idle:
+                        log.warning(
+                            "stopping with %d reports undelivered; they stay spooled",
+                            len(self._spool),
+                        )
+                    return
+
+    def _seal(self, kind: Kind, document: Document) -> bytes:
+        return seal(
+            kind,
+            document,
+            site=self._identity.site,
+            device=self._identity.device,
+            seq=self._sequence.next(),
+            time_ms=int(self._clock() * 1000),
+            to=self._identity.hub_key,
+            signer=self._identity.key,
+        )
+
+    def _topic(self, kind: Kind) -> str:
+        return topics.up(self._identity.site, self._identity.device, kind)
+
+    def _spool_one(self, kind: Kind, document: Document) -> None:
+        try:
+            envelope = self._seal(kind, document)
+        except (WireError, TypeError, ValueError) as exc:  # not JSON-able, or off-schema
+            self._invalid += 1
+            log.error("dropping a %s report that cannot be sealed: %s", kind.name.lower(), exc)
+            return
+        except OSError as exc:
+            self._seq_failures += 1
+            log.warning("dropping a %s report: sequence file: %s", kind.name.lower(), exc)
+            return
+        try:
+            self._spool.put(envelope)  # a refusal is counted and logged by the spool
+        except SpoolError as exc:  # cannot happen for a freshly sealed envelope; contained anyway
+            self._invalid += 1
+            log.error("dropping a %s report: %s", kind.name.lower(), exc)
+
+    def _apply(self, event: Ack | LinkState) -> None:
+        if isinstance(event, LinkState):
+            self._up = event.connected
+            if not event.connected and self._inflight:
+                self._resending = True  # paho re-sends these after reconnecting
+            return
+        seq = self._inflight.pop(event.token, None)
+        if seq is None:
+            return
+        if event.ok:
+            self._spool.delete(seq)
+            self._delivered += 1
+            return
+        self._rejected += 1
+        log.warning("broker rejected report seq %d (%s); retrying later", seq, event.reason)
+        self._cursor = min(self._cursor, seq - 1)
+        self._hold_until = time.monotonic() + self._retry_s
+
+    def _fill_window(self) -> None:
+        link = self._link
+        if link is None or not self._up or time.monotonic() < self._hold_until:
+            return
+        if self._resending:
+            if self._inflight:
+                return  # let paho's re-sends land first, to keep delivery in order
+            self._resending = False
+        pending = set(self._inflight.values())
+        while len(self._inflight) < self._window:
+            entry = self._spool.next_after(self._cursor)
+            if entry is None:
+                return
+            self._cursor = entry.seq
+            if entry.seq in pending:
+                continue
+            if not self._send(link, entry):
+                return
+
+    def _send(self, link: MqttLink, entry: SpoolEntry) -> bool:
+        try:
+            header = entry.header
+            token = link.publish(topics.up(header.site, header.device, header.kind), entry.envelope)
+        except LinkError as exc:
+            log.warning("cannot publish report seq %d: %s; retrying later", entry.seq, exc)
+            self._cursor = entry.seq - 1
+            self._hold_until = time.monotonic() + self._retry_s
+            return False
+        self._inflight[token] = entry.seq
+        return True

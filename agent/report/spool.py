@@ -1,0 +1,303 @@
+"""A durable on-disk spool of sealed envelopes, delivered in order, deleted only after PUBACK.
+
+Layout: one file per envelope, named by its zero-padded sequence number
+(`00000000000000000042.env`), written under a temporary name, fsynced, renamed into place and the
+directory fsynced. Why files and not an append-only segment log: reports come at a few a minute
+(one summary per client per interval, plus rate-limited events), so a file and an fsync each cost
+nothing that matters, while deleting after PUBACK becomes a plain unlink: no compaction, no read
+offsets to persist. A crash leaves at worst a temporary file (discarded at the next start, with a
+log line) or a whole file that is sent again (a QoS 1 duplicate the hub acknowledges and drops).
+
+Each file is framed: b"HWS1" || u32 length || u32 CRC-32 || envelope. A file whose frame does not
+check out (torn by a crash on a filesystem that reorders writes, or damaged) is discarded with a
+log line and counted as corrupt.
+
+Only sealed envelopes go in: `put()` parses the header and refuses anything unsealed, so children's
+data never rests here in plaintext.
+
+Bounded by `max_bytes`: when full, NEW envelopes are refused, logged and counted as dropped.
+Nothing already accepted is evicted: dropping the oldest would silently lose the very record a
+safeguarding lead may need, while a refusal is visible in the counters the daemon exports. A full
+or failing disk is handled the same way: a counted drop with a log line; the caller lives on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.report.errors import SpoolError
+from agent.wire.envelope import split
+from agent.wire.errors import OpenError
+from agent.wire.header import Header, SuiteId
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"HWS1"
+_FRAME = struct.Struct(">4sII")  # magic, envelope length, CRC-32 of the envelope
+_NAME = re.compile(r"^(\d{20})\.env$")
+_TMP_SUFFIX = ".tmp"
+FILE_MODE = 0o600
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    """One spooled envelope and its parsed header."""
+
+    header: Header
+    envelope: bytes
+
+    @property
+    def seq(self) -> int:
+        """The envelope's sequence number (also its place in the spool)."""
+        return self.header.seq
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """Counters and size of a spool at one moment."""
+
+    entries: int
+    bytes: int
+    spooled: int
+    dropped: int  # refused: spool full or the disk failed
+    corrupt: int  # discarded at start or on reading: torn or damaged
+
+
+def _file_name(seq: int) -> str:
+    return f"{seq:020d}.env"
+
+
+class Spool:
+    """Sealed envelopes on disk, oldest first; thread-safe."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise SpoolError(f"spool max_bytes must be positive, got {max_bytes}")
+        self._dir = Path(directory)
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._sizes: dict[int, int] = {}
+        self._order: list[int] = []  # sorted sequence numbers
+        self._bytes = 0
+        self._spooled = 0
+        self._dropped = 0
+        self._corrupt = 0
+        self._full_logged = False
+        try:
+            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"{self._dir}: cannot create spool directory: {exc}") from exc
+        if not self._dir.is_dir():
+            raise SpoolError(f"{self._dir}: spool path is not a directory")
+        self._scan()
+
+    def _scan(self) -> None:
+        try:
+            names = sorted(os.listdir(self._dir))
+        except OSError as exc:
+            raise SpoolError(f"{self._dir}: cannot list spool directory: {exc}") from exc
+        for name in names:
+            path = self._dir / name
+            if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+                log.warning("spool: discarding half-written file %s left by a crash", path)
+                self._unlink(path)
+                self._corrupt += 1
+                continue
+            match = _NAME.match(name)
+            if match is None:
+                log.warning("spool: ignoring unexpected file %s", path)
+                continue
+            size = self._check_frame(path)
+            if size is None:
+                self._unlink(path)
+                self._corrupt += 1
+                continue
+            seq = int(match.group(1))
+            self._sizes[seq] = size
+            self._order.append(seq)
+            self._bytes += size
+        if self._order:
+            log.info(
+                "spool %s: %d envelopes (%d bytes) waiting from before",
+                self._dir,
+                len(self._order),
+                self._bytes,
+            )
+
+    def _check_frame(self, path: Path) -> int | None:
+        """The file's size if its frame header matches its length, else None (logged)."""
+        try:
+            with open(path, "rb") as handle:
+                prefix = handle.read(_FRAME.size)
+                size = os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            log.warning("spool: discarding unreadable file %s: %s", path, exc)
+            return None
+        if len(prefix) < _FRAME.size:
+            log.warning("spool: discarding truncated file %s (%d bytes)", path, size)
+            return None
+        magic, length, _crc = _FRAME.unpack(prefix)
+        if magic != MAGIC or size != _FRAME.size + length:
+            log.warning("spool: discarding torn or damaged file %s", path)
+            return None
+        return size
+
+    def put(self, envelope: bytes) -> bool:
+        """Store a sealed envelope durably; False (counted, logged) if full or the disk fails.
+
+        Raises SpoolError if `envelope` is not a sealed envelope: that is a programming error.
+        """
+        try:
+            header = split(envelope)[0]
+        except OpenError as exc:
+            raise SpoolError(f"refusing to spool something that is not an envelope: {exc}") from exc
+        if header.suite is SuiteId.NONE:
+            raise SpoolError("refusing to spool an unsealed envelope")
+        frame = _FRAME.pack(MAGIC, len(envelope), zlib.crc32(envelope)) + envelope
+        with self._lock:
+            if self._bytes + len(frame) > self._max_bytes:
+                self._refuse(header.seq, f"full ({self._bytes} of {self._max_bytes} bytes)")
+                return False
+            try:
+                self._write(header.seq, frame)
+            except OSError as exc:
+                self._refuse(header.seq, f"cannot write: {exc}")
+                return False
+            self._full_logged = False
+            self._sizes[header.seq] = len(frame)
+            if self._order and header.seq < self._order[-1]:
+                bisect.insort(self._order, header.seq)
+            else:
+                self._order.append(header.seq)
+            self._bytes += len(frame)
+            self._spooled += 1
+            return True
+
+    def _refuse(self, seq: int, reason: str) -> None:
+        self._dropped += 1
+        # Log the first refusal of a run, then every 100th, so a full disk cannot flood the log.
+        if not self._full_logged or self._dropped % 100 == 0:
+            log.warning(
+                "spool %s: dropping report seq %d: %s (%d dropped so far)",
+                self._dir,
+                seq,
+                reason,
+                self._dropped,
+            )
+            self._full_logged = True
+
+    def _write(self, seq: int, frame: bytes) -> None:
+        final = self._dir / _file_name(seq)
+        tmp = self._dir / f".{final.name}{_TMP_SUFFIX}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            view = memoryview(frame)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            self._unlink(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            self._unlink(tmp)
+            raise
+        dir_fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def next_after(self, seq: int) -> SpoolEntry | None:
+        """The oldest readable entry with a sequence number above `seq`, or None.
+
+        Entries that fail their checksum are discarded (logged, counted) and skipped.
+        """
+        while True:
+            with self._lock:
+                index = bisect.bisect_right(self._order, seq)
+                if index >= len(self._order):
+                    return None
+                candidate = self._order[index]
+            entry = self._read(candidate)
+            if entry is not None:
+                return entry
+            seq = candidate
+
+    def _read(self, seq: int) -> SpoolEntry | None:
+        path = self._dir / _file_name(seq)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            log.warning("spool: discarding unreadable entry %s: %s", path, exc)
+            self._discard(seq)
+            return None
+        if len(data) >= _FRAME.size:
+            magic, length, crc = _FRAME.unpack_from(data)
+            envelope = data[_FRAME.size :]
+            if magic == MAGIC and length == len(envelope) and zlib.crc32(envelope) == crc:
+                try:
+                    return SpoolEntry(split(envelope)[0], envelope)
+                except OpenError:
+                    pass
+        log.warning("spool: discarding damaged entry %s (bad frame or checksum)", path)
+        self._discard(seq)
+        return None
+
+    def _discard(self, seq: int) -> None:
+        self._unlink(self._dir / _file_name(seq))
+        with self._lock:
+            self._forget(seq)
+            self._corrupt += 1
+
+    def delete(self, seq: int) -> None:
+        """Remove a delivered entry (after its PUBACK). Unknown numbers are ignored."""
+        with self._lock:
+            if seq not in self._sizes:
+                return
+            self._forget(seq)
+        self._unlink(self._dir / _file_name(seq))
+
+    def _forget(self, seq: int) -> None:
+        size = self._sizes.pop(seq, None)
+        if size is None:
+            return
+        self._bytes -= size
+        index = bisect.bisect_left(self._order, seq)
+        if index < len(self._order) and self._order[index] == seq:
+            del self._order[index]
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("spool: cannot remove %s: %s", path, exc)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._order)
+
+    def stats(self) -> SpoolStats:
+        """A snapshot of the spool's size and counters."""
+        with self._lock:
+            return SpoolStats(
+                entries=len(self._order),
+                bytes=self._bytes,
+                spooled=self._spooled,
+                dropped=self._dropped,
+                corrupt=self._corrupt,
+            )
