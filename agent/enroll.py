@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.enroll_mqtt import EnrollLinkError, Message, MqttSession
 from agent.errors import HedgerowError
 from agent.identity import DEVICE_CLASSES, Identity, MqttCredentials, parse_hub_document
 from agent.policy_client import accept_policy
+from agent.report.errors import LinkError
+from agent.report.mqtt import Message, MqttSession
 from agent.wire import topics
 from agent.wire.envelope import enroll_request_id, seal, split, unseal
 from agent.wire.errors import OpenError, WireError
@@ -237,7 +238,7 @@ def install(identity_dir: Path, identity: Identity, policy: bytes) -> Identity:
 
 
 class EnrollTransport(Protocol):
-    """What online enrolment needs from MQTT (agent.enroll_mqtt.MqttSession provides it)."""
+    """What online enrolment needs from MQTT (agent.report.mqtt.MqttSession provides it)."""
 
     def connect(self, timeout_s: float) -> None:
         """Connect as the enrolment user."""
@@ -311,7 +312,7 @@ def enroll_online(
             timeout_s=timeout_s,
         )
         reply = _wait_for(link, reply_topic, deadline)
-    except EnrollLinkError as exc:
+    except LinkError as exc:
         raise EnrollError(f"cannot enrol over MQTT: {exc}") from exc
     finally:
         link.close()

@@ -13,8 +13,8 @@ from pathlib import Path
 from types import TracebackType
 
 from agent.enroll import EnrollToken, build_request, finish
-from agent.enroll_mqtt import MqttSession
 from agent.identity import Identity, MqttCredentials
+from agent.report.mqtt import MqttSession
 from agent.wire import OpenError
 from hub.config import HubConfig, load_config
 from hub.datadir import init_data_dir

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.enroll import ENROLL_PASSWORD, ENROLL_USER, enroll_from_bundle
-from agent.enroll_mqtt import EnrollLinkError, MqttSession
 from agent.identity import Identity, MqttCredentials
+from agent.report.errors import LinkError
+from agent.report.mqtt import MqttSession
 from hub.cli import main
 from hub.config import load_config
 from hub.enroll.broker import hash_password, render_acl, verify_password, write_broker_files
@@ -92,9 +93,9 @@ def check_broker(url: str, identities: list[Identity]) -> None:
         own = f"hedgerow/v1/{SITE}/{one.device}/summary"
         other = f"hedgerow/v1/{SITE}/{two.device}/summary"
         dev.publish(own, b"mine", retain=False, timeout_s=10)
-        with pytest.raises(EnrollLinkError, match="refused"):
+        with pytest.raises(LinkError, match="refused"):
             dev.publish(other, b"forged", retain=False, timeout_s=10)
-        with pytest.raises(EnrollLinkError, match="refused"):
+        with pytest.raises(LinkError, match="refused"):
             enroller.publish(own, b"not yours", retain=False, timeout_s=10)
         enroller.publish(
             "hedgerow/v1/enroll/enroll-abc/request", b"req", retain=False, timeout_s=10
@@ -109,7 +110,7 @@ def check_broker(url: str, identities: list[Identity]) -> None:
     finally:
         for s in (hub, dev, enroller):
             s.close()
-    with pytest.raises(EnrollLinkError, match="refused"):
+    with pytest.raises(LinkError, match="refused"):
         session(url, one.device, "wrong password", "intruder")
-    with pytest.raises(EnrollLinkError, match="refused"):
+    with pytest.raises(LinkError, match="refused"):
         session(url, "nobody", None, "anonymous")

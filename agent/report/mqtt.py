@@ -1,4 +1,6 @@
-"""The agent side's only paho-mqtt import: a QoS 1 publishing link that reports each PUBACK.
+"""The agent side's only paho-mqtt import: a QoS 1 publishing link that reports each PUBACK
+(MqttLink, for reports) and a short blocking request/response session (MqttSession, for
+enrolment).
 
 paho's types stop here (as in aiomqtt's message.py:_from_paho_message): callers see `Ack`,
 `LinkState` and `LinkError`. MQTT 5, callback API v2, client id = device id. No persistent
@@ -10,6 +12,7 @@ with exponential backoff and re-sends QoS 1 messages still awaiting PUBACK, in o
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
 import threading
 from collections.abc import Callable
@@ -58,6 +61,20 @@ class BrokerAddress:
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise LinkError(f"broker URL {url!r}: unexpected path or query")
         return cls(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
+
+
+def _client(credentials: MqttCredentials, client_id: str, address: BrokerAddress) -> paho.Client:
+    """A paho MQTT 5 client with our logger, credentials and TLS; raises LinkError."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    client.enable_logger(logging.getLogger(__name__ + ".paho"))
+    try:
+        if credentials.username is not None:
+            client.username_pw_set(credentials.username, credentials.password)
+        if address.tls:
+            client.tls_set(ca_certs=credentials.ca, cert_reqs=ssl.CERT_REQUIRED)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        raise LinkError(f"cannot configure the broker link: {exc}") from exc
+    return client
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +129,10 @@ class MqttLink:
         self._will_delay_s = will_delay_s
         self._started = False
         self._lock = threading.Lock()
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        client = _client(credentials, client_id, self._address)
         client.max_inflight_messages_set(max_inflight)
         client.reconnect_delay_set(min_backoff_s, max_backoff_s)
         try:
-            if credentials.username is not None:
-                client.username_pw_set(credentials.username, credentials.password)
-            if self._address.tls:
-                client.tls_set(ca_certs=credentials.ca, cert_reqs=ssl.CERT_REQUIRED)
             if will is not None:
                 will_props = _properties(PacketTypes.WILLMESSAGE)
                 if will_delay_s > 0:
@@ -234,3 +246,130 @@ class MqttLink:
         self, _client: Any, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
         self._on_ack(Ack(int(mid), not reason.is_failure, str(reason)))
+
+
+INBOX_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message received on a subscription."""
+
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+class MqttSession:
+    """One short-lived MQTT 5 connection with a bounded inbox. Methods block with a timeout."""
+
+    def __init__(self, credentials: MqttCredentials, client_id: str) -> None:
+        address = BrokerAddress.parse(credentials.url)
+        self._host = address.host
+        self._port = address.port
+        self._inbox: queue.Queue[Message] = queue.Queue(INBOX_LIMIT)
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        self._acked = threading.Condition()
+        self._results: dict[int, str] = {}  # packet id -> "" (acknowledged) or refusal reason
+        self._dropped = 0
+        self._started = False
+        client = _client(credentials, client_id, address)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        self._client = client
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the inbox was full."""
+        return self._dropped
+
+    def connect(self, timeout_s: float) -> None:
+        """Connect and wait until the broker accepts us; raises LinkError."""
+        try:
+            self._client.connect(self._host, self._port, keepalive=30, clean_start=True)
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
+        self._client.loop_start()
+        self._started = True
+        if not self._connected.wait(timeout_s) or self._refused is not None:
+            reason = self._refused or "no answer"
+            self.close()
+            raise LinkError(f"broker {self._host}:{self._port} refused us: {reason}")
+
+    def subscribe(self, topic_filter: str, timeout_s: float) -> None:
+        """Subscribe at QoS 1 and wait for the broker's SUBACK; raises LinkError."""
+        rc, mid = self._client.subscribe(topic_filter, qos=1)
+        if rc is not MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise LinkError(f"cannot subscribe to {topic_filter}: {paho.error_string(rc)}")
+        self._check(self._wait_ack(mid, timeout_s), f"subscription to {topic_filter}")
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, timeout_s: float) -> None:
+        """Publish at QoS 1 and wait for the PUBACK; raises LinkError if refused."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc is not MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise LinkError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
+        self._check(self._wait_ack(info.mid, timeout_s), f"publish to {topic}")
+
+    @staticmethod
+    def _check(result: str | None, what: str) -> None:
+        if result is None:
+            raise LinkError(f"no acknowledgement for {what} in time")
+        if result:
+            raise LinkError(f"broker refused {what}: {result}")
+
+    def receive(self, timeout_s: float) -> Message | None:
+        """The next message from any subscription, or None after `timeout_s`."""
+        try:
+            return self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Disconnect and join paho's network thread."""
+        if self._started:
+            self._started = False
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    # paho callbacks (network thread): convert to our types, hand off, return.
+
+    def _on_connect(
+        self, _client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            log.warning("broker %s refused the connection: %s", self._host, reason)
+        self._connected.set()
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        try:
+            self._inbox.put_nowait(Message(str(msg.topic), bytes(msg.payload), bool(msg.retain)))
+        except queue.Full:
+            self._dropped += 1
+            log.warning("enrolment inbox full: dropped a message on %s", msg.topic)
+
+    def _wait_ack(self, mid: int, timeout_s: float) -> str | None:
+        """ "" when acknowledged, the broker's reason when refused, None on timeout."""
+        with self._acked:
+            if not self._acked.wait_for(lambda: mid in self._results, timeout_s):
+                return None
+            return self._results.pop(mid)
+
+    def _ack(self, mid: int, failure: str = "") -> None:
+        with self._acked:
+            self._results[mid] = failure
+            self._acked.notify_all()
+
+    def _on_publish(
+        self, _client: Any, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
+    ) -> None:
+        self._ack(mid, str(reason) if reason.is_failure else "")
+
+    def _on_subscribe(
+        self, _client: Any, _userdata: Any, mid: int, reasons: list[ReasonCode], _props: Any
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        self._ack(mid, ", ".join(failed))
