@@ -268,7 +268,8 @@ class MqttSession:
         self._host = address.host
         self._port = address.port
         self._inbox: queue.Queue[Message] = queue.Queue(INBOX_LIMIT)
-        self._connected = threading.Event()
+        self._connected = threading.Event()  # the first CONNACK arrived (accepted or not)
+        self._up = threading.Event()  # connected now; paho reconnects after a drop
         self._refused: str | None = None
         self._acked = threading.Condition()
         self._results: dict[int, str] = {}  # packet id -> "" (acknowledged) or refusal reason
@@ -279,6 +280,7 @@ class MqttSession:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
         self._client = client
 
     @property
@@ -299,8 +301,14 @@ class MqttSession:
             self.close()
             raise LinkError(f"broker {self._host}:{self._port} refused us: {reason}")
 
+    def _wait_up(self, timeout_s: float, what: str) -> None:
+        # A broker may drop us (e.g. after refusing a publish); paho reconnects on its own.
+        if not self._up.wait(timeout_s):
+            raise LinkError(f"not connected to {self._host}:{self._port} for {what}")
+
     def subscribe(self, topic_filter: str, timeout_s: float) -> None:
         """Subscribe at QoS 1 and wait for the broker's SUBACK; raises LinkError."""
+        self._wait_up(timeout_s, f"subscription to {topic_filter}")
         rc, mid = self._client.subscribe(topic_filter, qos=1)
         if rc is not MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise LinkError(f"cannot subscribe to {topic_filter}: {paho.error_string(rc)}")
@@ -308,8 +316,12 @@ class MqttSession:
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, timeout_s: float) -> None:
         """Publish at QoS 1 and wait for the PUBACK; raises LinkError if refused."""
+        self._wait_up(timeout_s, f"publish to {topic}")
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc is not MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if info.rc is MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # Dropped before paho noticed: it keeps the message and sends it on reconnecting.
+            log.info("broker link dropped; %s goes out after paho reconnects", topic)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise LinkError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
         self._check(self._wait_ack(info.mid, timeout_s), f"publish to {topic}")
 
@@ -342,7 +354,15 @@ class MqttSession:
         if reason.is_failure:
             self._refused = str(reason)
             log.warning("broker %s refused the connection: %s", self._host, reason)
+        else:
+            self._up.set()
         self._connected.set()
+
+    def _on_disconnect(
+        self, _client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        self._up.clear()
+        log.info("disconnected from broker %s: %s", self._host, reason)
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         try:
