@@ -367,7 +367,7 @@ def add_enroll_arguments(parser: argparse.ArgumentParser, default_class: str | N
         dest="device_class",
         choices=DEVICE_CLASSES,
         default=default_class,
-        required=default_class is None,
+        help="device class (with --token; a bundle carries its own)",
     )
     parser.add_argument("--group", default=None, help="filtering group, if the token sets none")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the hub")
@@ -377,8 +377,8 @@ def enroll_from_args(args: argparse.Namespace, identity_dir: Path) -> Identity:
     """Run the enrolment that add_enroll_arguments() describes. Raises EnrollError."""
     if args.bundle is not None:
         return enroll_from_bundle(args.bundle, identity_dir)
-    if not args.site or not args.broker:
-        raise EnrollError("--token needs --site and --broker")
+    if not args.site or not args.broker or not args.device_class:
+        raise EnrollError("--token needs --site, --broker and --class")
     return enroll_online(
         identity_dir,
         token=args.token,

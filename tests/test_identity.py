@@ -55,3 +55,19 @@ def test_agent_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shown = json.loads(capsys.readouterr().out)
     assert shown["device"] == "lt-042" and "secret" not in json.dumps(shown)
     assert agent_main(["show", "--identity", str(tmp_path / "missing")]) == 1
+
+
+def test_agent_enroll_from_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli import main as hub_main
+    from tests.enroll_fixtures import make_hub
+
+    hub = make_hub(tmp_path)
+    out = tmp_path / "lt-7.bundle"
+    args = ["enroll", "bundle", "--config", str(hub.config.path), "--device", "lt-7"]
+    assert hub_main([*args, "--class", "staff-laptop", "--out", str(out)]) == 0
+    ident = tmp_path / "agent-id"
+    assert agent_main(["enroll", "--identity", str(ident), "--bundle", str(out)]) == 0
+    assert "enrolled as" in capsys.readouterr().out
+    assert Identity.load(ident).device_class == "staff-laptop"
+    # A second enrolment into the same directory is refused, not silently overwritten.
+    assert agent_main(["enroll", "--identity", str(ident), "--bundle", str(out)]) == 1

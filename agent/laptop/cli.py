@@ -1,7 +1,7 @@
 """hedgerow-agent: the command line of the laptop agent.
 
-Today it inspects a device identity; enrolment and the agent daemon arrive with the laptop
-agent issue (docs/architecture.md).
+Today it enrols a laptop with the hub and shows its identity; the agent daemon arrives with
+the laptop agent issue (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.enroll import add_enroll_arguments, enroll_from_args
 from agent.errors import HedgerowError
 from agent.identity import Identity
 
@@ -38,6 +39,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """Enrol this laptop with the hub (token over MQTT, or an offline bundle)."""
+    identity = enroll_from_args(args, args.identity)
+    print(f"enrolled as {identity.site}/{identity.device} ({identity.device_class})")
+    print(f"identity written to {args.identity}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
@@ -50,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--identity", type=Path, default=DEFAULT_IDENTITY, help="identity directory")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
+    enroll = sub.add_parser("enroll", help="enrol this laptop with the hub (token or bundle)")
+    enroll.add_argument("--identity", type=Path, default=DEFAULT_IDENTITY, help="identity directory")
+    add_enroll_arguments(enroll, default_class=None)
+    enroll.set_defaults(func=cmd_enroll)
     return parser
 
 
