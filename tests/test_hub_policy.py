@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.enroll import EnrollError, check_hub_keys, enroll_from_bundle, hub_fingerprint
-from agent.enroll_mqtt import MqttSession
 from agent.identity import Identity, MqttCredentials
 from agent.policy_client import accept_policy, accepted_versions
+from agent.report.mqtt import MqttSession
 from agent.wire import OpenError, Reason, SigningKey, sign_message, topics
 from agent.wire.keyfile import b64
 from hub.cli import main
