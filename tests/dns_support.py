@@ -193,13 +193,16 @@ class RunningDns:
 
 @contextmanager
 def running_dns(
-    config: Path, clock: Callable[[], float] | None = None, sinks: tuple[object, ...] = ()
+    config: Path,
+    clock: Callable[[], float] | None = None,
+    sinks: tuple[object, ...] = (),
+    **service_options: object,
 ) -> Iterator[RunningDns]:
     """Start the service from a config file; stop it and its loop afterwards."""
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    kwargs: dict[str, object] = {"sinks": sinks}
+    kwargs: dict[str, object] = {"sinks": sinks, **service_options}
     if clock is not None:
         kwargs["clock"] = clock
     service = Service(config, **kwargs)  # type: ignore[arg-type]

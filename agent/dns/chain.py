@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from agent.dns import packet
 from agent.dns.config import DnsConfig
+from agent.dns.fastpath import FastAnswer, FastPath
 from agent.dns.groups import CategoryLookup, build_policy
 from agent.dns.request import Link, Pending, Request
 from agent.dns.resolvers.access import AccessLink
@@ -22,11 +23,14 @@ from agent.wire.signing import SigningKey
 
 
 class Chain:
-    """The links in order; the first that answers wins."""
+    """The links in order; the first that answers wins. `resolve_fast` is the same links
+    compiled for the common UDP packets (agent/dns/fastpath.py)."""
 
-    def __init__(self, links: tuple[Link, ...], clock: Callable[[], float]) -> None:
+    def __init__(self, links: tuple[Link, ...], clock: Callable[[], float], fast: FastPath) -> None:
         self.links = links
         self.clock = clock
+        self.fast = fast
+        self.resolve_fast: Callable[[bytes, str], FastAnswer | bool] = fast.resolve
 
     def resolve(self, request: Request) -> Answer | Pending:
         """Run the request down the links."""
@@ -90,4 +94,8 @@ def build_chain(
         CacheLink(forwarder.cache),
         UpstreamLink(forwarder),
     ]
-    return Chain(tuple(links), clock)
+    # The fast path is these links compiled, in this order; it hands the full chain the rest.
+    fast = FastPath(
+        links, policy.groups.values(), max_udp_size=config.server.max_udp_size, clock=clock
+    )
+    return Chain(tuple(links), clock, fast)

@@ -140,3 +140,13 @@ def summary(
             options.extend((opt.code, bytes(opt.data)) for opt in rr.rdata)
             rcode |= (rr.ttl >> 24) << 4
     return record.header.bitmap, rcode, answers, options
+
+
+def read_reply(message: bytes) -> tuple[int, list[tuple[int, str]], list[int]]:
+    """(rcode, answers as (type, rdata text), EDE codes) of a reply; PacketError if unreadable."""
+    try:
+        _, rcode, answers, options = summary(message)
+    except (dnslib.DNSError, ValueError, IndexError, struct.error) as exc:
+        raise packet.PacketError(f"cannot parse reply: {exc}", packet.FORMERR) from exc
+    edes = [struct.unpack_from("!H", data)[0] for code, data in options if code == 15]
+    return rcode, [(rtype, text) for _, rtype, _, text in answers], edes

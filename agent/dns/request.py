@@ -14,7 +14,7 @@ from agent.dns.verdict import Answer, Verdict
 class Request:
     """One query on its way down the chain; links note what they found on it."""
 
-    __slots__ = ("allowed_by", "client", "group", "hits", "now", "query", "transport")
+    __slots__ = ("allowed_by", "client", "group", "hits", "metered", "now", "query", "transport")
 
     def __init__(self, query: packet.Query, client: str, transport: str, now: float) -> None:
         self.query = query
@@ -24,6 +24,7 @@ class Request:
         self.group: GroupPolicy | None = None  # set by the access link
         self.hits = -1  # category bitmask of the name, looked up once (-1: not yet)
         self.allowed_by: str | None = None  # the group allow entry that matched, if any
+        self.metered = False  # the fast path already spent this query's rate-limit token
 
     @property
     def group_name(self) -> str:

@@ -12,12 +12,13 @@ import logging
 import socket
 import struct
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 
 from agent.dns import dnscodec, packet
 from agent.dns.chain import Chain
 from agent.dns.config import Endpoint
-from agent.dns.metrics import Metrics
+from agent.dns.metrics import LATENCY_BUCKETS, Metrics
 from agent.dns.querylog import QueryRecord, QuerySink
 from agent.dns.request import Pending, Request
 from agent.dns.verdict import Answer, Kind, Verdict
@@ -52,6 +53,7 @@ class DnsServer:
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._streams: set[_TcpProtocol] = set()
+        self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path checks it
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -101,9 +103,10 @@ class DnsServer:
         self._tcp.clear()
 
     def handle(
-        self, data: bytes, client: str, transport: str
+        self, data: bytes, client: str, transport: str, metered: bool = False
     ) -> tuple[Answer | Pending, Request | None] | None:
-        """Parse and decide; None means drop (counted)."""
+        """Parse and decide (the full path); None means drop (counted). `metered`: the fast
+        path already took this query's rate-limit token."""
         try:
             try:
                 q = packet.parse_query(data)
@@ -119,6 +122,7 @@ class DnsServer:
             return Answer(packet.header_error(exc.msg_id, exc.flags, exc.rcode), verdict), None
         chain = self.chain
         request = Request(q, client, transport, chain.clock())
+        request.metered = metered
         if q.edns and q.edns_version:
             verdict = Verdict(Kind.FORMERR, rule=f"EDNS version {q.edns_version}")
             return Answer(packet.error(q, packet.BADVERS), verdict), request
@@ -148,6 +152,31 @@ class DnsServer:
                 verdict.group,
                 q.qname,
                 q.qtype,
+                verdict.kind.value,
+                verdict.category,
+                verdict.rule,
+            )
+            for sink in self.sinks:
+                try:
+                    sink.offer(record)
+                except Exception:  # a sink must not raise; if one does, the query still counts
+                    log.exception("query sink %r failed", sink)
+
+    def record_fast(
+        self, verdict: Verdict, qname: str | None, qtype: int, data: bytes, client: str
+    ) -> None:
+        """Log and record a fast-path answer like finish() does for a full-path one."""
+        if qname is None:  # refused before the name was looked at
+            qname = packet.parse_query(data).qname
+        if self.debug:
+            log.debug("%s %s %s: %s", client, qname, qtype, verdict.describe())
+        if self.sinks:
+            record = QueryRecord(
+                int(self.chain.clock() * 1000),
+                client,
+                verdict.group,
+                qname,
+                qtype,
                 verdict.kind.value,
                 verdict.category,
                 verdict.rule,
@@ -226,11 +255,32 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         started = time.perf_counter()
         server = self.server
-        result = server.handle(data, addr[0], "udp")
+        client = addr[0]
+        try:
+            fast = server.chain.resolve_fast(data, client)
+        except Exception:  # never die on one packet: let the full path answer it
+            log.exception("fast path failed on a packet from %s", client)
+            fast = False
+        if isinstance(fast, tuple):
+            if self.transport is not None:
+                self.transport.sendto(fast[0], addr)
+            metrics = server.metrics
+            if metrics is not None:  # Metrics.answered, inlined
+                key = fast[1].labels
+                answers = metrics.answers
+                answers[key] = answers.get(key, 0) + 1
+                elapsed = time.perf_counter() - started
+                latency = metrics.latency
+                latency[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                latency[-1] += elapsed
+            if server.sinks or server.debug:
+                server.record_fast(fast[1], fast[2], fast[3], data, client)
+            return
+        result = server.handle(data, client, "udp", fast)
         if result is None or self.transport is None:
             return
         outcome, request = result
-        deliver = _Deliver(server, addr[0], started, udp=self.transport, peer=addr)
+        deliver = _Deliver(server, client, started, udp=self.transport, peer=addr)
         if isinstance(outcome, Answer):
             deliver(outcome, request)
         else:

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.dns.cache import AnswerCache
@@ -16,7 +17,8 @@ from agent.dns.catalog import load_index
 from agent.dns.chain import Chain, build_chain
 from agent.dns.config import DnsConfig, load_config
 from agent.dns.groups import CategoryLookup, wall_clock
-from agent.dns.lists.model import ListStats, is_url
+from agent.dns.lists import ListRefresher
+from agent.dns.lists.model import ListStats
 from agent.dns.metrics import Metrics
 from agent.dns.querylog import QuerySink
 from agent.dns.resolvers.upstream import Forwarder
@@ -29,6 +31,9 @@ from agent.wire.signing import SigningKey
 log = logging.getLogger(__name__)
 
 
+REFRESH_CHECK_S = 300.0  # how often to look for lists whose refresh_h has passed
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     """Everything read from disk for one generation of the configuration."""
@@ -37,13 +42,14 @@ class Loaded:
     index: CategoryLookup
     stats: tuple[ListStats, ...]
     beacon_key: SigningKey | None
+    refresher: ListRefresher | None = None
 
 
-def load_all(path: Path) -> Loaded:
+def load_all(path: Path, list_clock: Callable[[], float] = time.time) -> Loaded:
     """Read the config, every list and the beacon key; raises HedgerowError on any problem."""
     config = load_config(path)
-    index, stats = load_index(config)
-    return Loaded(config, index, tuple(stats), beacon_key_of(config))
+    refresher, index, stats = load_index(config, list_clock)
+    return Loaded(config, index, tuple(stats), beacon_key_of(config), refresher)
 
 
 def beacon_key_of(config: DnsConfig) -> SigningKey | None:
@@ -69,10 +75,14 @@ class Service:
         *,
         sinks: Sequence[QuerySink] = (),
         clock: Callable[[], float] = wall_clock,
+        list_clock: Callable[[], float] = time.time,
+        refresh_check_s: float = REFRESH_CHECK_S,
     ) -> None:
         self.path = Path(path)
         self.sinks = tuple(sinks)
         self.clock = clock
+        self.list_clock = list_clock
+        self.refresh_check_s = refresh_check_s
         self.loaded: Loaded | None = None
         self.server: DnsServer | None = None
         self.metrics: Metrics | None = None
@@ -83,12 +93,13 @@ class Service:
 
     async def start(self) -> None:
         """Load everything and start listening; raises HedgerowError or OSError."""
-        loaded = load_all(self.path)
+        loaded = load_all(self.path, self.list_clock)
         config = loaded.config
         self.metrics = Metrics()
         self.cache = AnswerCache(config.cache.max_entries, config.cache.max_ttl_s)
         cache = self.cache
         self.metrics.watch_cache(lambda: (cache.hits, cache.misses, len(cache)))
+        self.metrics.watch(self._list_counters)
         for sink in self.sinks:
             counters = getattr(sink, "counters", None)
             if callable(counters):
@@ -107,7 +118,7 @@ class Service:
         if config.server.metrics is not None:
             self.metrics.serve(config.server.metrics)
         self._reloading = asyncio.Lock()
-        self._schedule_refresh(config)
+        self._refresh = asyncio.ensure_future(self._refresh_lists())
         self._freeze()
         log.info("serving %d lists, %d groups", len(loaded.stats), len(config.groups))
 
@@ -136,7 +147,7 @@ class Service:
         async with self._reloading:
             loop = asyncio.get_running_loop()
             try:
-                loaded = await loop.run_in_executor(None, load_all, self.path)
+                loaded = await loop.run_in_executor(None, load_all, self.path, self.list_clock)
             except HedgerowError as exc:
                 log.error("reload refused, still serving the previous configuration: %s", exc)
                 return False
@@ -144,23 +155,45 @@ class Service:
                 log.warning("listen addresses changed: that takes a restart, not a reload")
             self.server.chain = self._build(loaded)
             self.loaded = loaded
-            self._schedule_refresh(loaded.config)
             self._freeze()
             log.info("reloaded: %d lists, %d groups", len(loaded.stats), len(loaded.config.groups))
             return True
 
-    def _schedule_refresh(self, config: DnsConfig) -> None:
-        hours = [spec.refresh_h for spec in config.lists if is_url(spec.source)]
-        if self._refresh is not None:
-            self._refresh.cancel()
-            self._refresh = None
-        if hours:
-            self._refresh = asyncio.ensure_future(self._refresh_after(min(hours) * 3600))
+    async def _refresh_lists(self) -> None:
+        """Forever: every refresh_check_s, refresh the lists that are due (off the event loop)
+        and swap in a new chain if an index changed. A bad copy keeps the old list (the
+        refresher logs it; metrics show it as hedgerow_dns_lists_with_problems)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.refresh_check_s)
+            assert self._reloading is not None and self.server is not None
+            async with self._reloading:  # never at the same time as a SIGHUP reload
+                loaded = self.loaded
+                if loaded is None or loaded.refresher is None or not loaded.refresher.due():
+                    continue
+                try:
+                    index = await loop.run_in_executor(None, loaded.refresher.refresh)
+                except Exception:  # the refresher should not raise; keep serving if it does
+                    log.exception("list refresh failed; still serving the previous lists")
+                    continue
+                if index is loaded.index:
+                    continue
+                fresh = replace(loaded, index=index, stats=tuple(loaded.refresher.stats()))
+                self.server.chain = self._build(fresh)
+                self.loaded = fresh
+                self._freeze()
+                log.info("lists refreshed: %d names", len(index))
 
-    async def _refresh_after(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        self._refresh = None
-        await self.reload()
+    def _list_counters(self) -> dict[str, float]:
+        """List health for /metrics (read at scrape time)."""
+        loaded = self.loaded
+        if loaded is None or loaded.refresher is None:
+            return {}
+        status = loaded.refresher.status()
+        return {
+            "lists_with_problems": sum(1 for s in status if s.problem),
+            "lists_served_from_cache": sum(1 for s in status if s.serving_from == "cache"),
+        }
 
     async def stop(self) -> None:
         """Stop serving and release everything we started."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -31,6 +31,11 @@ class Verdict:
     group: str = ""
     category: str | None = None
     rule: str | None = None  # which list, allow entry or policy rule decided
+    # (verdict, category, group): the metrics key, computed once per verdict, not per query.
+    labels: tuple[str, str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", (self.kind.value, self.category or "", self.group))
 
     def describe(self) -> str:
         """One line for logs and explain, e.g. 'blocked (group pupils, category gambling, ...)'."""

@@ -55,6 +55,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _as_json(result: Explanation) -> dict[str, object]:
     data = asdict(result)
     data["verdict"]["kind"] = result.verdict.kind.value
+    data["verdict"].pop("labels", None)  # the metrics key, not part of the explanation
     return data
 
 

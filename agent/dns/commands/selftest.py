@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from dataclasses import asdict
 from pathlib import Path
+
+from agent.dns.config import Endpoint
+from agent.dns.selftest import GroupResult, run
+from agent.dns.service import load_all
+from agent.errors import HedgerowError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -11,11 +19,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("selftest", help="query samples of every blocked category per group")
     p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
     p.add_argument("--server", help="HOST:PORT of the running server (default: first listen)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds per try (two tries)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_selftest)
 
 
+def server_of(text: str | None, listen: tuple[Endpoint, ...]) -> tuple[str, int]:
+    """The address to ask: --server, else the first listen address (wildcards: loopback)."""
+    if text is not None:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise HedgerowError(f"--server {text!r}: must be HOST:PORT or [IPv6]:PORT")
+        return host.strip("[]"), int(port)
+    first = listen[0]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(first.host, first.host)
+    return host, first.port
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
-    """Not written yet."""
-    print("hedgerow-dns selftest: not implemented yet")
-    return 2
+    """Run every check; exit 0 if every testable check passed, 1 otherwise."""
+    loaded = load_all(args.config)
+    server = server_of(args.server, loaded.config.server.listen)
+    results = run(loaded, server, time.time(), args.timeout)
+    checks = [c for r in results for c in r.checks]
+    passed = sum(c.ok for c in checks)
+    failed = len(checks) - passed
+    untestable = [r.group for r in results if not r.testable]
+    summary = {
+        "server": f"{server[0]}:{server[1]}",
+        "passed": passed,
+        "failed": failed,
+        "not_testable": untestable,
+        "ok": failed == 0 and bool(checks),
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "groups": [asdict(r) for r in results]}, indent=2))
+    else:
+        for result in results:
+            _print(result)
+        note = f", {len(untestable)} group(s) NOT TESTED from this host" if untestable else ""
+        verdict = "PASS" if summary["ok"] else "FAIL"
+        print(f"summary: {verdict}: {passed} passed, {failed} failed{note} ({summary['server']})")
+    return 0 if summary["ok"] else 1
+
+
+def _print(result: GroupResult) -> None:
+    if not result.testable:
+        print(f"group {result.group}: NOT TESTED: {result.note}")
+        return
+    print(f"group {result.group} ({result.note}):")
+    for check in result.checks:
+        mark = "pass" if check.ok else "FAIL"
+        name = check.name or "-"
+        print(f"  {mark} {check.what} {name}: expected {check.expected}, got {check.got}")

@@ -21,17 +21,18 @@ class TokenBuckets:
 
     def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self._clock = clock
-        self._buckets: dict[str, list[float]] = {}
+        self.clock = clock
+        # client -> [tokens, last refill]; changed in place only (the fast path holds it)
+        self.table: dict[str, list[float]] = {}
 
     def allow(self, client: str) -> bool:
         """Take a token for this client; False when it has none left."""
-        now = self._clock()
-        bucket = self._buckets.get(client)
+        now = self.clock()
+        bucket = self.table.get(client)
         if bucket is None:
-            if len(self._buckets) >= MAX_CLIENTS:
+            if len(self.table) >= MAX_CLIENTS:
                 self._forget_idle(now)
-            self._buckets[client] = [self.rate - 1.0, now]
+            self.table[client] = [self.rate - 1.0, now]
             return True
         tokens = min(float(self.rate), bucket[0] + (now - bucket[1]) * self.rate)
         bucket[1] = now
@@ -43,9 +44,10 @@ class TokenBuckets:
 
     def _forget_idle(self, now: float) -> None:
         # A client idle for a second has a full bucket again: forgetting it changes nothing.
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b[1] < 1.0}
-        if len(self._buckets) >= MAX_CLIENTS:
-            self._buckets.clear()
+        busy = {k: b for k, b in self.table.items() if now - b[1] < 1.0}
+        self.table.clear()
+        if len(busy) < MAX_CLIENTS:
+            self.table.update(busy)
 
 
 class RateLimitLink:
@@ -57,8 +59,8 @@ class RateLimitLink:
         self.buckets = buckets
 
     def resolve(self, request: Request) -> Outcome:
-        """Spend a token or refuse."""
-        if self.buckets.allow(request.client):
+        """Spend a token or refuse (once: the fast path may have spent it already)."""
+        if request.metered or self.buckets.allow(request.client):
             return None
         verdict = Verdict(Kind.REFUSED, request.group_name, rule="rate_limit")
         return Answer(packet.error(request.query, packet.REFUSED), verdict)

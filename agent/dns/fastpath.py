@@ -1,0 +1,344 @@
+"""The resolver chain compiled for the common packets: a synchronous path inside
+datagram_received that answers blocked, refused, rate-limited, ECH-filtered and cached queries
+from precomputed templates, with no Request, no task and no per-label objects.
+
+It is not a second policy. `FastPath` is built by chain.build_chain from the chain's own links,
+walks them in their order (it refuses to compile a link it does not know), and hands anything
+else (unusual packets, SafeSearch, bypass and beacon names, cache misses) to the full chain.
+tests/test_dns_fastpath.py holds it to byte-identical answers and equal verdicts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from agent.dns import packet
+from agent.dns.cache import AnswerCache, CacheKey, Entry
+from agent.dns.groups import CategoryLookup, ClientTable, GroupPolicy
+from agent.dns.request import Link
+from agent.dns.resolvers.access import OUTSIDER, AccessLink
+from agent.dns.resolvers.beacon import ZONE as BEACON_ZONE
+from agent.dns.resolvers.beacon import BeaconLink
+from agent.dns.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink
+from agent.dns.resolvers.bypass import DDR_ZONE, NXDOMAIN_NAMES, BypassLink
+from agent.dns.resolvers.ratelimit import RateLimitLink, TokenBuckets
+from agent.dns.resolvers.safesearch import SafeSearchLink
+from agent.dns.resolvers.upstream import CacheLink, UpstreamLink
+from agent.dns.response import render
+from agent.dns.sinkhole import Sinkhole
+from agent.dns.templates import Template, cut, stand_in
+from agent.dns.verdict import Kind, Verdict
+
+NAME_MEMO = 16_384  # names seen recently (cleared when full)
+PARSED_MEMO = 16_384  # packets (less their ID) seen recently
+BLOCKED_MEMO = 4_096  # blocked templates per group, by hit mask and type kind
+CLIENT_MEMO = 65_536
+# Label bytes the fast path accepts (as packet.parse_query); others go to the full path.
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_*/")
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
+_OPT_TYPE = b"\x00\x29"
+
+# (reply, verdict, qname or None if not looked at, qtype); False: run the full chain;
+# True: run the full chain, the client's rate-limit token is already spent.
+FastAnswer = tuple[bytes, Verdict, str | None, int]
+# (end of question, template variant, qtype, EDNS state, client's UDP size, lower-cased name)
+Parsed = tuple[int, int, int, int, int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class NameInfo:
+    """What the policy needs to know about one (lower-cased) name, learned once."""
+
+    qname: str
+    mask: int  # categories listing it (CategoryIndex.lookup)
+    allowed: tuple[str | None, ...] | None  # per group: the allow entry covering it
+    special: bool  # a SafeSearch, bypass or beacon name: the full chain answers it
+
+
+class GroupFast:
+    """One group's precomputed verdicts and templates."""
+
+    __slots__ = (
+        "_allowed", "always", "blocked", "cached", "ech", "limited", "outsider", "policy", "pos"
+    )  # fmt: skip
+
+    def __init__(self, policy: GroupPolicy | None, pos: int) -> None:
+        self.policy = policy
+        self.pos = pos
+        self.outsider = policy is None
+        # The group's blocked categories when it has no schedules; -1: ask block_mask(now).
+        self.always = -1 if policy is None or policy.scheduled else policy.always_mask
+        name = policy.name if policy else ""
+        self.limited = Verdict(Kind.REFUSED, name, rule="rate_limit")
+        self.cached = Verdict(Kind.CACHED, name)
+        # hit mask << 2 | type kind (A, AAAA, other) -> (heads, tails, verdict)
+        self.blocked: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...], Verdict]] = {}
+        self.ech: tuple[Template, Verdict] | None = None
+        if policy is not None and policy.block_ech:
+            ede = (packet.EDE_FILTERED, "filtered: HTTPS/SVCB withheld (ECH)")
+            self.ech = (
+                Template(lambda q: packet.nodata(q, ede), packet.HTTPS),
+                Verdict(Kind.FILTERED, name, "ech", "block_ech"),
+            )
+        self._allowed: dict[str, Verdict] = {}
+
+    def cached_allowed(self, entry: str) -> Verdict:
+        """The cached verdict naming the allow entry that let the name through."""
+        verdict = self._allowed.get(entry)
+        if verdict is None:
+            verdict = Verdict(Kind.CACHED, self.cached.group, rule=f"allow {entry}")
+            self._allowed[entry] = verdict
+        return verdict
+
+
+class FastPath:
+    """The chain's links compiled into one function; see the module docstring."""
+
+    def __init__(
+        self,
+        links: Iterable[Link],
+        groups: Iterable[GroupPolicy],
+        *,
+        max_udp_size: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._clock = clock
+        self._max_udp = max_udp_size
+        self._groups = tuple(GroupFast(g, i) for i, g in enumerate(groups))
+        self._by_name = {g.policy.name: g for g in self._groups if g.policy}
+        self._outsider = GroupFast(None, -1)
+        self._refused = Template(lambda q: packet.error(q, packet.REFUSED), packet.A)
+        self._names: dict[bytes, NameInfo] = {}
+        self._parsed: dict[bytes, Parsed] = {}
+        self._clients: dict[str, GroupFast] = {}
+        self._table: ClientTable | None = None
+        self._buckets: TokenBuckets | None = None
+        self._buckets_table: dict[str, list[float]] = {}
+        self._rate = 0.0
+        self._monotonic: Callable[[], float] = time.monotonic
+        self._index: CategoryLookup | None = None
+        self._sinkhole: Sinkhole | None = None
+        self._sources: dict[str, str] = {}
+        self._statutory = 0
+        self._allow = False
+        self._cache: AnswerCache | None = None
+        self._special_names: set[str] = set()
+        self._special_zones: list[str] = []
+        for link in links:
+            self._compile(link)
+        if self._table is None or self._cache is None or self._index is None:
+            raise TypeError("the chain needs access, list and cache links to be compiled")
+        self._cache_entry: Callable[[CacheKey], tuple[Entry, int] | None] = self._cache.entry
+
+    def _compile(self, link: Link) -> None:
+        """Take from each link what its fast form needs (in chain order)."""
+        if isinstance(link, AccessLink):
+            self._table = link.clients
+        elif isinstance(link, RateLimitLink):
+            self._buckets = link.buckets
+            self._buckets_table = link.buckets.table
+            self._rate = float(link.buckets.rate)
+            self._monotonic = link.buckets.clock
+        elif isinstance(link, StatutoryLink):
+            self._index, self._sinkhole = link.index, link.sinkhole
+            self._sources, self._statutory = link.sources, link.mask
+        elif isinstance(link, AllowLink):
+            self._allow = True
+        elif isinstance(link, CategoryLink):
+            self._index, self._sinkhole, self._sources = link.index, link.sinkhole, link.sources
+        elif isinstance(link, SafeSearchLink):
+            for group in self._groups:
+                assert group.policy is not None
+                self._special_names.update(group.policy.rewrites)
+        elif isinstance(link, BypassLink):
+            self._special_names.update(NXDOMAIN_NAMES)
+            self._special_zones.append(DDR_ZONE)
+        elif isinstance(link, BeaconLink):
+            self._special_zones.append(BEACON_ZONE)
+        elif isinstance(link, CacheLink):
+            self._cache = link.cache
+        elif not isinstance(link, UpstreamLink):
+            raise TypeError(f"no fast form for the {link.name} link")
+
+    def resolve(self, data: bytes, client: str) -> FastAnswer | bool:
+        """Answer a UDP query from `client` if it is a common case; see FastAnswer."""
+        # Everything but the ID decides how a packet parses: repeats skip the parsing.
+        parsed = self._parsed.get(data[2:])
+        if parsed is None:
+            parsed = _parse(data)
+            if parsed is None:
+                return False
+            if len(self._parsed) >= PARSED_MEMO:
+                self._parsed.clear()
+            self._parsed[data[2:]] = parsed
+        qend, variant, qtype, edns, limit, key = parsed
+        # 1. Access (and the group), 1b. rate limit (TokenBuckets.allow, inlined).
+        group = self._clients.get(client)
+        if group is None:
+            group = self._classify(client)
+        if group.outsider:
+            return self._refused.reply(data, qend, variant), OUTSIDER, None, qtype
+        rate = self._rate
+        if rate:
+            bucket = self._buckets_table.get(client)
+            if bucket is None:
+                assert self._buckets is not None
+                if not self._buckets.allow(client):
+                    return self._refused.reply(data, qend, variant), group.limited, None, qtype
+            else:
+                now = self._monotonic()
+                tokens = bucket[0] + (now - bucket[1]) * rate
+                if tokens > rate:
+                    tokens = rate
+                bucket[1] = now
+                if tokens < 1.0:
+                    bucket[0] = tokens
+                    return self._refused.reply(data, qend, variant), group.limited, None, qtype
+                bucket[0] = tokens - 1.0
+        info = self._names.get(key)
+        if info is None:
+            info = self._learn(key)
+            if info is None:
+                return True
+        mask = info.mask
+        if mask:
+            # 2. Statutory lists, 3. the group's allowlist, 4. the group's categories.
+            hit = mask & self._statutory
+            if not hit and (info.allowed is None or info.allowed[group.pos] is None):
+                always = group.always
+                if always < 0:
+                    assert group.policy is not None
+                    always = group.policy.block_mask(self._clock())
+                hit = mask & always
+            if hit:
+                kind = 0 if qtype == packet.A else 1 if qtype == packet.AAAA else 2
+                found = group.blocked.get(hit << 2 | kind)
+                if found is None:
+                    found = self._blocked_template(group, hit, kind)
+                heads, tails, verdict = found
+                wire = b"".join((data[:2], heads[variant], data[12:qend], tails[variant]))
+                return wire, verdict, info.qname, qtype
+        # 5-7. SafeSearch, bypass and beacon names are the full chain's.
+        if info.special:
+            return True
+        if group.ech is not None and (qtype == packet.HTTPS or qtype == packet.SVCB):
+            template, verdict = group.ech
+            return template.reply(data, qend, variant), verdict, info.qname, qtype
+        # 8. The cache; a miss goes to the full chain for the upstream.
+        found_entry = self._cache_entry((info.qname, qtype, packet.CLASS_IN, edns == 2))
+        if found_entry is None:
+            return True
+        entry, age = found_entry
+        memo = age << 5 | variant
+        if entry.memo != memo:
+            _render(entry, age, variant, memo)
+        wire = b"".join((data[:2], entry.head, data[12:qend], entry.tail))
+        if len(wire) > 512 and (not edns or len(wire) > max(512, min(limit, self._max_udp))):
+            return True  # too big for this client: the full path sends TC
+        allowed = info.allowed[group.pos] if info.allowed is not None else None
+        verdict = group.cached if allowed is None else group.cached_allowed(allowed)
+        return wire, verdict, info.qname, qtype
+
+    def _classify(self, client: str) -> GroupFast:
+        assert self._table is not None
+        policy = self._table.classify(client)
+        group = self._outsider if policy is None else self._by_name[policy.name]
+        if len(self._clients) >= CLIENT_MEMO:
+            self._clients.clear()
+        self._clients[client] = group
+        return group
+
+    def _learn(self, key: bytes) -> NameInfo | None:
+        """Look a new name up once: its text, categories, allow entries, special handling."""
+        labels = []
+        pos = 0
+        while pos < len(key):
+            label = key[pos + 1 : pos + 1 + key[pos]]
+            if not _PLAIN.issuperset(label):
+                return None
+            labels.append(label.decode("ascii"))
+            pos += key[pos] + 1
+        qname = ".".join(labels)
+        assert self._index is not None
+        mask = self._index.lookup(qname)
+        allowed: tuple[str | None, ...] | None = None
+        if self._allow:
+            allowed = tuple(g.policy.allowed_by(qname) if g.policy else None for g in self._groups)
+            if not any(allowed):
+                allowed = None
+        special = qname in self._special_names or any(
+            qname == zone or qname.endswith("." + zone) for zone in self._special_zones
+        )
+        info = NameInfo(qname, mask, allowed, special)
+        if len(self._names) >= NAME_MEMO:
+            self._names.clear()
+        self._names[key] = info
+        return info
+
+    def _blocked_template(
+        self, group: GroupFast, hit: int, kind: int
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...], Verdict]:
+        """As resolvers.blocking._Blocker.block builds it, for one hit mask and type kind."""
+        assert self._index is not None and self._sinkhole is not None and group.policy
+        statutory = bool(hit & self._statutory)  # a category hit never holds statutory bits
+        bit = (hit & -hit).bit_length() - 1
+        category = self._index.categories[bit]
+        rule = self._sources.get(category, category)
+        ede = (packet.EDE_BLOCKED, f"blocked: {category}" + (" (statutory)" if statutory else ""))
+        sinkhole = self._sinkhole
+        qtype = (packet.A, packet.AAAA, packet.TXT)[kind]
+        template = Template(lambda q: sinkhole.reply(q, ede), qtype)
+        verdict = Verdict(Kind.BLOCKED, group.policy.name, category, rule)
+        found = template.heads, template.tails, verdict
+        if len(group.blocked) < BLOCKED_MEMO:
+            group.blocked[hit << 2 | kind] = found
+        return found
+
+
+def _parse(data: bytes) -> Parsed | None:
+    """Parse a standard query by hand, or None if the full parser should see it."""
+    try:
+        # A standard query with one question and no answer/authority records.
+        if data[2] & 0xF8 or data[4:10] != _ONE_QUESTION or data[10]:
+            return None
+        off = 12
+        n = data[12]
+        while n:  # one step per label: only the length bytes are read
+            if n > 63:
+                return None  # compressed or a bad label type: the full parser says which
+            off += n + 1
+            n = data[off]
+        if off > 266 or data[off + 3] or data[off + 4] != packet.CLASS_IN:
+            return None  # longer than 255 bytes, or a class the access link refuses
+        qend = off + 5
+        ar = data[11]
+        if ar == 0:
+            if len(data) != qend:
+                return None
+            edns = 0
+            limit = 512
+        elif (
+            ar == 1
+            and data[qend] == 0
+            and data[qend + 1 : qend + 3] == _OPT_TYPE
+            and data[qend + 6] == 0  # EDNS version 0 (others get BADVERS)
+            and len(data) == qend + 11 + (data[qend + 9] << 8 | data[qend + 10])
+        ):
+            edns = 2 if data[qend + 7] & 0x80 else 1
+            limit = data[qend + 3] << 8 | data[qend + 4]
+        else:
+            return None
+    except IndexError:
+        return None
+    variant = edns << 3 | (data[2] & 1) << 2 | (data[3] & 0x30) >> 4
+    qtype = data[off + 1] << 8 | data[off + 2]
+    return qend, variant, qtype, edns, limit, data[12:off].lower()
+
+
+def _render(entry: Entry, age: int, variant: int, memo: int) -> None:
+    """Render a cached answer for one age and variant (once per second per entry)."""
+    # The stand-in's type does not matter: render() echoes the question and copies records.
+    entry.head, entry.tail = cut(render(entry.stored, stand_in(variant, packet.A), age))
+    entry.memo = memo

@@ -1,0 +1,217 @@
+"""The fast path (agent/dns/fastpath.py) against the full chain: for generated queries, clients,
+times and cache ages, whenever the fast path answers, its reply is byte-identical to the full
+chain's and its verdict equal. Plus: it does answer the common cases, and rate limiting spends
+one token per query whichever path answers."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import dnslib
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.dns import packet
+from agent.dns.cache import AnswerCache
+from agent.dns.chain import Chain, build_chain
+from agent.dns.request import Request
+from agent.dns.resolvers.ratelimit import TokenBuckets
+from agent.dns.resolvers.upstream import Forwarder
+from agent.dns.response import Stored, parse_response
+from agent.dns.service import load_all
+from agent.dns.upstream import Upstreams
+from agent.dns.verdict import Answer, Kind
+from tests.dns_support import Clock, saturday, term_time, write_config
+
+NAMES = [
+    "casino.example", "www.casino.example", "lucky.casino.example", "x.bets.example",
+    "bets.example", "adult.example", "www.adult.example", "social.example",
+    "ok.social.example", "csam.example", "a.csam.example", "bbc.co.uk", "www.bbc.co.uk",
+    "cached.example", "www.cached.example", "nx.cached.example", "unlisted.example",
+    "www.google.com", "www.youtube.com", "use-application-dns.net", "_dns.resolver.arpa",
+    "x.beacon.hedgerow.internal", "",
+]  # fmt: skip
+CACHED = ["cached.example", "www.cached.example", "nx.cached.example", "www.bbc.co.uk"]
+CLIENTS = ["127.0.1.5", "127.0.2.5", "127.0.9.9", "127.200.0.1", "::1"]
+QTYPES = [packet.A, packet.AAAA, packet.TXT, packet.HTTPS, packet.SVCB, 15]
+
+
+class Setup:
+    """A chain built from the test config, a cache clock and a policy clock."""
+
+    def __init__(self, directory: Path, rate: int = 0, extra: str = "") -> None:
+        path = write_config(directory, ["127.0.0.1:9"], 5399, rate=rate, extra=extra)
+        self.loaded = load_all(path)
+        self.policy_clock = Clock(term_time())
+        self.cache_clock = Clock(1000.0)
+        self.cache = AnswerCache(1000, 86400, clock=self.cache_clock)
+        self.forwarder = Forwarder(self.cache, Upstreams(self.loaded.config.upstream))
+        for name in CACHED:
+            for qtype in (packet.A, packet.AAAA, packet.TXT, 15):
+                for do in (False, True):
+                    self.cache.put((name, qtype, 1, do), _stored(name, qtype))
+
+    def chain(self, buckets: TokenBuckets | None = None) -> Chain:
+        return build_chain(
+            self.loaded.config,
+            self.loaded.index,
+            self.forwarder,
+            clock=self.policy_clock,
+            buckets=buckets,
+        )
+
+
+def _stored(name: str, qtype: int) -> Stored:
+    request = dnslib.DNSRecord.question(name, dnslib.QTYPE.get(qtype))
+    reply = request.reply()
+    if name.startswith("nx"):
+        reply.header.rcode = dnslib.RCODE.NXDOMAIN
+        soa = dnslib.SOA("ns.example.", "h.example.", (1, 3600, 600, 86400, 300))
+        reply.add_auth(dnslib.RR("example.", dnslib.QTYPE.SOA, rdata=soa, ttl=300))
+    elif qtype == packet.A:
+        reply.header.ad = 1
+        reply.add_answer(dnslib.RR(name, rdata=dnslib.A("192.0.2.1"), ttl=300))
+        reply.add_answer(dnslib.RR(name, rdata=dnslib.A("192.0.2.2"), ttl=200))
+    elif qtype == packet.TXT:
+        for i in range(12):  # big enough to need TC for some clients
+            reply.add_answer(dnslib.RR(name, qtype, rdata=dnslib.TXT("t" * 60 + str(i)), ttl=300))
+    else:
+        reply.header.aa = 1
+        reply.add_auth(
+            dnslib.RR("example.", dnslib.QTYPE.SOA, rdata=dnslib.SOA("a.", "b.", (1,) * 5), ttl=50)
+        )
+    return parse_response(reply.pack(), packet.question_bytes(name, qtype, 1))
+
+
+def query_bytes(
+    name: str, qtype: int, msg_id: int, flags: int, edns: int | None, do: bool, case: int
+) -> bytes:
+    """A query with the name's letters upper-cased by the bits of `case` (0x20 style)."""
+    cased = "".join(c.upper() if case >> (i % 30) & 1 else c for i, c in enumerate(name))
+    head = struct.pack("!6H", msg_id, flags & 0x0130, 1, 0, 0, 0 if edns is None else 1)
+    opt = b""
+    if edns is not None:
+        opt = b"\x00" + struct.pack("!HHIH", packet.OPT, edns, 0x8000 if do else 0, 0)
+    return head + packet.question_bytes(cased, qtype, 1) + opt
+
+
+SEEN: set[Kind] = set()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("fast"))
+
+
+def full_answer(chain: Chain, data: bytes, client: str) -> Answer | None:
+    q = packet.parse_query(data)
+    outcome = chain.resolve(Request(q, client, "udp", chain.clock()))
+    return outcome if isinstance(outcome, Answer) else None
+
+
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(NAMES),
+    qtype=st.sampled_from(QTYPES),
+    msg_id=st.integers(0, 0xFFFF),
+    flags=st.integers(0, 0xFFFF),
+    edns=st.none() | st.sampled_from([512, 1232, 4096, 600]),
+    do=st.booleans(),
+    case=st.integers(0, 2**30),
+    client=st.sampled_from(CLIENTS),
+    weekend=st.booleans(),
+    age=st.integers(0, 400),
+    repeat=st.booleans(),
+)
+def test_fast_path_answers_like_the_full_chain(
+    setup: Setup,
+    name: str,
+    qtype: int,
+    msg_id: int,
+    flags: int,
+    edns: int | None,
+    do: bool,
+    case: int,
+    client: str,
+    weekend: bool,
+    age: int,
+    repeat: bool,
+) -> None:
+    setup.policy_clock.now = saturday() if weekend else term_time()
+    setup.cache_clock.now = 1000.0 + age
+    chain = setup.chain()
+    data = query_bytes(name, qtype, msg_id, flags, edns, do, case)
+    for _ in range(2 if repeat else 1):  # the second time comes from the parse memo
+        fast = chain.resolve_fast(data, client)
+        full = full_answer(chain, data, client)
+        if isinstance(fast, tuple):
+            assert full is not None, (name, client)
+            limit = 512 if edns is None else max(512, min(edns, 1232))
+            assert len(fast[0]) <= limit
+            assert fast[0] == full.wire, (name, qtype, client)
+            assert fast[1] == full.verdict
+            assert fast[2] in (None, name)
+            assert fast[3] == qtype
+            SEEN.add(fast[1].kind)
+    # The common cases must not fall through to the full chain.
+    if isinstance(full, Answer) and full.verdict.kind in (Kind.BLOCKED, Kind.REFUSED):
+        assert isinstance(chain.resolve_fast(data, client), tuple), full.verdict
+    if isinstance(full, Answer) and full.verdict.kind == Kind.CACHED and len(full.wire) <= 512:
+        assert isinstance(chain.resolve_fast(data, client), tuple), full.verdict
+
+
+def test_the_property_saw_every_fast_verdict() -> None:
+    # Runs after the property test (file order): it must have compared each kind of answer.
+    assert {Kind.BLOCKED, Kind.REFUSED, Kind.CACHED, Kind.FILTERED} <= SEEN
+
+
+@pytest.mark.parametrize("fast_first", [True, False])
+def test_rate_limit_spends_one_token_per_query_on_either_path(
+    tmp_path: Path, fast_first: bool
+) -> None:
+    setup = Setup(tmp_path, rate=3)
+    now = [0.0]
+    chain = setup.chain(TokenBuckets(3, clock=lambda: now[0]))
+    blocked = query_bytes("casino.example", 1, 1, 0x0100, None, False, 0)
+    miss = query_bytes("miss.example", 1, 2, 0x0100, None, False, 0)  # the full chain answers
+    codes = []
+    for data in [blocked, miss] * 3 if fast_first else [miss, blocked] * 3:
+        fast = chain.resolve_fast(data, "127.0.1.5")
+        if isinstance(fast, tuple):
+            codes.append(fast[0][3] & 0xF)
+            continue
+        q = packet.parse_query(data)
+        request = Request(q, "127.0.1.5", "udp", 0.0)
+        request.metered = fast
+        outcome = chain.resolve(request)
+        codes.append(outcome.wire[3] & 0xF if isinstance(outcome, Answer) else 0)
+    assert codes == [0, 0, 0, 5, 5, 5]  # three tokens, then REFUSED on both paths
+
+
+def test_fast_path_refuses_to_compile_an_unknown_link(setup: Setup) -> None:
+    from agent.dns.fastpath import FastPath
+
+    class Odd:
+        name = "odd"
+
+        def resolve(self, request: Request) -> None:
+            return None
+
+    chain = setup.chain()
+    with pytest.raises(TypeError, match="odd"):
+        FastPath([*chain.links[:1], Odd()], [], max_udp_size=1232, clock=setup.policy_clock)
+
+
+def test_unusual_packets_go_to_the_full_path(setup: Setup) -> None:
+    chain = setup.chain()
+    good = query_bytes("casino.example", 1, 7, 0x0100, None, False, 0)
+    compressed = good[:12] + b"\xc0\x0c" + good[-4:]
+    chaos = good[:-2] + b"\x00\x03"
+    badvers = query_bytes("casino.example", 1, 7, 0x0100, 1232, False, 0)
+    badvers = badvers[:-5] + b"\x01" + badvers[-4:]  # EDNS version 1
+    for data in (compressed, chaos, badvers, good[:11], good + b"x", good[:-1]):
+        assert chain.resolve_fast(data, "127.0.1.5") is False

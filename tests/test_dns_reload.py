@@ -1,0 +1,88 @@
+"""SIGHUP to a real `hedgerow-dns serve` process while a client keeps asking: no query is lost
+or answered wrongly across reloads."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import dnslib
+
+from tests.dns_support import FakeUpstream, free_dns_port, write_config
+from tests.services import stop_process
+from tests.test_dns_cli import CLI
+
+QUERIES = 2500
+SIGHUPS = 5
+
+
+def test_sighup_under_load_loses_no_query(tmp_path: Path) -> None:
+    with FakeUpstream() as upstream:
+        port = free_dns_port()
+        path = write_config(tmp_path, [upstream.address], port)
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stderr is not None
+            while b"ready" not in (line := proc.stderr.readline()):
+                assert line, "server exited before it was ready"
+            reloads = 0
+            reloaded = threading.Event()
+
+            def watch() -> None:
+                nonlocal reloads
+                assert proc.stderr is not None
+                for line in proc.stderr:
+                    if b"reloaded" in line:
+                        reloads += 1
+                        reloaded.set()
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            answers: list[tuple[str, str]] = []
+            lost: list[str] = []
+            done = threading.Event()  # set once every SIGHUP has been answered by a reload
+
+            def fire() -> None:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind(("127.0.1.9", 0))
+                    sock.settimeout(5)
+                    i = 0
+                    while i < QUERIES or not done.is_set():  # at least QUERIES, across reloads
+                        i += 1
+                        name = "casino.example" if i % 2 else f"host{i % 50}.school.example"
+                        query = dnslib.DNSRecord.question(name)
+                        query.header.id = i & 0xFFFF
+                        sock.sendto(query.pack(), ("127.0.0.1", port))
+                        try:
+                            reply = dnslib.DNSRecord.parse(sock.recv(65535))
+                        except TimeoutError:
+                            lost.append(name)
+                            continue
+                        assert reply.header.id == i & 0xFFFF
+                        answers.append((name, str(reply.rr[0].rdata) if reply.rr else "-"))
+
+            client = threading.Thread(target=fire)
+            client.start()
+            for _ in range(SIGHUPS):
+                reloaded.clear()
+                proc.send_signal(signal.SIGHUP)
+                assert reloaded.wait(30), "no reload logged"
+            assert client.is_alive(), "the client finished before the reloads did"
+            done.set()
+            client.join(120)
+            assert not client.is_alive()
+            assert reloads == SIGHUPS and proc.poll() is None
+            assert not lost and len(answers) >= QUERIES
+            for name, address in answers:
+                assert address == ("0.0.0.0" if name == "casino.example" else "192.0.2.1"), name
+        finally:
+            stop_process(proc)
+            if proc.stderr is not None:
+                proc.stderr.close()
