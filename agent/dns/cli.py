@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent.dns.commands import check, explain, selftest, serve
+from agent.dns.commands import check, enroll, explain, selftest, serve
 from agent.errors import HedgerowError
 
-COMMAND_MODULES = [serve, check, explain, selftest]
+COMMAND_MODULES = [serve, check, explain, selftest, enroll]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -172,6 +172,26 @@ class DnsReporter:
             publisher=self._publisher.stats(),
         )
 
+    def counters(self) -> dict[str, float]:
+        """The stats as flat metric samples (hedgerow-dns reads them at scrape time)."""
+        stats = self.stats()
+        pub = stats.publisher
+        return {
+            "reports_offered": stats.offered,
+            "reports_dropped_queue_full": stats.dropped_queue_full,
+            "reports_summaries": stats.summaries,
+            "reports_events": stats.events,
+            "reports_events_suppressed": stats.events_suppressed,
+            "reports_clients_dropped": stats.clients_dropped,
+            "reports_spooled": pub.spooled,
+            "reports_spool_dropped": pub.spool_dropped,
+            "reports_spool_entries": pub.spool_entries,
+            "reports_spool_bytes": pub.spool_bytes,
+            "reports_delivered": pub.delivered,
+            "reports_publisher_dropped": pub.dropped_queue_full,
+            "reports_broker_connected": float(pub.connected),
+        }
+
     def _run(self) -> None:
         next_flush = time.monotonic() + self._interval_s
         while True:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import uvloop
 
+from agent.dns.config import ReportConfig, load_config
+from agent.dns.querylog import QuerySink
+from agent.dns.report import DnsReporter
 from agent.dns.service import Service
 
 log = logging.getLogger(__name__)
@@ -28,14 +31,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return runner.run(serve(args.config))
 
 
+def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
+    """The sink that seals and sends summaries to the hub, if [report] asks for one."""
+    if report is None:
+        log.info("no [report] section: nothing is reported to a hub")
+        return None
+    return DnsReporter(
+        report.identity,
+        report.interval_s,
+        report.immediate,
+        report.identity / "spool",
+        broker_url=report.hub,
+    )
+
+
 async def serve(path: Path) -> int:
     """Start the service, wire up signals and wait for SIGTERM or SIGINT."""
-    service = Service(path)
+    # [report] is read once: changing where reports go takes a restart, not a reload.
+    reporter = reporter_for(load_config(path).report)
+    sinks: list[QuerySink] = [reporter] if reporter is not None else []
+    service = Service(path, sinks=sinks)
     try:
+        if reporter is not None:
+            reporter.start()
         await service.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await service.stop()
+        if reporter is not None:
+            reporter.stop()
         return 1
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -55,4 +79,6 @@ async def serve(path: Path) -> int:
     for task in list(reloads):
         await task
     await service.stop()
+    if reporter is not None:
+        reporter.stop()  # flushes the last window and says goodbye (clean-stop heartbeat)
     return 0

@@ -7,6 +7,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.dns.config.model import (
     BeaconConfig,
@@ -243,13 +244,17 @@ def _blocked_answer(value: str) -> str | None:
     return None
 
 
+def _broker_url(value: str) -> str | None:
+    url = urlsplit(value)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        return "must be mqtts://host:port (or mqtt://127.0.0.1:port on loopback)"
+    if url.scheme == "mqtt" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return "plain mqtt:// is allowed only on loopback; use mqtts:// (TLS)"
+    return None
+
+
 def _report(sec: Section) -> ReportConfig:
-    hub = sec.text(
-        "hub",
-        check=lambda v: (
-            None if v.startswith(("mqtt://", "mqtts://")) else "must be an mqtt:// or mqtts:// URL"
-        ),
-    )
+    hub = sec.text("hub", check=_broker_url)
     config = ReportConfig(
         hub=hub,
         identity=Path(sec.text("identity", "/var/lib/hedgerow/dns")),
