@@ -1,9 +1,11 @@
-"""make demo: hedgerow-dns on a high loopback port with demo lists and a local fake upstream.
+"""make demo: the whole system on one machine, on embedded defaults.
 
-Shows blocked, allowed, SafeSearch and anti-bypass answers with dig, then stops everything it
-started (by PID). With --keep it waits for Ctrl-C so you can try the printed dig commands.
-Nothing leaves this machine: the upstream is a fake on 127.0.0.1 answering documentation
-addresses (192.0.2.x, 2001:db8::x).
+A Mosquitto broker and `hedgerow-hub serve`; `hedgerow-dns` on a high loopback port with demo
+lists and a local fake upstream, enrolled with the hub as a sinkhole. It shows blocked,
+allowed, SafeSearch and anti-bypass answers with dig, then the alert the hub raised from the
+filter's sealed report, then stops everything it started (by PID). With --keep it waits for
+Ctrl-C so you can try the printed commands. Nothing leaves this machine: the upstream is a fake
+on 127.0.0.1 answering documentation addresses (192.0.2.x, 2001:db8::x).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import demo_hub
 import dnslib  # the demo's fake upstream is a test double, not part of hedgerow-dns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +98,7 @@ def free_port() -> int:
                 return port
 
 
-def write_demo_config(directory: Path, port: int, upstream_port: int) -> Path:
+def write_demo_config(directory: Path, port: int, upstream_port: int, broker_url: str) -> Path:
     """Demo lists and a hedgerow-dns.toml with a pupils and a staff group."""
     for name, text in LISTS.items():
         (directory / name).write_text(text)
@@ -133,6 +136,15 @@ block = ["adult"]
 
 [default]
 group = "pupils"
+
+[report]                      # sealed summaries to the hub; adult attempts reported at once
+hub = "{broker_url}"
+identity = "{directory / "dns-identity"}"
+interval_s = 10
+immediate = ["adult"]
+
+[beacon]
+site = "{demo_hub.SITE}"
 """
     )
     return config
@@ -169,6 +181,11 @@ def show(port: int) -> None:
         ("pupil asks for a gambling site: blocked", PUPIL, "casino.example"),
         ("staff ask for the same site: allowed", STAFF, "casino.example"),
         ("pupil asks for an allowlisted name", PUPIL, "bets.example"),
+        (
+            "pupil tries an adult site: blocked, and reported to the hub at once",
+            PUPIL,
+            "adult.example",
+        ),
         ("pupil searches Google: SafeSearch CNAME", PUPIL, "www.google.com"),
         (
             "pupil's Firefox checks for DoH: NXDOMAIN keeps it on school DNS",
@@ -205,20 +222,36 @@ def main() -> int:
     if shutil.which("dig") is None:
         raise SystemExit("demo needs dig (apt install bind9-dnsutils)")
     with tempfile.TemporaryDirectory(prefix="hedgerow-demo-") as tmp:
+        directory = Path(tmp)
         port = free_port()
-        with fake_upstream() as upstream_port:
-            config = write_demo_config(Path(tmp), port, upstream_port)
-            with hedgerow_dns(config):
+        with demo_hub.broker(directory) as broker_url, fake_upstream() as upstream_port:
+            hub_config = demo_hub.init_hub(directory, broker_url)
+            bundle = demo_hub.enrol_sinkhole(hub_config, broker_url, directory / "dns-1.bundle")
+            config = write_demo_config(directory, port, upstream_port, broker_url)
+            enrol = [sys.executable, "-m", "agent.dns.cli", "enroll", "--config", str(config)]
+            subprocess.run(
+                [*enrol, "--bundle", str(bundle)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
+            )
+            bundle.unlink()  # a bundle holds the device's private key: delete it once imported
+            with demo_hub.hub_serve(hub_config, directory / "hub.log"), hedgerow_dns(config):
+                print(f"broker {broker_url}; hub data {hub_config.parent}")
                 print(f"hedgerow-dns is answering on 127.0.0.1:{port} (config {config})")
                 show(port)
+                print("\n== the hub opened the filter's sealed report and raised an alert")
+                print(f"$ hedgerow-hub alerts --config {hub_config}")
+                alerts = demo_hub.wait_for_alert(hub_config)
+                if not alerts:
+                    raise SystemExit("no alert reached the hub; see " + str(directory / "hub.log"))
+                print(demo_hub.hub_cli("alerts", "--config", str(hub_config)).rstrip())
                 if args.keep:
                     print(f"\nTry: dig @127.0.0.1 -p {port} -b {PUPIL} www.youtube.com")
                     print(f"     .venv/bin/hedgerow-dns explain --config {config} casino.example")
+                    print(f"     .venv/bin/hedgerow-hub devices --config {hub_config}")
                     print("Running; Ctrl-C to stop.")
                     with contextlib.suppress(KeyboardInterrupt):
                         signal.pause()
                 else:
-                    print("\n(run `.venv/bin/python scripts/demo.py --keep` to try your own dig)")
+                    print("\n(run `.venv/bin/python scripts/demo.py --keep` to try your own)")
     print("\nstopped everything the demo started")
     return 0
 
