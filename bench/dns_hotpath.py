@@ -2,11 +2,15 @@
 
     .venv/bin/python bench/dns_hotpath.py [--queries 200000] [--repeat 5] [--domains 100000]
     .venv/bin/python bench/dns_hotpath.py --dnsperf [--seconds 5]
+    .venv/bin/python bench/dns_hotpath.py --rss --domains 1000000 [--runs 2]
 
 In-process: the real server's UDP protocol handles prepared packets one after another; its
 transport only counts what would be sent, so the figure is the Python cost of one answer with
 no socket in the way. The reference is a bare hand-parse (walk the labels, lower-case, one
 dict lookup) plus building a reply, fed the same packets. Best of --repeat runs.
+
+--rss: memory (VmRSS, VmHWM) and time from process start to the first correct answer of
+`hedgerow-dns serve`, once cold (no cache) and --runs times warm (compiled index on disk).
 
 --dnsperf: real `dnsperf` against `hedgerow-dns serve` and against a bare uvloop server (same
 hand-parse, fixed answers) started by this script, three mixes, QPS ratio.
@@ -311,39 +315,58 @@ def with_dnsperf(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace) -> None:
-    """VmRSS of `hedgerow-dns serve` with --domains blocked names, and time to first answer."""
+    """VmRSS/VmHWM of `hedgerow-dns serve` with --domains blocked names, and the time from
+    process start to the first correct answer: first cold (no list cache, no compiled index),
+    then --runs warm starts on the same cache directory: re-executing itself under the
+    installation's hash seed, and with the seed already in the environment (as a systemd
+    `EnvironmentFile=` would pass it)."""
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         path = write_config(Path(tmp), args.domains, port, _free_port())
-        started = time.perf_counter()
-        server = subprocess.Popen(
-            [str(REPO / ".venv/bin/hedgerow-dns"), "serve", "--config", str(path)],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                sock.bind(("127.0.1.5", 0))
-                sock.settimeout(0.05)
-                while True:
-                    sock.sendto(query("casino.example"), ("127.0.0.1", port))
-                    try:
-                        reply = sock.recv(512)
-                        break
-                    except OSError:
-                        assert server.poll() is None, "server exited"
-            first = time.perf_counter() - started
-            assert reply[-4:] == bytes(4), "casino.example should be blocked"
-            time.sleep(1)
-            status = Path(f"/proc/{server.pid}/status").read_text()
-            fields = dict(line.split(":", 1) for line in status.splitlines())
-            rss, hwm = (int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+        seed_file = Path(tmp) / "cache" / "hashseed"
+        runs = [("cold", False)] + [("warm", False), ("warm, seed in env", True)] * args.runs
+        for label, seeded in runs:
+            env = None
+            if seeded:
+                env = {**os.environ, "PYTHONHASHSEED": seed_file.read_text().strip()}
+            first, rss, hwm = _start_once(path, port, env)
             print(
-                f"{args.domains:,} domains: first answer {first:.2f} s, "
-                f"VmRSS {rss:.1f} MB, VmHWM {hwm:.1f} MB"
+                f"{args.domains:,} domains, {label}: first answer "
+                f"{first:.2f} s, VmRSS {rss:.1f} MB, VmHWM {hwm:.1f} MB"
             )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
+
+
+def _start_once(
+    path: Path, port: int, env: dict[str, str] | None = None
+) -> tuple[float, float, float]:
+    """Start the server, wait for a blocked answer, read its memory, stop it."""
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [str(REPO / ".venv/bin/hedgerow-dns"), "serve", "--config", str(path)],
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.1.5", 0))
+            sock.settimeout(0.05)
+            while True:
+                sock.sendto(query("casino.example"), ("127.0.0.1", port))
+                try:
+                    reply = sock.recv(512)
+                    break
+                except OSError:
+                    assert server.poll() is None, "server exited"
+        first = time.perf_counter() - started
+        assert reply[-4:] == bytes(4), "casino.example should be blocked"
+        time.sleep(1)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines())
+        rss, hwm = (int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+        return first, rss, hwm
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
 
 
 def main() -> None:
@@ -353,6 +376,7 @@ def main() -> None:
     parser.add_argument("--domains", type=int, default=100_000)
     parser.add_argument("--dnsperf", action="store_true")
     parser.add_argument("--rss", action="store_true", help="memory and first answer")
+    parser.add_argument("--runs", type=int, default=2, help="warm starts after the cold one")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

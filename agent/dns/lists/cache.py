@@ -53,11 +53,16 @@ class CacheSlot:
             return None
 
     def accept(self, new_data: Path, note: CacheNote) -> None:
-        """Make new_data the cached copy (atomic rename), then write its note."""
+        """Make new_data the cached copy (atomic rename), then write its note; both 0600, as
+        they decide what is filtered."""
         try:
+            os.chmod(new_data, 0o600)
             os.replace(new_data, self.data)
             tmp = self.note.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(asdict(note)), encoding="utf-8")
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(asdict(note)))
             os.replace(tmp, self.note)
         except OSError as exc:
             raise ListError(f"list {note.source}: cannot write the cache: {exc}") from exc

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from operator import mod
 
@@ -37,6 +38,18 @@ from agent.dns.lists.reader import ParsedList
 MAX_CATEGORIES = 64
 LOAD_FACTOR = 0.5
 _PLANES = (SELF_BLOCK, SUB_BLOCK, SELF_EXCEPT, SUB_EXCEPT)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexParts:
+    """The table of a CategoryIndex: hashes, mask arrays (one packed, or four planes), capacity
+    (slots probed from; keys may be longer, ending in empty sentinels), names, label depths."""
+
+    keys: array[int]
+    masks: tuple[array[int], ...]
+    cap: int
+    size: int
+    depths: int
 
 
 def _mask_typecode(bits: int) -> str:
@@ -91,6 +104,10 @@ class CategoryIndex:
     def __len__(self) -> int:
         """Distinct listed names."""
         return self._size
+
+    def parts(self) -> IndexParts:
+        """The arrays and sizes that make up the table (for the compiled copy on disk)."""
+        return IndexParts(self._keys, self._masks, self._cap, self._size, self._depths)
 
     def bit(self, category: str) -> int:
         """The mask bit of a category, or 0 if no list feeds it."""

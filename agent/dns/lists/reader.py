@@ -4,11 +4,14 @@ Files are read in chunks. Each chunk first tries a bulk fast path: if every rule
 chunk is a clean name in the file's common shape (`name`, `0.0.0.0 name`, `||name^`), the
 names are hashed by C-level `map(hash, ...)` with no per-line Python work. Any chunk the fast
 path cannot prove clean falls back to `rules.parse_line`, line by line, so odd lines are
-counted exactly. No name string outlives its chunk: only 64-bit hashes are kept.
+counted exactly. No name string outlives its chunk: only 64-bit hashes are kept. The SHA-256
+of the bytes read is kept too: it is how a compiled index on disk (snapshot.py) is matched to
+the lists it was built from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from array import array
@@ -40,18 +43,20 @@ _LAST = itemgetter(-1)
 @dataclass(frozen=True, slots=True)
 class ParsedList:
     """One list reduced to hashes: `kinds` maps a rule kind (model.BLOCK...) to name hashes;
-    `depths` has bit d set when some entry has d labels."""
+    `depths` has bit d set when some entry has d labels; `digest` is the SHA-256 of the file."""
 
     stats: ListStats
     kinds: dict[int, array[int]]
     depths: int
+    digest: bytes = b""
 
     def __len__(self) -> int:
         return sum(len(hashes) for hashes in self.kinds.values())
 
 
-def read_lines(path: Path, source: str) -> Iterator[str]:
-    """The decoded text of a list file in chunks ending on a line boundary."""
+def read_lines(path: Path, source: str, digest: hashlib._Hash | None = None) -> Iterator[str]:
+    """The decoded text of a list file in chunks ending on a line boundary; every byte read is
+    fed to digest, if given."""
     try:
         with open(path, "rb") as handle:
             carry = b""
@@ -60,6 +65,8 @@ def read_lines(path: Path, source: str) -> Iterator[str]:
                 block = handle.read(CHUNK)
                 if not block:
                     break
+                if digest is not None:
+                    digest.update(block)
                 if b"\0" in block:
                     raise ListError(f"list {source}: looks binary (NUL bytes), not a text list")
                 if first and block.startswith(b"\xef\xbb\xbf"):
@@ -157,7 +164,8 @@ def _fast_names(fmt: str, text: str) -> list[str] | None:
 def parse_file(path: Path, source: str, category: str) -> ParsedList:
     """Parse a list file; raises ListError if it is unreadable, binary, empty or unparseable."""
     builder: _Builder | None = None
-    for text in read_lines(path, source):
+    digest = hashlib.sha256()
+    for text in read_lines(path, source, digest):
         if builder is None:
             builder = _Builder(detect_format(text[:_SAMPLE]))
         builder.chunk(text)
@@ -195,4 +203,4 @@ def parse_file(path: Path, source: str, category: str) -> ParsedList:
     for hashes in builder.kinds.values():
         while 0 in hashes:  # 0 marks an empty index slot; lookups hash such a name to 1
             hashes[hashes.index(0)] = 1
-    return ParsedList(stats, builder.kinds, builder.depths)
+    return ParsedList(stats, builder.kinds, builder.depths, digest.digest())

@@ -5,6 +5,10 @@ executor) every few minutes; `refresh()` only fetches lists whose refresh_h has 
 returns the index to serve. A refresh that fails, comes back empty, truncated, unparseable,
 or with fewer than `min_ratio` of the last good copy's entries is refused: the old copy keeps
 serving, a warning is logged and `status()` carries the reason. Reload is all-or-nothing.
+
+After each build the index is also written to the cache directory compiled (snapshot.py);
+`load()` serves that copy instead of parsing when every list's copy is byte-for-byte the one
+it was built from and the process hashes with the installation's seed (hashseed.py).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from agent.dns.lists import snapshot
 from agent.dns.lists.cache import CacheNote, CacheSlot, slot
 from agent.dns.lists.fetch import copy_file, fetch
+from agent.dns.lists.hashseed import pinned
 from agent.dns.lists.index import CategoryIndex, index_of
 from agent.dns.lists.model import ListError, ListSpec, ListStats, ListStatus, is_url
 from agent.dns.lists.reader import ParsedList, parse_file
@@ -36,8 +42,13 @@ class ListRefresher:
         min_ratio: float = 0.5,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        compiled: bool | None = None,
     ) -> None:
+        """compiled: write the compiled index after each build (True/False); None writes it
+        only when this process hashes with the installation's seed, so `explain` or a test
+        never replaces the server's copy with one no later start can use."""
         self.specs = tuple(specs)
+        self.compiled = compiled
         self.cache_dir = cache_dir
         self.min_ratio = min_ratio
         self.timeout = timeout
@@ -64,6 +75,9 @@ class ListRefresher:
         """Startup: read each list (a path, or a URL's cached copy, else fetch it) and build the
         index. Raises ListError naming every list that has no usable copy at all."""
         with self._lock:
+            warm = self._load_compiled()
+            if warm is not None:
+                return warm
             parsed: dict[ListSpec, ParsedList] = {}
             problems: list[str] = []
             for spec in self.specs:
@@ -74,7 +88,44 @@ class ListRefresher:
             if problems:
                 raise ListError("\n".join(problems))
             self._index = index_of(self.specs, [parsed[spec] for spec in self.specs])
+            self._save_compiled([parsed[spec] for spec in self.specs])
             return self._index, self.stats()
+
+    def _load_compiled(self) -> tuple[CategoryIndex, list[ListStats]] | None:
+        """The compiled index of the last build, if every list's cached copy is still the one
+        to serve (what _initial would parse) and is the one it was built from."""
+        copies: list[Path] = []
+        notes: list[CacheNote] = []
+        for spec in self.specs:
+            cached = slot(self.cache_dir, spec.source)
+            note = cached.read_note()
+            if note is None or not _copy_is_current(spec, note):
+                return None
+            copies.append(cached.data)
+            notes.append(note)
+        found = snapshot.load(self.cache_dir, self.specs, copies)
+        if found is None:
+            return None
+        index, stats = found
+        for spec, note, one in zip(self.specs, notes, stats, strict=True):
+            self._stats[spec] = one
+            if is_url(spec.source):
+                self._set(spec, one, "cache", note.fetched_at)
+                self._status[spec] = replace(self._status[spec], checked_at=note.fetched_at)
+            else:
+                self._set(spec, one, "source", self._clock())
+        self._index = index
+        log.info("lists loaded from the compiled index: %s names", len(index))
+        return index, self.stats()
+
+    def _save_compiled(self, parsed: Sequence[ParsedList]) -> None:
+        wanted = self.compiled if self.compiled is not None else pinned(self.cache_dir)
+        if wanted:
+            built = [
+                snapshot.Built(spec, one.digest, one.stats)
+                for spec, one in zip(self.specs, parsed, strict=True)
+            ]
+            snapshot.save(self.cache_dir, self._index, built)
 
     def due(self) -> list[ListSpec]:
         """The lists whose refresh_h has passed since they were last checked."""
@@ -106,6 +157,7 @@ class ListRefresher:
                 fresh[spec] if spec in fresh else self._parse_cached(spec) for spec in self.specs
             ]
             self._index = index_of(self.specs, parsed)
+            self._save_compiled(parsed)
         except ListError as exc:
             log.error("list reload failed, the old index keeps serving: %s", exc)
             for spec in fresh:
@@ -230,3 +282,15 @@ class ListRefresher:
             return None
         copy_file(path, cached.part)
         return CacheNote(spec.source, 0, now, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def _copy_is_current(spec: ListSpec, note: CacheNote) -> bool:
+    """True if _initial would serve the cached copy as is: always for a URL (refreshed later,
+    when due), and for a path whose size and mtime are those the copy was taken at."""
+    if is_url(spec.source):
+        return True
+    try:
+        info = Path(spec.source).stat()
+    except OSError:
+        return False
+    return (info.st_size, info.st_mtime_ns) == (note.size, note.mtime_ns)
