@@ -13,7 +13,6 @@ import logging
 from agent.errors import HedgerowError
 from hub.config import HubConfig, load_config
 from hub.enroll.service import EnrollService
-from hub.errors import HubError
 from hub.ingest import IngestWorker
 from hub.ingest.hooks import ReportRules
 from hub.keys import HubKeys
@@ -87,8 +86,14 @@ class HubService:
         db = Database(self.config.database_url)
         try:
             publish_all(db, self.keys, self.config, self.connection.publish)
-        except HubError as exc:
-            log.error("cannot publish policies at start: %s", exc)
+        except HedgerowError as exc:
+            # A bad DATA/policy/<site>.toml (ConfigError) or a store failure must not stop
+            # ingest: devices keep the policy they hold until the next publish.
+            log.error(
+                "cannot publish policies at start (devices keep their current policy; fix it "
+                "and run 'hedgerow-hub policy publish'): %s",
+                exc,
+            )
         finally:
             db.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -11,12 +12,17 @@ import pytest
 
 from agent.wire import Kind, SigningKey
 from hub.config import HubConfig
+from hub.ingest import BatchLimits, IngestWorker
+from hub.keys import HubKeys
+from hub.metrics import HubMetrics
 from hub.model import StoredReport
+from hub.mqtt import MqttConnection, report_filter
 from hub.serve import HubService
 from hub.store import Database
 from hub.store.devices import revoke_device
 from hub.store.rejections import rejection_counts
 from tests.hub_ingest_fixtures import (
+    SITE,
     SimDevice,
     enrol,
     make_hub,
@@ -289,3 +295,63 @@ def test_sighup_reload_is_all_or_nothing_and_metrics_are_served(
         assert "hedgerow_hub_commit_seconds" in text
     finally:
         service.stop()
+
+
+def test_bad_site_policy_file_is_logged_and_ingest_still_starts(
+    hub_config: HubConfig,
+    broker: Mosquitto,
+    rules: RecordingRules,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy_dir = hub_config.data / "policy"
+    policy_dir.mkdir(exist_ok=True)
+    (policy_dir / f"{SITE}.toml").write_text("[policy]\nsummary_interval_s = 5\n")
+    device = enrol(hub_config)
+    service = HubService(hub_config, rules=rules)
+    with caplog.at_level(logging.ERROR, logger="hub.serve"):
+        service.start()
+    try:
+        assert service.wait_ready(30)
+        assert "cannot publish policies at start" in caplog.text
+        assert "summary_interval_s" in caplog.text  # the message names the key
+        with publisher(broker.url) as pub:
+            pub.send(device.topic(), device.envelope())
+        wait_until(lambda: report_count(hub_config) == 1, what="the report stored")
+    finally:
+        service.stop()
+
+
+def test_a_full_queue_holds_the_broker_back_and_loses_nothing(
+    hub_config: HubConfig, broker: Mosquitto, rules: RecordingRules
+) -> None:
+    # The broker may hand over more than Receive Maximum (Mosquitto 2.0 does, when acks come in
+    # bursts). A message dropped from a full queue would wait for a reconnect that never comes.
+    devices = [enrol(hub_config) for _ in range(3)]
+    metrics = HubMetrics()
+    connection = MqttConnection(
+        hub_config.mqtt, subscriptions=[report_filter(False)], client_id="queue-test"
+    )
+    worker = IngestWorker(
+        hub_config.database_url,
+        HubKeys(hub_config.keys_dir),
+        ack=connection.ack,
+        metrics=metrics,
+        rules=rules,
+        limits=BatchLimits(max_messages=3, queue_size=2),
+    )
+    connection.on_message = worker.offer
+    worker.start()
+    connection.start()
+    try:
+        assert connection.wait_ready(30)
+        with publisher(broker.url) as pub:
+            infos = [
+                pub.send(d.topic(), d.envelope(), wait=False) for _ in range(40) for d in devices
+            ]
+            for info in infos:
+                info.wait_for_publish(60)
+        wait_until(lambda: report_count(hub_config) == 120, timeout=120, what="all 120 stored")
+        assert metrics.value("dropped", "stopping") == 0
+    finally:
+        worker.stop()
+        connection.stop()

@@ -61,15 +61,26 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     devices = [enrol(config) for _ in range(6)]
     log = tmp_path / "serve.log"
     sent = threading.Event()
+    killed = threading.Event()
+    envelopes = [
+        (d.topic(), d.envelope(summary(blocked=0)))
+        for _ in range(N // len(devices))
+        for d in devices
+    ]
 
     def publish_all() -> None:
+        # The first half streams while the hub works; the second half waits for the kill, so
+        # however fast the hub is, it cannot have stored everything before it dies (and the
+        # broker must keep the rest in the hub's persistent session).
         with publisher(broker.url) as pub:
-            infos = [
-                pub.send(d.topic(), d.envelope(summary(blocked=0)), wait=False)
-                for _ in range(N // len(devices))
-                for d in devices
-            ]
-            for info in infos:
+            half = len(envelopes) // 2
+            first = [pub.send(topic, payload, wait=False) for topic, payload in envelopes[:half]]
+            for info in first:
+                info.wait_for_publish(60)
+            if not killed.wait(120):
+                return
+            rest = [pub.send(topic, payload, wait=False) for topic, payload in envelopes[half:]]
+            for info in rest:
                 info.wait_for_publish(60)
         sent.set()
 
@@ -82,7 +93,9 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
             )
             first.kill()  # SIGKILL, by PID: mid-batch, mid-commit, mid-ack: whatever it was doing
             first.wait(30)
+            killed.set()
         finally:
+            killed.set()
             thread.join(120)
     assert sent.is_set(), "publisher did not finish"
     stored_before_restart = report_count(config)

@@ -271,7 +271,7 @@ def test_bypass_event_sentence(db: Database) -> None:
 TAMPER_CASES: list[
     tuple[str, list[tuple[int, dict[str, Any], dict[str, Any]]], list[tuple[str, int]]]
 ] = [
-    ("last will", [(0, heartbeat(clean_stop=False), {})], [("last_will", 2)]),
+    ("last will waits for its grace period", [(0, heartbeat(clean_stop=False), {})], []),
     ("clean stop", [(0, heartbeat(clean_stop=True), {})], []),
     ("filter off", [(0, heartbeat(filter_active=False), {})], [("filter_disabled", 4)]),
     ("filter on", [(0, heartbeat(filter_active=True), {})], []),
@@ -288,9 +288,9 @@ TAMPER_CASES: list[
     ("clock 4 minutes out", [(4 * MINUTE, heartbeat(), {"received_ms": T0})], []),
     ("spooled summary is old, not skewed", [(-2 * DAY, summary(), {"received_ms": T0})], []),
     (
-        "a last will is sealed at connect time",
+        "a last will is sealed at connect time: never clock skew",
         [(-DAY, heartbeat(clean_stop=False), {"received_ms": T0})],
-        [("last_will", 2)],
+        [],
     ),
     (
         "laptop resolver changed",
@@ -327,6 +327,49 @@ def test_tamper(
     run(db, [(T0 + t, p, o) for t, p, o in steps])
     found = [(key, severity) for rule, key, severity, _, _ in open_alerts(db) if rule == "tamper"]
     assert found == sorted(expected)
+
+
+LAST_WILL_CASES: list[tuple[str, list[tuple[int, dict[str, Any]]], int, list[Any]]] = [
+    # (name, reports after the will at T0 (time offset, payload), tick at T0 + ..., alerts)
+    ("silent through the grace period", [], 10 * MINUTE, [("tamper", "last_will", 2, 1, "lt-042")]),
+    ("grace period not over yet", [], 9 * MINUTE, []),
+    ("reconnected and reported (a broker restart)", [(MINUTE, summary())], 10 * MINUTE, []),
+    ("reconnected with a clean heartbeat", [(MINUTE, heartbeat())], 30 * MINUTE, []),
+    (
+        "a second will restarts the grace period",
+        [(5 * MINUTE, heartbeat(clean_stop=False))],
+        10 * MINUTE,
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "after", "tick", "expected"), LAST_WILL_CASES, ids=[c[0] for c in LAST_WILL_CASES]
+)
+def test_last_will_alerts_only_after_silent_grace_period(
+    db: Database, name: str, after: list[tuple[int, dict[str, Any]]], tick: int, expected: list[Any]
+) -> None:
+    add_device(db, "lt-042", "pupil-laptop", last_seen_ms=T0)
+    engine = run(db, [(T0, heartbeat(clean_stop=False), {})])
+    run(db, [(T0 + t, p, {}) for t, p in after])
+    engine.tick(db, T0 + tick)
+    engine.tick(db, T0 + tick + 30_000)  # the will is judged once: no second count
+    assert [a for a in open_alerts(db) if a[0] == "tamper"] == expected
+
+
+def test_last_will_sentence_and_evidence(db: Database) -> None:
+    add_device(db, "lt-042", "pupil-laptop", last_seen_ms=T0)
+    engine = run(db, [(T0, heartbeat(clean_stop=False), {})])
+    ((will_id,),) = db.execute("SELECT id FROM reports")
+    engine.tick(db, T0 + 12 * MINUTE)
+    ((text, evidence),) = db.execute("SELECT summary, evidence FROM alerts")
+    assert text == (
+        "Pupil laptop cape-primary/lt-042's agent went offline without a clean stop (a crash, "
+        "a power cut, or someone stopping it) and has not been heard from for 12 minutes."
+    )
+    assert evidence == f"[{will_id}]"
+    assert db.execute("SELECT COUNT(*) FROM last_wills") == [(0,)]
 
 
 def test_resolver_sentence(db: Database) -> None:

@@ -18,6 +18,7 @@ import pytest
 from agent.wire.header import Kind
 from agent.wire.payload import encode
 from hub.model import Alert, StoredReport
+from hub.rules.attempts import blocked_attempts
 from hub.store import Database, sqlite_url
 
 LONDON = ZoneInfo("Europe/London")
@@ -130,6 +131,16 @@ def add_report(
             body,
         ),
     )
+    attempts = [
+        (report_id, site, device, client.get("ip"), category, n, time_ms)
+        for category, n in blocked_attempts(payload).items()
+    ]
+    if attempts:  # what ingest writes with every report (hub.ingest.record)
+        db.executemany(
+            "INSERT INTO attempts (report_id, site, device, client_ip, category, count, time_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            attempts,
+        )
     return StoredReport(
         id=report_id,
         site=site,

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from agent.errors import HedgerowError
+from agent.wire.header import valid_name
 from agent.wire.suites import SUITE_NAMES, suite_name
 from hub.config import load_config
 from hub.datadir import init_data_dir
+from hub.enroll.settings import load_enroll_settings
 from hub.keys import HubKeys, add_hpke_key
+from hub.metrics import metrics_listen
+from hub.notify.settings import load_notify_settings
+from hub.policy.settings import load_policy_settings, parse_policy
+from hub.rules.config import load_rules
+from hub.store.retention import load_retention
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--suite", choices=sorted(SUITE_NAMES), default="mlkem768-x25519")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("check", help="validate hub.toml and the keys it points at")
+    p = sub.add_parser(
+        "check", help="validate hub.toml (every section), site policy files and the keys"
+    )
     p.add_argument("--config", required=True, type=Path)
     p.set_defaults(func=cmd_check)
 
@@ -55,10 +68,41 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """hedgerow-hub check: exit 0 if the configuration and keys load."""
-    config = load_config(args.config)
-    keys = HubKeys(config.keys_dir)
-    print(f"{config.path}: ok (site {config.site}, {len(keys.all)} HPKE key(s))")
+    """hedgerow-hub check: load every section serve reads, as serve would, and every site
+    policy file; print each problem (section, key, value and rule) and exit 1 if there is one.
+    Fit for systemd's ExecStartPre=."""
+    config = load_config(args.config)  # [hub], [database], [mqtt], [web]: nothing else without
+    problems: list[str] = []
+
+    def attempt(load: Callable[[], object]) -> None:
+        try:
+            load()
+        except HedgerowError as exc:
+            problems.append(str(exc))
+
+    keys: list[HubKeys] = []
+    attempt(lambda: keys.append(HubKeys(config.keys_dir)))
+    attempt(lambda: load_rules(config))
+    attempt(lambda: load_notify_settings(config))  # [notify] and [contacts.*]
+    attempt(lambda: parse_policy(config.extra.get("policy", {}), str(config.path)))
+    attempt(lambda: load_retention(config))
+    attempt(lambda: metrics_listen(config))
+    attempt(lambda: load_enroll_settings(config))
+    policy_files = sorted((config.data / "policy").glob("*.toml"))
+    for path in policy_files:
+        if not valid_name(path.stem):
+            problems.append(f"{path}: the file name must be <site>.toml for a valid site id")
+            continue
+        attempt(functools.partial(load_policy_settings, config, path.stem))
+    if problems:
+        for problem in problems:
+            print(f"hedgerow-hub check: {problem}", file=sys.stderr)
+        print(f"{config.path}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(
+        f"{config.path}: ok (site {config.site}, {len(keys[0].all)} HPKE key(s), "
+        f"{len(policy_files)} site policy file(s))"
+    )
     return 0
 
 

@@ -1,12 +1,15 @@
 """A DeviceDirectory (agent.wire.DeviceDirectory) over the devices table, cached briefly.
 
-Entries live for `ttl_s` seconds so that a revocation or a new enrolment made by another
-process (hedgerow-hub revoke, the enrolment service) takes effect within that time.
+Ingest loads every device a batch names with one query before opening the batch (load()), so
+a revocation or a new enrolment made by another process (hedgerow-hub revoke, the enrolment
+service) takes effect from the next batch. A device looked up outside that (a header naming
+another device than its topic) is cached for `ttl_s` seconds. Verify keys are parsed once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.wire.envelope import DeviceRecord
@@ -14,7 +17,7 @@ from agent.wire.errors import WireError
 from agent.wire.signing import VerifyKey
 from hub.model import DeviceInfo
 from hub.store.database import Database
-from hub.store.devices import get_device
+from hub.store.devices import get_device, get_devices
 
 DEFAULT_TTL_S = 2.0
 
@@ -34,13 +37,24 @@ class CachedDirectory:
         self.ttl_s = ttl_s
         self._entries: dict[tuple[str, str], _Entry] = {}
 
+    def load(self, keys: Iterable[tuple[str, str]]) -> None:
+        """(Re)load these devices from the table in one query: ingest calls it per batch."""
+        wanted = set(keys)
+        found = get_devices(self.db, wanted)
+        now = time.monotonic()
+        for key in wanted:
+            self._store(key, now, found.get(key))
+
     def _entry(self, site: str, device: str) -> _Entry:
         key = (site, device)
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and now - entry.loaded < self.ttl_s:
             return entry
-        info = get_device(self.db, site, device)
+        return self._store(key, now, get_device(self.db, site, device))
+
+    def _store(self, key: tuple[str, str], now: float, info: DeviceInfo | None) -> _Entry:
+        entry = self._entries.get(key)
         record: DeviceRecord | None = None
         if info is not None:
             verify_key = (

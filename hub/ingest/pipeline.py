@@ -8,6 +8,7 @@ site/device/kind against the signed header: a device may only speak for itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
@@ -99,6 +100,11 @@ class Opener:
         except StoreError as exc:
             self._failure = exc
             raise
+
+    def load_devices(self, batch: Sequence[Incoming]) -> None:
+        """Load every device the batch's topics name, in one query (raises StoreError)."""
+        topics = (parse_up(m.topic) for m in batch)
+        self.directory.load((t.site, t.device) for t in topics if t is not None)
 
     def classify(self, message: Incoming) -> Outcome:
         """Decide what a message is. Raises only StoreError (the database failed)."""

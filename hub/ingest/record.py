@@ -11,6 +11,7 @@ from agent.wire.envelope import Opened
 from agent.wire.header import Kind
 from agent.wire.topics import UP_KINDS
 from hub.model import DeviceInfo
+from hub.rules.attempts import blocked_attempts
 from hub.store.reports import BlockedEntry, NewReport
 
 BLOCKED_EVENT = "blocked"  # an event of this type is one blocked request
@@ -84,5 +85,8 @@ def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
         client_user=_clean(client.get("user")),
         body=body,
         blocked=blocked_entries(header.kind, document),
+        attempts=tuple(
+            (_clean(category) or "", n) for category, n in blocked_attempts(document).items()
+        ),
     )
     return Prepared(report, document, device)

@@ -6,10 +6,10 @@ hub's MQTT session is persistent, so the broker redelivers anything unacknowledg
 comes back. Why nothing is stored twice: (site, device, seq) is unique and a redelivered copy
 is recognised (same digest) and acknowledged without a second row.
 
-Why the queue cannot overflow in practice: the broker never has more than Receive Maximum
+Why the queue stays bounded: the broker should never have more than Receive Maximum
 unacknowledged messages out to us (hub.mqtt.RECEIVE_MAXIMUM) and the queue holds twice that. If
-it is full anyway, the message is dropped without an ack (counted and logged): the broker keeps
-it in the session and redelivers it when the hub reconnects.
+it is full anyway, paho's thread waits for room (counted and logged) rather than drop: a dropped
+message is redelivered only after a reconnect, and meanwhile keeps its Receive Maximum slot.
 """
 
 from __future__ import annotations
@@ -88,20 +88,33 @@ class IngestWorker:
     # -- the paho side ------------------------------------------------------------------
 
     def offer(self, message: Incoming) -> None:
-        """Hand a message over (paho's thread). Never blocks: if the queue is full the message
-        is not acknowledged, so the broker redelivers it on the next connection."""
+        """Hand a message over (paho's thread). If the queue is full, wait for room: that holds
+        paho's reading back, and TCP holds the broker back. A message dropped here would never
+        be redelivered on this connection (MQTT redelivers only on reconnect) and its Receive
+        Maximum slot would stay taken, so enough drops would stall ingest for good."""
         try:
             self._queue.put_nowait(message)
+            return
         except queue.Full:
-            self.metrics.count("dropped", "queue_full")
+            pass
+        self.metrics.count("held", "queue_full")
+        waited = 0.0
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=1.0)
+                return
+            except queue.Full:
+                waited += 1.0
             now = time.monotonic()
             if now - self._last_drop_log > 10:
                 self._last_drop_log = now
                 log.warning(
-                    "ingest queue full (%d): not acknowledging %s; the broker will redeliver it",
+                    "ingest queue full (%d) for %.0f s: holding the broker back",
                     self.limits.queue_size,
-                    message.topic,
+                    waited,
                 )
+        # Stopping: not acknowledged, so the broker redelivers it on the next connection.
+        self.metrics.count("dropped", "stopping")
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -239,6 +252,7 @@ class IngestWorker:
     def _process(self, batch: Sequence[Incoming], *, with_rules: bool) -> None:
         db, opener = self._db, self._opener
         assert db is not None and opener is not None
+        opener.load_devices(batch)
         outcomes = [opener.classify(m) for m in batch]
         accepted = [o for o in outcomes if isinstance(o, Accepted)]
         rejected = [o for o in outcomes if isinstance(o, Rejected)]

@@ -8,13 +8,13 @@ of the two counts is taken, never their sum. An event of type "blocked" is one a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from hub.model import StoredReport
 from hub.rules.wording import client_of
 from hub.store import Database
+from hub.store.reports import attempts_in_window
 
 MINUTE_MS = 60_000
 
@@ -61,42 +61,29 @@ def blocked_names(payload: Mapping[str, Any], category: str, limit: int = 3) -> 
     return names[:limit]
 
 
-def _same_client(report: StoredReport, payload: Mapping[str, Any]) -> bool:
-    mine = client_of(report)
-    if mine is None:
-        return True
-    theirs = payload.get("client")
-    return isinstance(theirs, dict) and theirs.get("ip") == mine.get("ip")
-
-
 def window_attempts(
     db: Database, report: StoredReport, category: str, minutes: int
 ) -> tuple[int, list[int]]:
     """Attempts in a category by this device (and DNS client) in the `minutes` up to this report,
-    judged by device time so spooled reports count where they happened; and the report ids."""
+    judged by device time so spooled reports count where they happened; and the report ids.
+
+    Reads the attempts table that ingest fills with each report (one indexed range scan), the
+    database being the truth shared by every hub process and surviving restarts."""
     total = blocked_attempts(report.payload).get(category, 0)
     ids = [report.id] if total else []
-    rows = db.execute(
-        "SELECT id, body FROM reports WHERE site = ? AND device = ? AND id <> ? "
-        "AND time_ms > ? AND time_ms <= ? AND body LIKE ? ORDER BY time_ms",
-        (
-            report.site,
-            report.device,
-            report.id,
-            report.time_ms - minutes * MINUTE_MS,
-            report.time_ms,
-            f'%"{category}"%',  # a cheap pre-filter; the JSON decides
-        ),
+    client = client_of(report)
+    ip = client.get("ip") if client is not None else None
+    rows = attempts_in_window(
+        db,
+        report.site,
+        report.device,
+        category.replace("\x00", ""),  # as ingest stored it (PostgreSQL text holds no NUL)
+        report.time_ms - minutes * MINUTE_MS,
+        report.time_ms,
+        client_ip=ip.replace("\x00", "") if isinstance(ip, str) else None,
+        exclude=report.id,
     )
-    for row_id, body in rows:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            continue
-        if not isinstance(payload, dict) or not _same_client(report, payload):
-            continue
-        n = blocked_attempts(payload).get(category, 0)
-        if n:
-            total += n
-            ids.append(int(row_id))
+    for row_id, n in rows:
+        total += n
+        ids.append(row_id)
     return total, ids

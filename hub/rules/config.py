@@ -92,6 +92,7 @@ class TamperRule:
 
     enabled: bool = True
     last_will_severity: int = 2
+    last_will_grace_minutes: int = 10  # a will followed by reports within this is no alert
     filter_disabled_severity: int = 4
     resolver_changed_severity: int = 4
     clock_skew_severity: int = 3
@@ -265,6 +266,9 @@ def _tamper(s: Section) -> TamperRule:
     rule = TamperRule(
         enabled=s.flag("enabled", True),
         last_will_severity=_severity(s, "last_will_severity", d.last_will_severity),
+        last_will_grace_minutes=int(
+            s.integer("last_will_grace_minutes", d.last_will_grace_minutes, lo=1, hi=24 * 60)
+        ),
         filter_disabled_severity=_severity(
             s, "filter_disabled_severity", d.filter_disabled_severity
         ),

@@ -25,6 +25,12 @@ from hub.store import Database
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 
+# A device heard less than this long ago (hub clock) has no silent_device alert to resolve: a
+# tick opens one only after at least 2 minutes of silence (the smallest sinkhole_minutes), in
+# any hub process. Skipping the lookup saves a query per report.
+HEARD_MEMO_MS = 30_000
+_HEARD_MEMO_SIZE = 100_000
+
 # The order findings are recorded in; every rule sees the same report independently.
 REPORT_RULES: tuple[
     tuple[str, Callable[[Database, RulesConfig, StoredReport], list[Finding]]], ...
@@ -43,6 +49,7 @@ class RuleEngine:
         self._rules = rules
         self._listener = listener
         self.failures: Counter[str] = Counter()  # rule name -> times it failed and was skipped
+        self._heard: dict[tuple[str, str], int] = {}  # (site, device) -> received_ms checked
 
     @property
     def rules(self) -> RulesConfig:
@@ -87,7 +94,13 @@ class RuleEngine:
         """Run the report rules over a stored report, inside the caller's transaction (never
         commits). Call after the report row is inserted."""
         rules = self._rules  # one snapshot for the whole report
-        silent.heard(db, report)
+        device = (report.site, report.device)
+        checked = self._heard.get(device)
+        if checked is None or not 0 <= report.received_ms - checked < HEARD_MEMO_MS:
+            silent.heard(db, report)
+            if len(self._heard) >= _HEARD_MEMO_SIZE:
+                self._heard.clear()
+            self._heard[device] = report.received_ms
         for name, check in REPORT_RULES:
             self._record(db, rules, self._safely(name, check, db, rules, report))
 
@@ -103,10 +116,13 @@ class RuleEngine:
         self._record(db, rules, findings)
 
     def tick(self, db: Database, now_ms: int) -> None:
-        """Periodic checks (~30 s): silent devices and stale policies. Commits its own
-        transaction, so call it outside any other."""
+        """Periodic checks (~30 s): silent devices, stale policies and last wills whose grace
+        period is over. Commits its own transaction, so call it outside any other."""
         rules = self._rules
+        self._heard.clear()  # this tick may open silent_device alerts
         with db.transaction():
             self._record(db, rules, self._safely(silent.RULE, silent.tick, db, rules, now_ms))
             findings = self._safely("policy_stale", tamper.stale_policies, db, rules, now_ms)
+            self._record(db, rules, findings)
+            findings = self._safely("last_will", tamper.last_wills, db, rules, now_ms)
             self._record(db, rules, findings)

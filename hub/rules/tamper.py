@@ -4,11 +4,16 @@ laptop's resolver changed, a device clock more than a few minutes out, or a poli
 Clock skew is judged on heartbeats only: summaries and events may be spooled for days and are
 legitimately old, while a heartbeat is sealed just before it is sent. A last will is sealed
 when the agent connects, so it is never judged for skew either.
+
+A last will is not an alert at once: a broker restart publishes the will of every connected
+agent, and they all reconnect a moment later. The will waits in the last_wills table; a tick
+raises the alert only if the device has not been heard since, once the grace period is over.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from agent.wire.header import Kind
@@ -17,6 +22,8 @@ from hub.model import StoredReport
 from hub.rules.config import RulesConfig
 from hub.rules.wording import device_label, plural
 from hub.store import Database
+
+log = logging.getLogger(__name__)
 
 RULE = "tamper"
 LAPTOPS = ("pupil-laptop", "staff-laptop")
@@ -57,15 +64,8 @@ def _heartbeat(
     t = rules.tamper
     p = report.payload
     found = []
-    if p.get("clean_stop") is False:
-        found.append(
-            (
-                t.last_will_severity,
-                "last_will",
-                f"{label}'s agent went offline without a clean stop "
-                "(a crash, a power cut, or someone stopping it).",
-            )
-        )
+    if p.get("clean_stop") is False and t.last_will_severity > 0:
+        note_last_will(db, report)
     if p.get("filter_active") is False:
         found.append(
             (t.filter_disabled_severity, "filter_disabled", f"{label} says its filter is off.")
@@ -180,4 +180,64 @@ def stale_policies(db: Database, rules: RulesConfig, now_ms: int) -> list[Findin
     ):
         if (site, device) not in stale:
             resolve(db, int(alert_id), now_ms, "the device now reports the current policy")
+    return findings
+
+
+def note_last_will(db: Database, report: StoredReport) -> None:
+    """Keep a device's last will (its latest) until last_wills() judges it."""
+    db.execute(
+        "INSERT INTO last_wills (site, device, report_id, received_ms) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (site, device) DO UPDATE SET report_id = excluded.report_id, "
+        "received_ms = excluded.received_ms",
+        (report.site, report.device, report.id, report.received_ms),
+    )
+
+
+def last_wills(db: Database, rules: RulesConfig, now_ms: int) -> list[Finding]:
+    """Findings for last wills older than the grace period from devices silent since.
+
+    Each will is claimed with a DELETE ... RETURNING, so that of several hub processes ticking
+    at once only one judges it. A device that sent anything stored after its will (a later
+    report id) reconnected: no alert."""
+    t = rules.tamper
+    rows = db.execute(
+        "SELECT w.site, w.device, w.report_id, w.received_ms, d.class, d.grp, d.revoked_ms FROM last_wills w LEFT JOIN devices d ON d.site = w.site "
+        "AND d.device = w.device WHERE w.received_ms <= ?",
+        (now_ms - t.last_will_grace_minutes * MINUTE_MS,),
+    )
+    findings = []
+    for site, device, report_id, will_ms, device_class, group, revoked_ms in rows:
+        claimed = db.execute(
+            "DELETE FROM last_wills WHERE site = ? AND device = ? AND report_id = ? "
+            "RETURNING report_id",
+            (site, device, report_id),
+        )
+        if not claimed or device_class is None or revoked_ms is not None:
+            continue
+        if not t.enabled or t.last_will_severity == 0:
+            continue
+        heard = db.execute(
+            "SELECT 1 FROM reports WHERE site = ? AND device = ? AND id > ? LIMIT 1",
+            (site, device, report_id),
+        )
+        if heard:
+            log.info("last will of %s/%s followed by reports: no alert", site, device)
+            continue
+        label = device_label(site, device, device_class)
+        silent_for = plural((now_ms - int(will_ms)) // MINUTE_MS, "minute", "minutes")
+        findings.append(
+            Finding(
+                rule=RULE,
+                severity=t.last_will_severity,
+                site=site,
+                device=device,
+                device_class=device_class,
+                group=group,
+                key="last_will",
+                summary=f"{label}'s agent went offline without a clean stop (a crash, a power "
+                f"cut, or someone stopping it) and has not been heard from for {silent_for}.",
+                at_ms=now_ms,
+                evidence=(int(report_id),),
+            )
+        )
     return findings

@@ -74,6 +74,28 @@ def get_device(db: Database, site: str, device: str) -> DeviceInfo | None:
     return _info(rows[0]) if rows else None
 
 
+def get_devices(
+    db: Database, keys: Iterable[tuple[str, str]], chunk: int = 400
+) -> dict[tuple[str, str], DeviceInfo]:
+    """Several devices in one query per `chunk` of them (ingest loads a batch's devices at once);
+    ids that were never enrolled are absent."""
+    wanted = sorted(set(keys))
+    found: dict[tuple[str, str], DeviceInfo] = {}
+    for start in range(0, len(wanted), chunk):
+        by_site: dict[str, list[str]] = {}
+        for site, device in wanted[start : start + chunk]:
+            by_site.setdefault(site, []).append(device)
+        where = " OR ".join(
+            f"(site = ? AND device IN ({', '.join('?' * len(devices))}))"
+            for devices in by_site.values()
+        )
+        params = [p for site, devices in by_site.items() for p in (site, *devices)]
+        for row in db.execute(f"SELECT {_COLUMNS} FROM devices WHERE {where}", params):
+            info = _info(row)
+            found[(info.site, info.device)] = info
+    return found
+
+
 def list_devices(db: Database, site: str | None = None) -> list[DeviceInfo]:
     """Every device (of one site, or of all), ordered by site and id."""
     if site is None:
@@ -104,11 +126,13 @@ def revoke_device(db: Database, site: str, device: str, now_ms: int) -> bool:
 
 
 def record_seen(db: Database, seen: Iterable[tuple[str, str, int, int]]) -> None:
-    """Update last_seen_ms and last_seq for (site, device, seen_ms, seq); seq never goes down."""
-    rows = [(seen_ms, seq, seq, site, device) for site, device, seen_ms, seq in seen]
+    """Update last_seen_ms and last_seq for (site, device, seen_ms, seq); neither goes down
+    (two hub processes may commit batches out of order)."""
+    rows = [(seen_ms, seen_ms, seq, seq, site, device) for site, device, seen_ms, seq in seen]
     if rows:
         db.executemany(
-            "UPDATE devices SET last_seen_ms = ?, "
+            "UPDATE devices SET last_seen_ms = "
+            "CASE WHEN last_seen_ms IS NULL OR last_seen_ms < ? THEN ? ELSE last_seen_ms END, "
             "last_seq = CASE WHEN last_seq < ? THEN ? ELSE last_seq END "
             "WHERE site = ? AND device = ?",
             rows,

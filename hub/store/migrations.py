@@ -62,6 +62,19 @@ MIGRATIONS: list[list[str]] = [
             category TEXT NOT NULL,
             count INTEGER NOT NULL)""",
         "CREATE INDEX blocked_report ON blocked (report_id)",
+        # Blocked attempts per report and category (the larger of a summary's `blocked` and
+        # `categories` counts), so a rule's sliding window is one indexed range scan instead of
+        # re-reading every report body in the window.
+        """CREATE TABLE attempts (
+            report_id BIGINT NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            client_ip TEXT,
+            category TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            time_ms BIGINT NOT NULL)""",
+        "CREATE INDEX attempts_window ON attempts (site, device, category, time_ms)",
+        "CREATE INDEX attempts_report ON attempts (report_id)",
         """CREATE TABLE alerts (
             id {id},
             rule TEXT NOT NULL,
@@ -82,6 +95,8 @@ MIGRATIONS: list[list[str]] = [
             WHERE status = 'open'""",
         # Rules look up a key's latest alert in any status (cooldown, acknowledged conditions).
         "CREATE INDEX alerts_key ON alerts (site, device, rule, dedup_key)",
+        # Ticks list a rule's open and acknowledged alerts (silent devices, stale policies).
+        "CREATE INDEX alerts_rule ON alerts (rule, status)",
         """CREATE TABLE alert_actions (
             id {id},
             alert_id BIGINT NOT NULL,
@@ -99,6 +114,18 @@ MIGRATIONS: list[list[str]] = [
             device TEXT,
             size INTEGER NOT NULL,
             detail TEXT)""",
+        # The security rule counts recent refusals on every refusal: without these a flood of
+        # forged envelopes would make each check a scan of the whole table.
+        "CREATE INDEX rejections_at ON rejections (at_ms)",
+        "CREATE INDEX rejections_device ON rejections (site, device, at_ms)",
+        # Agents' last wills (heartbeats with clean_stop false) waiting out their grace period:
+        # a broker restart publishes every connected agent's will, and the agents reconnect.
+        """CREATE TABLE last_wills (
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            report_id BIGINT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            PRIMARY KEY (site, device))""",
         """CREATE TABLE policies (
             id {id},
             site TEXT NOT NULL,

@@ -1,4 +1,5 @@
-"""The reports and blocked tables: one row per accepted envelope, one per blocked name.
+"""The reports, blocked and attempts tables: one row per accepted envelope, one per blocked
+name, one per blocked category (the count the rules' sliding windows add up).
 
 Inserts are multi-row and idempotent: (site, device, seq) is UNIQUE, so a redelivered envelope
 inserts nothing and the caller learns which rows were new.
@@ -41,6 +42,7 @@ class NewReport:
     client_user: str | None
     body: str
     blocked: tuple[BlockedEntry, ...] = ()
+    attempts: tuple[tuple[str, int], ...] = ()  # (category, blocked attempts), for the rules
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -81,7 +83,43 @@ def insert_reports(db: Database, reports: Sequence[NewReport]) -> dict[tuple[str
         db.executemany(
             "INSERT INTO blocked (report_id, name, category, count) VALUES (?, ?, ?, ?)", blocked
         )
+    attempts = [
+        (ids[r.key], r.site, r.device, r.client_ip, category, count, r.time_ms)
+        for r in reports
+        if r.key in ids
+        for category, count in r.attempts
+    ]
+    if attempts:
+        db.executemany(
+            "INSERT INTO attempts (report_id, site, device, client_ip, category, count, time_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            attempts,
+        )
     return ids
+
+
+def attempts_in_window(
+    db: Database,
+    site: str,
+    device: str,
+    category: str,
+    since_ms: int,
+    until_ms: int,
+    *,
+    client_ip: str | None = None,
+    exclude: int | None = None,
+) -> list[tuple[int, int]]:
+    """(report id, attempts) of a device's reports with time_ms in (since, until] that count
+    blocked attempts in a category, oldest first; only one DNS client's if `client_ip` is set."""
+    sql = (
+        "SELECT report_id, count FROM attempts WHERE site = ? AND device = ? AND category = ? "
+        "AND time_ms > ? AND time_ms <= ? AND report_id <> ?"
+    )
+    params: list[object] = [site, device, category, since_ms, until_ms, exclude or 0]
+    if client_ip is not None:
+        sql, params = sql + " AND client_ip = ?", [*params, client_ip]
+    rows = db.execute(sql + " ORDER BY time_ms, report_id", params)
+    return [(int(r[0]), int(r[1])) for r in rows]
 
 
 def stored_digest(db: Database, site: str, device: str, seq: int) -> bytes | None:

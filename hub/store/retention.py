@@ -1,7 +1,7 @@
 """Retention: how long reports and alerts are kept ([retention] in hub.toml), and the purge.
 
 Reports (summaries, events, heartbeats) go after summaries_days (default 90) with their blocked
-rows, judged by when the hub received them; rejection records go with them. Alerts and their
+and attempts rows, judged by when the hub received them; rejection records go with them. Alerts and their
 actions (and queued notifications) go after alerts_days (default 456, about 15 months), judged
 by the alert's last activity.
 """
@@ -62,6 +62,8 @@ def purge(db: Database, retention: Retention, now_ms: int, *, dry_run: bool = Fa
     alerts_cutoff = now_ms - retention.alerts_days * DAY_MS
     old_reports = "FROM reports WHERE received_ms < ?"
     old_blocked = "FROM blocked WHERE report_id IN (SELECT id FROM reports WHERE received_ms < ?)"
+    old_attempts = "FROM attempts WHERE report_id IN (SELECT id FROM reports WHERE received_ms < ?)"
+    old_wills = "FROM last_wills WHERE received_ms < ?"
     old_rejections = "FROM rejections WHERE at_ms < ?"
     old_alerts = "FROM alerts WHERE last_seen_ms < ?"
     old_actions = (
@@ -83,6 +85,8 @@ def purge(db: Database, retention: Retention, now_ms: int, *, dry_run: bool = Fa
             # Children before parents: the sub-selects still find the parents.
             for sql, cutoff in (
                 (old_blocked, reports_cutoff),
+                (old_attempts, reports_cutoff),  # derived from reports, so not counted apart
+                (old_wills, reports_cutoff),
                 (old_reports, reports_cutoff),
                 (old_rejections, reports_cutoff),
                 (old_actions, alerts_cutoff),

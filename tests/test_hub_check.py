@@ -1,0 +1,80 @@
+"""`hedgerow-hub check`: every section serve reads is validated, and every problem is named
+(section, key, value and rule), so the command is fit for systemd's ExecStartPre=."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+from hub.datadir import init_data_dir
+
+SITE = "cape-primary"
+
+BROKEN: list[tuple[str, str, str]] = [
+    # (name, text appended to a valid hub.toml, what the message must name)
+    ("rules", "[rules]\ncooldown_minutes = -1\n", "[rules] cooldown_minutes = -1"),
+    ("rules table", "[rules.tamper]\nlast_will_grace = 5\n", "[rules.tamper] last_will_grace"),
+    (
+        "rules category",
+        "[rules.blocked_content.categories]\ngambling = 9\n",
+        "gambling",
+    ),
+    ("notify", '[notify]\nfrom = "nobody"\n', "[notify] from = 'nobody'"),
+    (
+        "contacts",
+        '[contacts.dsl]\nwebhook = "http://example.com/hook"\n',
+        "[contacts.dsl] webhook = 'http://example.com/hook'",
+    ),
+    ("policy", "[policy]\nsummary_interval_s = 5\n", "[policy] summary_interval_s = 5"),
+    ("retention", "[retention]\nsummaries_days = 0\n", "[retention] summaries_days = 0"),
+    ("metrics", '[metrics]\nlisten = "nowhere"\n', "[metrics] listen = 'nowhere'"),
+    ("enroll", "[enroll]\nrate_per_minute = 0\n", "[enroll] rate_per_minute = 0"),
+]
+
+
+def make_config(tmp_path: Path, extra: str = "") -> Path:
+    config = init_data_dir(tmp_path / "hub", SITE)
+    with open(config, "a", encoding="utf-8") as handle:
+        handle.write("\n" + extra)
+    return config
+
+
+def test_a_valid_configuration_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(tmp_path)
+    assert main(["check", "--config", str(config)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "text", "needle"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_broken_section_fails_naming_section_key_and_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, needle: str
+) -> None:
+    config = make_config(tmp_path, text)
+    assert main(["check", "--config", str(config)]) == 1
+    assert needle in capsys.readouterr().err
+
+
+def test_a_broken_site_policy_file_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(tmp_path)
+    policy = config.parent / "policy"
+    policy.mkdir()
+    (policy / f"{SITE}.toml").write_text('[policy]\ndefault_group = "nobody"\n')
+    assert main(["check", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{SITE}.toml" in err
+    assert "[policy] default_group = 'nobody'" in err
+
+
+def test_every_problem_is_reported_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(tmp_path, BROKEN[0][1] + BROKEN[5][1] + BROKEN[6][1])
+    assert main(["check", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    for _, _, needle in (BROKEN[0], BROKEN[5], BROKEN[6]):
+        assert needle in err
+    assert "3 problem(s)" in err
