@@ -215,3 +215,49 @@ def test_unusual_packets_go_to_the_full_path(setup: Setup) -> None:
     badvers = badvers[:-5] + b"\x01" + badvers[-4:]  # EDNS version 1
     for data in (compressed, chaos, badvers, good[:11], good + b"x", good[:-1]):
         assert chain.resolve_fast(data, "127.0.1.5") is False
+
+
+# Label bytes: letters in both cases, digits, what the fast path accepts besides, and bytes it
+# must hand to the full parser (a dot inside a label, a space, a control byte, a non-ASCII one).
+LABEL_BYTES = b"aBcsinoxmpleZ019-_*/. \x05\xe9"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    labels=st.lists(
+        st.binary(min_size=1, max_size=8).map(
+            lambda raw: bytes(LABEL_BYTES[b % len(LABEL_BYTES)] for b in raw)
+        ),
+        max_size=4,
+    ),
+    tail=st.sampled_from([b"", b"\x07example", b"\x06casino\x07example"]),
+    qtype=st.sampled_from(QTYPES),
+)
+def test_any_label_bytes_answer_like_the_full_chain(
+    setup: Setup, labels: list[bytes], tail: bytes, qtype: int
+) -> None:
+    # Every byte a label may hold: the fast path answers exactly as the full chain, or declines.
+    name = b"".join(bytes([len(label)]) + label for label in labels) + tail
+    data = struct.pack("!6H", 9, 0x0100, 1, 0, 0, 0) + name + b"\x00" + struct.pack("!HH", qtype, 1)
+    setup.cache_clock.now = 1000.0
+    chain = setup.chain()
+    for _ in range(2):  # the second time comes from the name memo
+        fast = chain.resolve_fast(data, "127.0.1.5")
+        if not isinstance(fast, tuple):
+            continue
+        full = full_answer(chain, data, "127.0.1.5")
+        assert full is not None
+        assert fast[0] == full.wire and fast[1] == full.verdict
+        assert fast[2] == packet.parse_query(data).qname
+
+
+def test_a_full_cache_evicts_the_oldest_in_batches() -> None:
+    from agent.dns.cache import EVICT_FRACTION
+
+    cache = AnswerCache(EVICT_FRACTION * 4, 86400, clock=lambda: 0.0)
+    stored = _stored("cached.example", packet.A)
+    for i in range(EVICT_FRACTION * 4 + 1):
+        cache.put((f"n{i}.example", 1, 1, False), stored)
+    assert len(cache) == EVICT_FRACTION * 4 - 4 + 1  # a batch of four went, then one came
+    assert cache.get(("n0.example", 1, 1, False)) is None
+    assert cache.get(("n4.example", 1, 1, False)) is not None

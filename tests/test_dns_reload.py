@@ -86,3 +86,44 @@ def test_sighup_under_load_loses_no_query(tmp_path: Path) -> None:
             stop_process(proc)
             if proc.stderr is not None:
                 proc.stderr.close()
+
+
+def test_sighup_builds_the_new_lists_in_a_child_process(tmp_path: Path) -> None:
+    # The serving process only loads the compiled index the child wrote: the log says so, and
+    # a name added to a list before the SIGHUP is blocked after it.
+    with FakeUpstream() as upstream:
+        port = free_dns_port()
+        path = write_config(tmp_path, [upstream.address], port)
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stderr is not None
+            while b"ready" not in (line := proc.stderr.readline()):
+                assert line, "server exited before it was ready"
+            assert _first_address(port, "added.example") == "192.0.2.1"
+            with open(tmp_path / "lists" / "gambling.txt", "a") as handle:
+                handle.write("added.example\n")
+            proc.send_signal(signal.SIGHUP)
+            seen = []
+            while b"reloaded" not in (line := proc.stderr.readline()):
+                assert line, "server exited during the reload"
+                seen.append(line)
+            assert any(b"compiled by a child process" in line for line in seen), seen
+            assert any(b"loaded from the compiled index" in line for line in seen), seen
+            assert _first_address(port, "added.example") == "0.0.0.0"
+        finally:
+            stop_process(proc)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+def _first_address(port: int, name: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.1.9", 0))
+        sock.settimeout(5)
+        sock.sendto(dnslib.DNSRecord.question(name).pack(), ("127.0.0.1", port))
+        reply = dnslib.DNSRecord.parse(sock.recv(65535))
+        return str(reply.rr[0].rdata) if reply.rr else "-"

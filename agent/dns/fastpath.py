@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from agent.dns import packet
-from agent.dns.cache import AnswerCache, CacheKey, Entry
+from agent.dns.cache import AnswerCache, CacheKey, unpack_meta
 from agent.dns.groups import CategoryLookup, ClientTable, GroupPolicy
 from agent.dns.request import Link
 from agent.dns.resolvers.access import OUTSIDER, AccessLink
@@ -26,17 +25,21 @@ from agent.dns.resolvers.bypass import DDR_ZONE, NXDOMAIN_NAMES, BypassLink
 from agent.dns.resolvers.ratelimit import RateLimitLink, TokenBuckets
 from agent.dns.resolvers.safesearch import SafeSearchLink
 from agent.dns.resolvers.upstream import CacheLink, UpstreamLink
-from agent.dns.response import render
+from agent.dns.response import Stored, render
 from agent.dns.sinkhole import Sinkhole
-from agent.dns.templates import Template, cut, stand_in
+from agent.dns.templates import Template
 from agent.dns.verdict import Kind, Verdict
 
-NAME_MEMO = 16_384  # names seen recently (cleared when full)
-PARSED_MEMO = 16_384  # packets (less their ID) seen recently
+NAME_MEMO = (
+    16_384  # names seen recently (cleared when full; ~3 MB; below a working set it thrashes)
+)
+PARSED_MEMO = 4_096  # packets (less their ID) seen recently (~1 MB)
 BLOCKED_MEMO = 4_096  # blocked templates per group, by hit mask and type kind
 CLIENT_MEMO = 65_536
+SHAPE_MEMO = 4_096  # templates of cached answers' shapes (rcode, flags, counts)
 # Label bytes the fast path accepts (as packet.parse_query); others go to the full path.
-_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_*/")
+_PLAIN = b"abcdefghijklmnopqrstuvwxyz0123456789-_*/"
+_PLAIN_OR_DOT = _PLAIN + b"."
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _OPT_TYPE = b"\x00\x29"
 
@@ -47,14 +50,11 @@ FastAnswer = tuple[bytes, Verdict, str | None, int]
 Parsed = tuple[int, int, int, int, int, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class NameInfo:
-    """What the policy needs to know about one (lower-cased) name, learned once."""
-
-    qname: str
-    mask: int  # categories listing it (CategoryIndex.lookup)
-    allowed: tuple[str | None, ...] | None  # per group: the allow entry covering it
-    special: bool  # a SafeSearch, bypass or beacon name: the full chain answers it
+# What the policy needs to know about one (lower-cased) name, learned once: its text, the
+# categories listing it (CategoryIndex.lookup), per group the allow entry covering it (None if
+# no group allows it), and whether the full chain answers it (SafeSearch, bypass, beacon). A
+# plain tuple: it is made for every new name, and a dataclass costs ~100x more to build.
+NameInfo = tuple[str, int, tuple[str | None, ...] | None, bool]
 
 
 class GroupFast:
@@ -111,6 +111,7 @@ class FastPath:
         self._outsider = GroupFast(None, -1)
         self._refused = Template(lambda q: packet.error(q, packet.REFUSED), packet.A)
         self._names: dict[bytes, NameInfo] = {}
+        self._shapes: dict[int, Template] = {}
         self._parsed: dict[bytes, Parsed] = {}
         self._clients: dict[str, GroupFast] = {}
         self._table: ClientTable | None = None
@@ -122,15 +123,18 @@ class FastPath:
         self._sinkhole: Sinkhole | None = None
         self._sources: dict[str, str] = {}
         self._statutory = 0
-        self._allow = False
+        self._allowing = False
         self._cache: AnswerCache | None = None
         self._special_names: set[str] = set()
         self._special_zones: list[str] = []
         for link in links:
             self._compile(link)
+        # A zone and everything under it: "zone" itself, or a name ending in ".zone".
+        self._special_names.update(self._special_zones)
+        self._special_suffixes = tuple("." + zone for zone in self._special_zones)
         if self._table is None or self._cache is None or self._index is None:
             raise TypeError("the chain needs access, list and cache links to be compiled")
-        self._cache_entry: Callable[[CacheKey], tuple[Entry, int] | None] = self._cache.entry
+        self._cache_entry: Callable[[CacheKey], tuple[int, bytes] | None] = self._cache.entry
 
     def _compile(self, link: Link) -> None:
         """Take from each link what its fast form needs (in chain order)."""
@@ -145,7 +149,7 @@ class FastPath:
             self._index, self._sinkhole = link.index, link.sinkhole
             self._sources, self._statutory = link.sources, link.mask
         elif isinstance(link, AllowLink):
-            self._allow = True
+            self._allowing = any(g.policy is not None and g.policy.allow for g in self._groups)
         elif isinstance(link, CategoryLink):
             self._index, self._sinkhole, self._sources = link.index, link.sinkhole, link.sources
         elif isinstance(link, SafeSearchLink):
@@ -165,14 +169,15 @@ class FastPath:
     def resolve(self, data: bytes, client: str) -> FastAnswer | bool:
         """Answer a UDP query from `client` if it is a common case; see FastAnswer."""
         # Everything but the ID decides how a packet parses: repeats skip the parsing.
-        parsed = self._parsed.get(data[2:])
+        rest = data[2:]
+        parsed = self._parsed.get(rest)
         if parsed is None:
             parsed = _parse(data)
             if parsed is None:
                 return False
             if len(self._parsed) >= PARSED_MEMO:
                 self._parsed.clear()
-            self._parsed[data[2:]] = parsed
+            self._parsed[rest] = parsed
         qend, variant, qtype, edns, limit, key = parsed
         # 1. Access (and the group), 1b. rate limit (TokenBuckets.allow, inlined).
         group = self._clients.get(client)
@@ -202,11 +207,11 @@ class FastPath:
             info = self._learn(key)
             if info is None:
                 return True
-        mask = info.mask
+        qname, mask, allowed, special = info
         if mask:
             # 2. Statutory lists, 3. the group's allowlist, 4. the group's categories.
             hit = mask & self._statutory
-            if not hit and (info.allowed is None or info.allowed[group.pos] is None):
+            if not hit and (allowed is None or allowed[group.pos] is None):
                 always = group.always
                 if always < 0:
                     assert group.policy is not None
@@ -219,27 +224,29 @@ class FastPath:
                     found = self._blocked_template(group, hit, kind)
                 heads, tails, verdict = found
                 wire = b"".join((data[:2], heads[variant], data[12:qend], tails[variant]))
-                return wire, verdict, info.qname, qtype
+                return wire, verdict, qname, qtype
         # 5-7. SafeSearch, bypass and beacon names are the full chain's.
-        if info.special:
+        if special:
             return True
         if group.ech is not None and (qtype == packet.HTTPS or qtype == packet.SVCB):
             template, verdict = group.ech
-            return template.reply(data, qend, variant), verdict, info.qname, qtype
+            return template.reply(data, qend, variant), verdict, qname, qtype
         # 8. The cache; a miss goes to the full chain for the upstream.
-        found_entry = self._cache_entry((info.qname, qtype, packet.CLASS_IN, edns == 2))
-        if found_entry is None:
+        cached = self._cache_entry((qname, qtype, packet.CLASS_IN, edns == 2))
+        if cached is None:
             return True
-        entry, age = found_entry
-        memo = age << 5 | variant
-        if entry.memo != memo:
-            _render(entry, age, variant, memo)
-        wire = b"".join((data[:2], entry.head, data[12:qend], entry.tail))
+        shape_meta, records = cached
+        shape = self._shapes.get(shape_meta)
+        if shape is None:
+            shape = self._shape_template(shape_meta)
+        wire = b"".join(
+            (data[:2], shape.heads[variant], data[12:qend], records, shape.tails[variant])
+        )
         if len(wire) > 512 and (not edns or len(wire) > max(512, min(limit, self._max_udp))):
             return True  # too big for this client: the full path sends TC
-        allowed = info.allowed[group.pos] if info.allowed is not None else None
-        verdict = group.cached if allowed is None else group.cached_allowed(allowed)
-        return wire, verdict, info.qname, qtype
+        entry_name = allowed[group.pos] if allowed is not None else None
+        verdict = group.cached if entry_name is None else group.cached_allowed(entry_name)
+        return wire, verdict, qname, qtype
 
     def _classify(self, client: str) -> GroupFast:
         assert self._table is not None
@@ -251,31 +258,44 @@ class FastPath:
         return group
 
     def _learn(self, key: bytes) -> NameInfo | None:
-        """Look a new name up once: its text, categories, allow entries, special handling."""
-        labels = []
-        pos = 0
-        while pos < len(key):
-            label = key[pos + 1 : pos + 1 + key[pos]]
-            if not _PLAIN.issuperset(label):
-                return None
-            labels.append(label.decode("ascii"))
-            pos += key[pos] + 1
-        qname = ".".join(labels)
+        """Look a new name up once: its text, categories, allow entries, special handling.
+        None: a byte the fast path does not take (the full path's parser decides)."""
+        # The wire name with each length byte replaced by a dot is the dotted name after its
+        # first byte; a label holding a dot itself shows up as one dot too many.
+        dotted = bytearray(key)
+        pos = labels = 0
+        end = len(key)
+        while pos < end:
+            step = key[pos]
+            dotted[pos] = 46  # "."
+            pos += step + 1
+            labels += 1
+        if dotted.translate(None, _PLAIN_OR_DOT) or dotted.count(46) != labels:
+            return None
+        qname = dotted[1:].decode("ascii")
         assert self._index is not None
         mask = self._index.lookup(qname)
         allowed: tuple[str | None, ...] | None = None
-        if self._allow:
+        if self._allowing:
             allowed = tuple(g.policy.allowed_by(qname) if g.policy else None for g in self._groups)
             if not any(allowed):
                 allowed = None
-        special = qname in self._special_names or any(
-            qname == zone or qname.endswith("." + zone) for zone in self._special_zones
-        )
-        info = NameInfo(qname, mask, allowed, special)
+        special = qname in self._special_names or qname.endswith(self._special_suffixes)
+        info = (qname, mask, allowed, special)
         if len(self._names) >= NAME_MEMO:
             self._names.clear()
         self._names[key] = info
         return info
+
+    def _shape_template(self, meta: int) -> Template:
+        """The replies of a cached answer's shape (cache.pack_meta) with no records: render()
+        of that shape with the records spliced in before the OPT is the reply, byte for byte."""
+        rcode, aa, ad, counts = unpack_meta(meta)
+        empty = Stored(rcode, aa, ad, False, counts, b"", (), 0)
+        template = Template(lambda q: render(empty, q), packet.A)
+        if len(self._shapes) < SHAPE_MEMO:
+            self._shapes[meta] = template
+        return template
 
     def _blocked_template(
         self, group: GroupFast, hit: int, kind: int
@@ -335,10 +355,3 @@ def _parse(data: bytes) -> Parsed | None:
     variant = edns << 3 | (data[2] & 1) << 2 | (data[3] & 0x30) >> 4
     qtype = data[off + 1] << 8 | data[off + 2]
     return qend, variant, qtype, edns, limit, data[12:off].lower()
-
-
-def _render(entry: Entry, age: int, variant: int, memo: int) -> None:
-    """Render a cached answer for one age and variant (once per second per entry)."""
-    # The stand-in's type does not matter: render() echoes the question and copies records.
-    entry.head, entry.tail = cut(render(entry.stored, stand_in(variant, packet.A), age))
-    entry.memo = memo

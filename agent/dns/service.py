@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent.dns import prebuild
 from agent.dns.cache import AnswerCache
 from agent.dns.catalog import load_index
 from agent.dns.chain import Chain, build_chain
@@ -142,10 +143,14 @@ class Service:
         gc.freeze()
 
     async def reload(self) -> bool:
-        """Re-read config and lists off the event loop; swap only if everything loaded."""
+        """Re-read config and lists off the event loop (the lists parsed in a child process
+        when the hash seed is pinned: agent/dns/prebuild.py); swap only if everything loaded."""
         assert self._reloading is not None and self.server is not None and self.loaded
         async with self._reloading:
             loop = asyncio.get_running_loop()
+            if prebuild.usable(self.loaded.config.server.list_cache_dir):
+                # Parse and build in a child: the load below then reads its compiled index.
+                await prebuild.prebuild(self.path)
             try:
                 loaded = await loop.run_in_executor(None, load_all, self.path, self.list_clock)
             except HedgerowError as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.dns.config.model import (
+    DEFAULT_CACHE_ENTRIES,
     BeaconConfig,
     CacheConfig,
     DnsConfig,
@@ -129,7 +130,7 @@ def _upstream_config(sec: Section) -> UpstreamConfig:
 
 def _cache(sec: Section) -> CacheConfig:
     config = CacheConfig(
-        max_entries=sec.integer("max_entries", 100_000, 0, 100_000_000),
+        max_entries=sec.integer("max_entries", DEFAULT_CACHE_ENTRIES, 0, 100_000_000),
         max_ttl_s=sec.integer("max_ttl_s", 86_400, 0, 604_800),
     )
     sec.done()
