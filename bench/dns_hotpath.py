@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dns_hotpath.py [--queries 200000] [--repeat 5] [--domains 100000]
     .venv/bin/python bench/dns_hotpath.py --dnsperf [--seconds 5]
-    .venv/bin/python bench/dns_hotpath.py --rss --domains 1000000 [--runs 2]
+    .venv/bin/python bench/dns_hotpath.py --rss --domains 1000000 [--runs 2] [--school]
 
 In-process: the real server's UDP protocol handles prepared packets one after another; its
 transport only counts what would be sent, so the figure is the Python cost of one answer with
@@ -13,6 +13,9 @@ name once (no memo helps); cached-10k cycles through 10,000 cached names.
 
 --rss: memory (VmRSS, VmHWM) and time from process start to the first correct answer of
 `hedgerow-dns serve`, once cold (no cache) and --runs times warm (compiled index on disk).
+With --school the config also has what a school runs: [report] (to a loopback port where no
+broker listens, so it spools), [beacon] with an identity holding a beacon key, and
+[server] metrics; without it none of them, so their libraries are never imported.
 
 --dnsperf: real `dnsperf` against `hedgerow-dns serve` and against a bare uvloop server (same
 hand-parse, fixed answers) started by this script, three mixes, QPS ratio.
@@ -349,6 +352,8 @@ def memory(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         path = write_config(Path(tmp), args.domains, port, _free_port())
+        if args.school:
+            _add_school_sections(path, Path(tmp) / "identity")
         seed_file = Path(tmp) / "cache" / "hashseed"
         runs = [("cold", False)] + [("warm", False), ("warm, seed in env", True)] * args.runs
         for label, seeded in runs:
@@ -360,6 +365,32 @@ def memory(args: argparse.Namespace) -> None:
                 f"{args.domains:,} domains, {label}: first answer "
                 f"{first:.2f} s, VmRSS {rss:.1f} MB, VmHWM {hwm:.1f} MB"
             )
+
+
+def _add_school_sections(path: Path, identity_dir: Path) -> None:
+    """[report], [beacon] and [server] metrics, with an identity as enrolment would write."""
+    from agent.identity import Identity, MqttCredentials
+    from agent.wire import OpeningKey, SigningKey
+
+    Identity(
+        site="bench-site",
+        device="bench-dns",
+        device_class="sinkhole",
+        group="pupils",
+        key=SigningKey.generate(),
+        hub_key=OpeningKey.generate().public_key,
+        hub_verify_keys=(SigningKey.generate().verify_key,),
+        mqtt=MqttCredentials("mqtt://127.0.0.1:1", "bench-dns", "secret"),
+        beacon_key=SigningKey.generate(),
+    ).save(identity_dir)
+    text = path.read_text().replace(
+        "[upstream]", f'metrics = "127.0.0.1:{_free_port()}"\n\n[upstream]', 1
+    )
+    text += (
+        f'\n[report]\nhub = "mqtt://127.0.0.1:1"\nidentity = "{identity_dir}"\n'
+        f'\n[beacon]\nsite = "bench-site"\n'
+    )
+    path.write_text(text)
 
 
 def _start_once(
@@ -403,6 +434,7 @@ def main() -> None:
     parser.add_argument("--dnsperf", action="store_true")
     parser.add_argument("--rss", action="store_true", help="memory and first answer")
     parser.add_argument("--runs", type=int, default=2, help="warm starts after the cold one")
+    parser.add_argument("--school", action="store_true", help="--rss with report/beacon/metrics")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

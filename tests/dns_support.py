@@ -81,12 +81,21 @@ class FakeUpstream:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> FakeUpstream:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((self.host, 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((self.host, self.port))
+        # The UDP port must also be free for TCP; another process may hold it: try another.
+        for _ in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind((self.host, 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((self.host, self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+        else:
+            raise RuntimeError("no port free for both UDP and TCP")
         self.tcp.listen(16)
         for target in (self._serve_udp, self._serve_tcp):
             thread = threading.Thread(target=target, daemon=True)

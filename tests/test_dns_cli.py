@@ -162,3 +162,60 @@ def test_serve_sighup_reload_and_sigterm(tmp_path: Path) -> None:
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+
+
+_IMPORTS_OF_SERVE = """
+import asyncio, sys
+from pathlib import Path
+from agent.dns.cli import build_parser
+from agent.dns.commands.serve import reporter_for
+from agent.dns.config import load_config
+from agent.dns.service import Service
+
+path = Path(sys.argv[1])
+build_parser(["serve", "--config", str(path)])
+
+
+async def main() -> None:
+    assert reporter_for(load_config(path).report) is None
+    service = Service(path)
+    await service.start()
+    await service.stop()
+
+
+asyncio.run(main())
+heavy = ("cryptography", "paho", "prometheus_client", "dnslib", "agent.report", "agent.wire",
+         "agent.beacon", "agent.enroll", "agent.identity", "urllib.request")
+print(" ".join(sorted(m for m in sys.modules if m.startswith(heavy))))
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("", set()),
+        # prometheus_client's exposition module imports urllib.request itself
+        ('[server]\nmetrics = "127.0.0.1:{port}"\n', {"prometheus_client", "urllib"}),
+    ],
+)
+def test_serve_imports_only_the_libraries_its_config_uses(
+    tmp_path: Path, extra: str, expected: set[str]
+) -> None:
+    # Memory: a filter without [report], [beacon] or metrics carries none of their libraries
+    # (docs/dns.md "Memory: what is imported when").
+    with FakeUpstream() as upstream:
+        path = write_config(tmp_path, [upstream.address], free_dns_port())
+        if extra:  # metrics goes in the existing [server] table
+            text = path.read_text()
+            line = extra.splitlines()[1].format(port=free_dns_port())
+            path.write_text(text.replace("[server]\n", f"[server]\n{line}\n", 1))
+        done = subprocess.run(
+            [sys.executable, "-c", _IMPORTS_OF_SERVE, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        top = {name.split(".")[0] for name in done.stdout.split()}
+        assert top == expected, done.stdout

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from agent.dns.lists import CategoryIndex, ListRefresher, ListSpec
 from agent.dns.lists.hashseed import ENV, installation_seed, pinned
+from agent.dns.lists.model import StaleIndex
 from agent.dns.lists.snapshot import FILE
 from tests.dns_support import FakeUpstream, ask, free_dns_port, write_config
 from tests.services import stop_process
@@ -95,6 +96,21 @@ def test_a_changed_list_is_rebuilt_not_served_stale(
     assert index.lookup("casino.example") == 0 and index.lookup("other.example") == 1
     index, warm = _load(specs, tmp_path / "cache", caplog)  # and the new build is compiled
     assert warm and index.lookup("other.example") == 1
+
+
+def test_compiled_only_refuses_to_parse_a_changed_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a reload asks of the serving process (agent/dns/prebuild.py): the compiled index
+    # or StaleIndex, never a parse of its own.
+    specs = _specs(tmp_path, [[("casino.example", "||{}^")]])
+    _load(specs, tmp_path / "cache", caplog)
+    index, _ = ListRefresher(specs, tmp_path / "cache", compiled=True).load(compiled_only=True)
+    assert index.lookup("casino.example") == 1  # category bit 0
+    with open(specs[0].source, "a") as handle:
+        handle.write("||other.example^\n")
+    with pytest.raises(StaleIndex):
+        ListRefresher(specs, tmp_path / "cache", compiled=True).load(compiled_only=True)
 
 
 def test_a_copy_changed_behind_our_back_is_stale(

@@ -10,10 +10,11 @@ from agent.dns.lists import CategoryIndex, ListRefresher, ListStats
 
 
 def load_index(
-    config: DnsConfig, clock: Callable[[], float] = time.time
+    config: DnsConfig, clock: Callable[[], float] = time.time, *, compiled_only: bool = False
 ) -> tuple[ListRefresher, CategoryIndex, list[ListStats]]:
     """Parse every list and build the index; raises ListError (nothing half-loaded). The
-    refresher keeps the last good copies and refreshes lists when due."""
+    refresher keeps the last good copies and refreshes lists when due. `compiled_only`: load
+    the compiled index or raise StaleIndex, never parse."""
     refresher = ListRefresher(config.lists, config.server.list_cache_dir, clock=clock)
-    index, stats = refresher.load()
+    index, stats = refresher.load(compiled_only=compiled_only)
     return refresher, index, stats

@@ -4,6 +4,7 @@ query or passing it on (Blocky's server.createQueryResolver)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agent.dns import packet
 from agent.dns.config import DnsConfig
@@ -19,7 +20,9 @@ from agent.dns.resolvers.safesearch import SafeSearchLink
 from agent.dns.resolvers.upstream import CacheLink, Forwarder, UpstreamLink
 from agent.dns.sinkhole import Sinkhole
 from agent.dns.verdict import Answer, Kind, Verdict
-from agent.wire.signing import SigningKey
+
+if TYPE_CHECKING:
+    from agent.wire.signing import SigningKey
 
 
 class Chain:

@@ -1,4 +1,8 @@
-"""hedgerow-dns: the command line. Each command lives in agent/dns/commands/."""
+"""hedgerow-dns: the command line. Each command lives in agent/dns/commands/.
+
+The command modules import their implementation inside their cmd_ function, so that `serve`
+does not carry what only `enroll` or `explain` need (the process stays small: docs/dns.md).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from collections.abc import Sequence
 from agent.dns.commands import check, enroll, explain, selftest, serve
 from agent.errors import HedgerowError
 
-COMMAND_MODULES = [serve, check, explain, selftest, enroll]
+COMMAND_MODULES = [serve, check, explain, selftest]  # then enroll
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser for this command line (enroll's arguments only when it is chosen)."""
     parser = argparse.ArgumentParser(
         prog="hedgerow-dns",
         description="Hedgerow DNS filter: answers the school's DNS queries, blocking by group "
@@ -24,12 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
+    enroll.register(sub, arguments=_command_of(sys.argv[1:] if argv is None else argv) == "enroll")
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv (no top-level option takes a value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hedgerow-dns console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     # journald adds its own timestamps: one "level name: message" line per record.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -2,7 +2,9 @@
 
 Per-query counting is plain ints in dicts (a labelled prometheus Counter takes a lock and a
 label lookup per increment, several times the cost of answering a blocked query); a collector
-turns them into metric families when /metrics is scraped.
+turns them into metric families when /metrics is scraped. prometheus_client itself (about
+5 MB resident) is imported only when a registry is first needed: when [server] metrics is set,
+or when a test reads a value.
 """
 
 from __future__ import annotations
@@ -11,34 +13,50 @@ import logging
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any
 
 from agent.dns.config import Endpoint
 from agent.dns.verdict import Verdict
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 2.5)
 
 
-class _Callbacks(Collector):
+class _Callbacks:
     """Values read when scraped: answers by verdict, latency, cache, and sinks' counters."""
 
     def __init__(self) -> None:
         self.cache: Callable[[], tuple[int, int, int]] | None = None
         self.extra: list[Callable[[], dict[str, float]]] = []
         self.answers: dict[tuple[str, str, str], int] = {}
+        self.dropped: dict[str, int] = {}
+        self.upstream_errors: dict[tuple[str, str], int] = {}
         # counts per bucket, then +Inf, then the sum of all observations
         self.latency: list[float] = [0] * (len(LATENCY_BUCKETS) + 2)
 
     def collect(self) -> Iterator[Any]:
+        """Metric families from the current counts (called by the registry when scraped)."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        dropped = CounterMetricFamily(
+            "hedgerow_dns_dropped", "Packets dropped unanswered", labels=["reason"]
+        )
+        for reason, count in list(self.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        upstream = CounterMetricFamily(
+            "hedgerow_dns_upstream_errors", "Failed upstream attempts", labels=["server", "reason"]
+        )
+        for key, count in list(self.upstream_errors.items()):
+            upstream.add_metric(list(key), count)
+        yield upstream
         queries = CounterMetricFamily(
             "hedgerow_dns_queries",
             "Answered queries by verdict, category and group",
@@ -74,26 +92,27 @@ class _Callbacks(Collector):
 
 
 class Metrics:
-    """Counters and a latency histogram in a registry of their own (one per server)."""
+    """Counters and a latency histogram; a registry of their own (one per server) is made
+    when first needed."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self._dropped = Counter(
-            "hedgerow_dns_dropped", "Packets dropped unanswered", ["reason"], registry=self.registry
-        )
-        self._upstream = Counter(
-            "hedgerow_dns_upstream_errors",
-            "Failed upstream attempts",
-            ["server", "reason"],
-            registry=self.registry,
-        )
         self._callbacks = _Callbacks()
-        self.registry.register(self._callbacks)
+        self._registry: CollectorRegistry | None = None
         # The hot path counts into these directly (see server._UdpProtocol).
         self.answers = self._callbacks.answers
         self.latency = self._callbacks.latency
         self._http: Any = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The prometheus registry reading these counters (imports prometheus_client)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry()
+            self._registry.register(self._callbacks)
+        return self._registry
 
     def answered(self, verdict: Verdict, seconds: float) -> None:
         """Count one answered query (called on the event loop only)."""
@@ -106,11 +125,13 @@ class Metrics:
 
     def dropped(self, reason: str) -> None:
         """Count a packet that could not be answered (too short, or a response)."""
-        self._dropped.labels(reason).inc()
+        dropped = self._callbacks.dropped
+        dropped[reason] = dropped.get(reason, 0) + 1
 
     def upstream_error(self, server: str, reason: str) -> None:
         """Count a failed upstream attempt."""
-        self._upstream.labels(server, reason).inc()
+        errors = self._callbacks.upstream_errors
+        errors[server, reason] = errors.get((server, reason), 0) + 1
 
     def watch_cache(self, read: Callable[[], tuple[int, int, int]]) -> None:
         """Report (hits, misses, size) from this callback when scraped."""
@@ -126,6 +147,8 @@ class Metrics:
 
     def serve(self, endpoint: Endpoint) -> None:
         """Expose /metrics over HTTP on the endpoint (a loopback address is wise)."""
+        from prometheus_client import start_http_server
+
         self._http, self._thread = start_http_server(
             endpoint.port, endpoint.host, registry=self.registry
         )

@@ -5,8 +5,10 @@ Why a process and not a thread: parsing 1,000,000 names and filling the table is
 holds the GIL (C-level loops such as map(hash, ...) hold it for their whole run), so in a
 thread it held answers back for 80-310 ms per reload and raised the peak to old index + new
 index + parse buffers. The child inherits the pinned hash seed (lists/hashseed.py), so what it
-writes is what the server's own load() accepts; if anything goes wrong the server still loads
-in a worker thread as before, and the list code decides, as always, what is valid.
+writes is what the server's own load() accepts. If a list changes while the child builds, the
+index it wrote is stale: the server runs it again, up to ATTEMPTS times (service.py). Only if no
+child can run at all (it cannot start, or dies of a signal or a bug) does the server parse in a
+worker thread of its own; a child that finds the config or a list bad refuses the reload.
 
     python -m agent.dns.prebuild CONFIG     # exit 0: the compiled index is current
 """
@@ -14,6 +16,7 @@ in a worker thread as before, and the list code decides, as always, what is vali
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import sys
 import time
@@ -27,6 +30,15 @@ from agent.errors import HedgerowError
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 600.0
+ATTEMPTS = 4  # builds per reload while the lists keep changing under the child
+EXIT_REFUSED = 3  # the child's exit status when the config or a list is bad
+
+
+class Built(enum.Enum):
+    """What a child build gave."""
+
+    CURRENT = "current"  # the compiled index is that of the lists as the child read them
+    UNAVAILABLE = "unavailable"  # no child could run: the caller may parse in-process
 
 
 def usable(cache_dir: Path) -> bool:
@@ -34,9 +46,9 @@ def usable(cache_dir: Path) -> bool:
     return pinned(cache_dir)
 
 
-async def prebuild(config_path: Path, timeout_s: float = TIMEOUT_S) -> bool:
-    """Run the child and wait for it without blocking the event loop; True if it wrote (or
-    found) a current compiled index. Never raises: the caller loads lists either way."""
+async def prebuild(config_path: Path, timeout_s: float = TIMEOUT_S) -> Built:
+    """Run the child and wait for it without blocking the event loop. Raises HedgerowError if
+    the child found the config or a list bad, or overran timeout_s (killed)."""
     started = time.monotonic()
     try:
         child = await asyncio.create_subprocess_exec(
@@ -49,21 +61,22 @@ async def prebuild(config_path: Path, timeout_s: float = TIMEOUT_S) -> bool:
             stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:
-        log.warning("cannot start the list builder: %s; loading lists in this process", exc)
-        return False
+        log.warning("cannot start the list builder: %s", exc)
+        return Built.UNAVAILABLE
     try:
         _, err = await asyncio.wait_for(child.communicate(), timeout_s)
     except TimeoutError:
         child.kill()
         await child.wait()
-        log.warning("the list builder took over %.0f s; loading lists in this process", timeout_s)
-        return False
+        raise HedgerowError(f"the list builder took over {timeout_s:.0f} s (killed)") from None
+    tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
+    if child.returncode == EXIT_REFUSED:
+        raise HedgerowError(f"the list builder refused the config or lists: {tail}")
     if child.returncode != 0:
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
-        log.warning("the list builder failed (%s): %s", child.returncode, " | ".join(tail))
-        return False
+        log.warning("the list builder failed (%s): %s", child.returncode, tail)
+        return Built.UNAVAILABLE
     log.info("lists compiled by a child process in %.2f s", time.monotonic() - started)
-    return True
+    return Built.CURRENT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         ListRefresher(config.lists, cache_dir, compiled=True).load()
     except HedgerowError as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_REFUSED
     return 0
 
 

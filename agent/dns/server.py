@@ -15,7 +15,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from agent.dns import dnscodec, packet
+from agent.dns import packet
 from agent.dns.chain import Chain
 from agent.dns.config import Endpoint
 from agent.dns.metrics import LATENCY_BUCKETS, Metrics
@@ -111,6 +111,9 @@ class DnsServer:
             try:
                 q = packet.parse_query(data)
             except packet.Unusual:
+                # dnslib only for the unusual packets packet.py leaves to it (slow path).
+                from agent.dns import dnscodec
+
                 q = dnscodec.parse_query(data)
         except packet.PacketError as exc:
             if exc.rcode is None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.dns import prebuild
 from agent.dns.cache import AnswerCache
@@ -19,15 +21,16 @@ from agent.dns.chain import Chain, build_chain
 from agent.dns.config import DnsConfig, load_config
 from agent.dns.groups import CategoryLookup, wall_clock
 from agent.dns.lists import ListRefresher
-from agent.dns.lists.model import ListStats
+from agent.dns.lists.model import ListStats, StaleIndex
 from agent.dns.metrics import Metrics
 from agent.dns.querylog import QuerySink
 from agent.dns.resolvers.upstream import Forwarder
 from agent.dns.server import DnsServer
 from agent.dns.upstream import Upstreams
 from agent.errors import HedgerowError
-from agent.identity import Identity, IdentityError
-from agent.wire.signing import SigningKey
+
+if TYPE_CHECKING:
+    from agent.wire.signing import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,13 @@ class Loaded:
     refresher: ListRefresher | None = None
 
 
-def load_all(path: Path, list_clock: Callable[[], float] = time.time) -> Loaded:
-    """Read the config, every list and the beacon key; raises HedgerowError on any problem."""
+def load_all(
+    path: Path, list_clock: Callable[[], float] = time.time, *, compiled_only: bool = False
+) -> Loaded:
+    """Read the config, every list and the beacon key; raises HedgerowError on any problem
+    (StaleIndex if `compiled_only` and the compiled index is not that of the current lists)."""
     config = load_config(path)
-    refresher, index, stats = load_index(config, list_clock)
+    refresher, index, stats = load_index(config, list_clock, compiled_only=compiled_only)
     return Loaded(config, index, tuple(stats), beacon_key_of(config), refresher)
 
 
@@ -57,6 +63,9 @@ def beacon_key_of(config: DnsConfig) -> SigningKey | None:
     """The site beacon key from the identity directory, or None (logged) if there is none."""
     if config.beacon is None:
         return None
+    # Only a configured beacon loads the identity (and with it cryptography, ~7 MB resident).
+    from agent.identity import Identity, IdentityError
+
     try:
         identity = Identity.load(config.beacon.identity)
     except IdentityError as exc:
@@ -147,12 +156,8 @@ class Service:
         when the hash seed is pinned: agent/dns/prebuild.py); swap only if everything loaded."""
         assert self._reloading is not None and self.server is not None and self.loaded
         async with self._reloading:
-            loop = asyncio.get_running_loop()
-            if prebuild.usable(self.loaded.config.server.list_cache_dir):
-                # Parse and build in a child: the load below then reads its compiled index.
-                await prebuild.prebuild(self.path)
             try:
-                loaded = await loop.run_in_executor(None, load_all, self.path, self.list_clock)
+                loaded = await self._load_for_reload()
             except HedgerowError as exc:
                 log.error("reload refused, still serving the previous configuration: %s", exc)
                 return False
@@ -163,6 +168,34 @@ class Service:
             self._freeze()
             log.info("reloaded: %d lists, %d groups", len(loaded.stats), len(loaded.config.groups))
             return True
+
+    async def _load_for_reload(self) -> Loaded:
+        """The new generation, its lists built by a child process (prebuild.py) and only loaded
+        here; parsed in a worker thread of this process only if no child can be run."""
+        assert self.loaded is not None
+        loop = asyncio.get_running_loop()
+        load = functools.partial(load_all, self.path, self.list_clock)
+        if not prebuild.usable(self.loaded.config.server.list_cache_dir):
+            return await loop.run_in_executor(None, load)
+        for attempt in range(1, prebuild.ATTEMPTS + 1):
+            built = await prebuild.prebuild(self.path)
+            if built is prebuild.Built.UNAVAILABLE:
+                log.warning("no list builder process: parsing the lists in this process")
+                return await loop.run_in_executor(None, load)
+            try:
+                # compiled_only: if a list or the config changed after the child read it, the
+                # child's index is stale; build again rather than parse in this process.
+                return await loop.run_in_executor(None, functools.partial(load, compiled_only=True))
+            except StaleIndex:
+                log.info(
+                    "a list changed during build %d of %d: building again",
+                    attempt,
+                    prebuild.ATTEMPTS,
+                )
+        raise HedgerowError(
+            f"the compiled index still did not match the lists after {prebuild.ATTEMPTS} builds "
+            "(a list still being written, or a local list missing); send SIGHUP again"
+        )
 
     async def _refresh_lists(self) -> None:
         """Forever: every refresh_check_s, refresh the lists that are due (off the event loop)

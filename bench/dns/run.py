@@ -86,7 +86,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     )
     notes = [
         f"unbound runs {args.unbound_threads} thread(s); dnsmasq has cache-size="
-        f"{args.dnsmasq_cache}; hedgerow-dns has [cache] max_entries=100000.",
+        f"{args.dnsmasq_cache}; hedgerow-dns has [cache] max_entries=20000.",
         "CPU us/query is the server's user+system CPU time (/proc/<pid>/stat) during the run "
         "divided by answered queries: it moves less with machine load than QPS does.",
         "The steady-rate p99 and worst include the machine's scheduling delay (2 cores shared "

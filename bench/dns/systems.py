@@ -115,7 +115,7 @@ servers = ["127.0.0.1:{upstream_port}"]
 timeout_ms = 1500
 
 [cache]
-max_entries = 100000
+max_entries = 20000  # the same as dnsmasq's cache-size in this harness
 
 [[lists]]
 category = "bench"

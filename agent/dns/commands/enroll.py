@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.dns.config import load_config
-from agent.enroll import add_enroll_arguments, enroll_from_args
 from agent.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add enroll to the hedgerow-dns parser."""
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], *, arguments: bool = True
+) -> None:
+    """Add enroll to the hedgerow-dns parser; its arguments only if `arguments` (the CLI
+    asks for them only when enroll is the command: agent.enroll brings cryptography and paho,
+    about 13 MB resident, which `serve` should not carry)."""
     p = sub.add_parser(
         "enroll",
         help="enrol with the hub as class sinkhole (token over MQTT, or an offline bundle)",
@@ -19,13 +21,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with the hub, and writes them with the hub's keys and MQTT credentials under "
         "[report] identity.",
     )
+    p.set_defaults(func=cmd_enroll)
+    if not arguments:
+        return
+    from agent.enroll import add_enroll_arguments
+
     p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
     add_enroll_arguments(p, default_class="sinkhole")
-    p.set_defaults(func=cmd_enroll)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Enrol and report where the identity went."""
+    from agent.dns.config import load_config
+    from agent.enroll import enroll_from_args
+
     config = load_config(args.config)
     if config.report is None:
         raise ConfigError(f"{args.config}: [report] identity is needed to know where to enrol to")

@@ -7,11 +7,12 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.dns.explain import Explanation, explain_query
-from agent.dns.lists import explain as explain_lists
-from agent.dns.service import load_all
 from agent.errors import HedgerowError
+
+if TYPE_CHECKING:
+    from agent.dns.explain import Explanation
 
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
 TYPES |= {"SRV": 33, "SVCB": 64, "HTTPS": 65, "ANY": 255}
@@ -39,6 +40,10 @@ def qtype_of(text: str) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the explanation for each group (or the client's group)."""
+    from agent.dns.explain import explain_query
+    from agent.dns.lists import explain as explain_lists
+    from agent.dns.service import load_all
+
     loaded = load_all(args.config)
     name = args.name.strip(".").lower()
     config = loaded.config

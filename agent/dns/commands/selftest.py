@@ -7,11 +7,13 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.dns.config import Endpoint
-from agent.dns.selftest import GroupResult, run
-from agent.dns.service import load_all
 from agent.errors import HedgerowError
+
+if TYPE_CHECKING:
+    from agent.dns.config import Endpoint
+    from agent.dns.selftest import GroupResult
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +40,9 @@ def server_of(text: str | None, listen: tuple[Endpoint, ...]) -> tuple[str, int]
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """Run every check; exit 0 if every testable check passed, 1 otherwise."""
+    from agent.dns.selftest import run
+    from agent.dns.service import load_all
+
     loaded = load_all(args.config)
     server = server_of(args.server, loaded.config.server.listen)
     results = run(loaded, server, time.time(), args.timeout)

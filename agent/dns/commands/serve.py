@@ -15,15 +15,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvloop
-
-from agent.dns.config import ReportConfig, load_config
-from agent.dns.lists.hashseed import ENV as HASH_SEED_ENV
-from agent.dns.lists.hashseed import installation_seed
-from agent.dns.querylog import QuerySink
-from agent.dns.report import DnsReporter
-from agent.dns.service import Service
+if TYPE_CHECKING:
+    from agent.dns.config import ReportConfig
+    from agent.dns.querylog import QuerySink
+    from agent.dns.report import DnsReporter
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +36,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until told to stop."""
+    import uvloop
+
+    from agent.dns.config import load_config
+
     pin_hash_seed(load_config(args.config).server.list_cache_dir)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(args.config))
@@ -47,6 +48,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def pin_hash_seed(cache_dir: Path) -> None:
     """Return if this process hashes with the installation's seed (or there is none to be had);
     otherwise re-execute it under that seed, once, so the compiled index can be served."""
+    from agent.dns.lists.hashseed import ENV as HASH_SEED_ENV
+    from agent.dns.lists.hashseed import installation_seed
+
     seed = installation_seed(cache_dir)
     if seed is None or os.environ.get(HASH_SEED_ENV) == str(seed):
         os.environ.pop(_REEXECUTED, None)
@@ -66,6 +70,9 @@ def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
     if report is None:
         log.info("no [report] section: nothing is reported to a hub")
         return None
+    # Only a reporting filter carries cryptography and paho (about 13 MB resident).
+    from agent.dns.report import DnsReporter
+
     return DnsReporter(
         report.identity,
         report.interval_s,
@@ -77,6 +84,9 @@ def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
 
 async def serve(path: Path) -> int:
     """Start the service, wire up signals and wait for SIGTERM or SIGINT."""
+    from agent.dns.config import load_config
+    from agent.dns.service import Service
+
     # [report] is read once: changing where reports go takes a restart, not a reload.
     reporter = reporter_for(load_config(path).report)
     sinks: list[QuerySink] = [reporter] if reporter is not None else []

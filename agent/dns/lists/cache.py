@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,3 +83,11 @@ def slot(cache_dir: Path, source: str) -> CacheSlot:
     return CacheSlot(
         cache_dir / f"{key}.list", cache_dir / f"{key}.json", cache_dir / f"{key}.part"
     )
+
+
+def copy_file(source: Path, dest: Path) -> None:
+    """Copy a local list into the cache; raises ListError naming the source."""
+    try:
+        shutil.copyfile(source, dest)
+    except OSError as exc:
+        raise ListError(f"list {source}: cannot copy to {dest}: {exc.strerror or exc}") from exc

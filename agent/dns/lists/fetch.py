@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -108,11 +107,3 @@ def _copy(response: IO[bytes], dest: Path, url: str) -> int:
             if size > MAX_BYTES:
                 raise ListError(f"list {url}: larger than {MAX_BYTES} bytes; refusing it")
             out.write(block)
-
-
-def copy_file(source: Path, dest: Path) -> None:
-    """Copy a local list into the cache; raises ListError naming the source."""
-    try:
-        shutil.copyfile(source, dest)
-    except OSError as exc:
-        raise ListError(f"list {source}: cannot copy to {dest}: {exc.strerror or exc}") from exc

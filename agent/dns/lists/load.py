@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agent.dns.lists.cache import slot
-from agent.dns.lists.fetch import fetch
 from agent.dns.lists.index import CategoryIndex, index_of
 from agent.dns.lists.model import ListError, ListSpec, ListStats, is_url
 from agent.dns.lists.reader import ParsedList, parse_file
@@ -32,6 +31,8 @@ def readable_copy(spec: ListSpec, cache_dir: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="hedgerow-list-") as tmp:
         target = Path(tmp) / "list"
+        from agent.dns.lists.fetch import fetch  # urllib and ssl: only when downloading
+
         fetch(spec.source, target)
         yield target
 

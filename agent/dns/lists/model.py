@@ -24,6 +24,11 @@ class ListError(HedgerowError):
     """A list cannot be used; the message names the list source and the problem."""
 
 
+class StaleIndex(ListError):
+    """The compiled index is not the one the current lists build, and parsing was not wanted
+    (a reload whose child build was overtaken by a list change: agent/dns/prebuild.py)."""
+
+
 def is_url(source: str) -> bool:
     """True if the source is fetched over HTTP(S) rather than read from a path."""
     return source.startswith(("https://", "http://"))

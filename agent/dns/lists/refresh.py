@@ -21,11 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.dns.lists import snapshot
-from agent.dns.lists.cache import CacheNote, CacheSlot, slot
-from agent.dns.lists.fetch import copy_file, fetch
+from agent.dns.lists.cache import CacheNote, CacheSlot, copy_file, slot
 from agent.dns.lists.hashseed import pinned
 from agent.dns.lists.index import CategoryIndex, index_of
-from agent.dns.lists.model import ListError, ListSpec, ListStats, ListStatus, is_url
+from agent.dns.lists.model import (
+    ListError,
+    ListSpec,
+    ListStats,
+    ListStatus,
+    StaleIndex,
+    is_url,
+)
 from agent.dns.lists.reader import ParsedList, parse_file
 
 log = logging.getLogger(__name__)
@@ -71,13 +77,16 @@ class ListRefresher:
         """The parse statistics of each list being served, in spec order."""
         return [self._stats[spec] for spec in self.specs if spec in self._stats]
 
-    def load(self) -> tuple[CategoryIndex, list[ListStats]]:
+    def load(self, *, compiled_only: bool = False) -> tuple[CategoryIndex, list[ListStats]]:
         """Startup: read each list (a path, or a URL's cached copy, else fetch it) and build the
-        index. Raises ListError naming every list that has no usable copy at all."""
+        index. Raises ListError naming every list that has no usable copy at all.
+        `compiled_only`: serve the compiled index or raise StaleIndex, never parse."""
         with self._lock:
             warm = self._load_compiled()
             if warm is not None:
                 return warm
+            if compiled_only:
+                raise StaleIndex("the compiled index is not that of the current lists")
             parsed: dict[ListSpec, ParsedList] = {}
             problems: list[str] = []
             for spec in self.specs:
@@ -263,6 +272,9 @@ class ListRefresher:
         """Put a fresh copy in cached.part; None if the cached copy is still current."""
         now = self._clock()
         if is_url(spec.source):
+            # urllib and ssl (about 5 MB resident) only once a list is really downloaded.
+            from agent.dns.lists.fetch import fetch
+
             got = fetch(
                 spec.source,
                 cached.part,

@@ -3,11 +3,14 @@ by the site beacon key. Names under hedgerow.internal never go upstream."""
 
 from __future__ import annotations
 
-from agent import beacon
+from typing import TYPE_CHECKING
+
 from agent.dns import packet
 from agent.dns.request import Outcome, Request
 from agent.dns.verdict import Answer, Kind, Verdict
-from agent.wire.signing import SigningKey
+
+if TYPE_CHECKING:
+    from agent.wire.signing import SigningKey
 
 ZONE = "hedgerow.internal"
 
@@ -26,8 +29,15 @@ class BeaconLink:
         q = request.query
         if not (q.qname == ZONE or q.qname.endswith("." + ZONE)):
             return None
+        if self.key is None or self.site is None:
+            verdict = Verdict(Kind.BEACON, request.group_name, rule="no beacon here")
+            return Answer(packet.error(q, packet.NXDOMAIN), verdict)
+        # Imported here, not at the top: agent.beacon brings cryptography, and a filter without
+        # a beacon key (so without it loaded) never gets this far.
+        from agent import beacon
+
         nonce = beacon.nonce_of(q.qname)
-        if nonce is None or self.key is None or self.site is None:
+        if nonce is None:
             verdict = Verdict(Kind.BEACON, request.group_name, rule="no beacon here")
             return Answer(packet.error(q, packet.NXDOMAIN), verdict)
         verdict = Verdict(Kind.BEACON, request.group_name, rule=f"site {self.site}")

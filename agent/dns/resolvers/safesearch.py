@@ -3,7 +3,7 @@ target's records (from the cache or the upstream) in the same answer."""
 
 from __future__ import annotations
 
-from agent.dns import dnscodec, packet
+from agent.dns import packet
 from agent.dns.request import Outcome, Pending, Request
 from agent.dns.resolvers.upstream import Forwarder
 from agent.dns.safesearch import YOUTUBE_TARGETS
@@ -47,6 +47,8 @@ class SafeSearchLink:
         try:
             stored, age = await self.forwarder.fetch(target, q.qtype, q.qclass, q.do)
             message = self.forwarder.full_message(stored, target, q.qtype, q.qclass)
+            from agent.dns import dnscodec  # dnslib: loaded with the first rewrite
+
             records, count = dnscodec.answer_records(message, age)
         except (UpstreamError, packet.PacketError) as exc:
             failed = Verdict(Kind.SERVFAIL, verdict.group, verdict.category, str(exc))
