@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from hub.errors import HubError
+from hub.errors import HubError, StoreError
 from hub.model import Alert, AlertListener
 from hub.store import Database, Row
+from hub.store.devices import devices_where
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +139,35 @@ def _settled_within(db: Database, finding: Finding, cooldown_ms: int) -> Alert |
 
 
 def _update(db: Database, alert: Alert) -> None:
-    db.execute(
-        "UPDATE alerts SET severity = ?, last_seen_ms = ?, count = ?, summary = ?, evidence = ? "
-        "WHERE id = ?",
-        (
-            alert.severity,
-            alert.last_seen_ms,
-            alert.count,
-            alert.summary,
-            json.dumps(list(alert.evidence)),
-            alert.id,
-        ),
-    )
+    update_alerts(db, [alert])
+
+
+def update_alerts(db: Database, alerts: Sequence[Alert]) -> None:
+    """Write the severity, last seen, count, summary and evidence of alerts, in one statement."""
+    if alerts:
+        db.executemany(
+            "UPDATE alerts SET severity = ?, last_seen_ms = ?, count = ?, summary = ?, "
+            "evidence = ? WHERE id = ?",
+            [
+                (a.severity, a.last_seen_ms, a.count, a.summary, json.dumps(list(a.evidence)), a.id)
+                for a in alerts
+            ],
+        )
+
+
+def open_alerts_of(
+    db: Database, devices: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str, str, str], Alert]:
+    """The open alerts of these (site, device)s by (site, device, rule, key): one statement per
+    400 devices (ingest reads a batch's at once)."""
+    found: dict[tuple[str, str, str, str], Alert] = {}
+    for where, params in devices_where(devices):
+        for row in db.execute(
+            f"SELECT {_COLUMNS} FROM alerts WHERE status = 'open' AND {where}", params
+        ):
+            alert = _alert(row)
+            found[(alert.site, alert.device, alert.rule, alert.dedup_key)] = alert
+    return found
 
 
 def _folded(alert: Alert, finding: Finding, limit: int) -> Alert:
@@ -173,29 +192,92 @@ def record(
         raise AlertError(f"finding of {finding.rule}: severity {finding.severity} is not 1..5")
     current = find_open(db, finding.site, finding.device, finding.rule, finding.key)
     if current is not None:
-        # The summary follows the most severe finding: a milder one must not hide it.
-        summary = finding.summary if finding.severity >= current.severity else current.summary
-        bumped = replace(_folded(current, finding, policy.evidence_limit), summary=summary)
-        escalated = finding.severity > current.severity
-        if escalated:
-            bumped = replace(bumped, severity=finding.severity)
-            _add_action(
-                db,
-                current.id,
-                finding.at_ms,
-                HUB_ACTOR,
-                "escalated",
-                f"severity {current.severity} to {finding.severity}",
-            )
-        _update(db, bumped)
-        if escalated:
-            log.info(
-                "alert %d (%s) escalated to severity %d", bumped.id, bumped.rule, bumped.severity
-            )
-            if listener is not None:
-                listener.on_alert(db, bumped, True)
+        bumped = bump(db, current, finding, policy, listener)
+        if bumped.severity == current.severity:  # else bump() wrote the escalation
+            _update(db, bumped)
         return bumped
+    return record_new(db, finding, policy, listener)
 
+
+def record_many(
+    db: Database,
+    findings: Sequence[Finding],
+    policy: AlertPolicy,
+    listener: AlertListener | None = None,
+    on_failure: Callable[[Finding, Exception], None] | None = None,
+) -> None:
+    """record() each finding, in order, with one read of the devices' open alerts and one
+    write of those bumped (escalations and new alerts are written as they happen, so the
+    listener sees them in the table). A finding that fails for any reason but the database
+    is passed to on_failure and skipped; StoreError is raised."""
+    if not findings:
+        return
+    open_now = open_alerts_of(db, {(f.site, f.device) for f in findings})
+    bumped: dict[int, Alert] = {}  # alert id -> latest state, written at the end
+    for finding in findings:
+        key = (finding.site, finding.device, finding.rule, finding.key)
+        try:
+            if not 1 <= finding.severity <= 5:
+                raise AlertError(
+                    f"finding of {finding.rule}: severity {finding.severity} is not 1..5"
+                )
+            current = open_now.get(key)
+            if current is None:
+                alert = record_new(db, finding, policy, listener)
+                if alert.status == "open":
+                    open_now[key] = alert
+                continue
+            alert = bump(db, current, finding, policy, listener)
+            open_now[key] = alert
+            if alert.severity == current.severity:
+                bumped[alert.id] = alert
+            else:
+                bumped.pop(alert.id, None)  # bump() wrote it
+        except StoreError:
+            raise
+        except Exception as exc:
+            if on_failure is None:
+                raise
+            on_failure(finding, exc)
+    update_alerts(db, list(bumped.values()))
+
+
+def bump(
+    db: Database,
+    current: Alert,
+    finding: Finding,
+    policy: AlertPolicy,
+    listener: AlertListener | None = None,
+) -> Alert:
+    """Fold a finding into its open alert and return it for the caller to write (update_alerts).
+    An escalation is written at once, with its action, before the listener hears of it."""
+    # The summary follows the most severe finding: a milder one must not hide it.
+    summary = finding.summary if finding.severity >= current.severity else current.summary
+    bumped = replace(_folded(current, finding, policy.evidence_limit), summary=summary)
+    if finding.severity > current.severity:
+        bumped = replace(bumped, severity=finding.severity)
+        _add_action(
+            db,
+            current.id,
+            finding.at_ms,
+            HUB_ACTOR,
+            "escalated",
+            f"severity {current.severity} to {finding.severity}",
+        )
+        _update(db, bumped)
+        log.info("alert %d (%s) escalated to severity %d", bumped.id, bumped.rule, bumped.severity)
+        if listener is not None:
+            listener.on_alert(db, bumped, True)
+    return bumped
+
+
+def record_new(
+    db: Database, finding: Finding, policy: AlertPolicy, listener: AlertListener | None = None
+) -> Alert:
+    """record() for a finding with no open alert: fold it into one settled within the
+    cooldown, or open a new alert."""
+    if not 1 <= finding.severity <= 5:
+        raise AlertError(f"finding of {finding.rule}: severity {finding.severity} is not 1..5")
     settled = _settled_within(db, finding, policy.cooldown_ms)
     if settled is not None and finding.severity <= settled.severity:
         folded = _folded(settled, finding, policy.evidence_limit)

@@ -62,6 +62,11 @@ class HubMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.opening_replaced = Counter(
+            "hedgerow_hub_opening_workers_replaced",
+            "Opening worker processes that died or hung and were replaced",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "hedgerow_hub_queue_depth", "Messages waiting for ingest", registry=self.registry
         )

@@ -9,6 +9,7 @@ matters for safety: ingest finishes its batch (commit, ack) before the connectio
 from __future__ import annotations
 
 import logging
+import os
 
 from agent.errors import HedgerowError
 from hub.config import HubConfig, load_config
@@ -29,11 +30,27 @@ from hub.store import Database
 log = logging.getLogger(__name__)
 
 
+def default_opening_processes() -> int:
+    """Worker processes that open envelopes beside the ingest thread: one per core but the
+    ingest thread's, at least one, at most four (beyond that the ingest thread's own work,
+    the database and the rules, is the limit)."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 class HubService:
     """The running hub. start() and stop() from one thread; reload() on SIGHUP."""
 
-    def __init__(self, config: HubConfig, *, rules: ReportRules | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        rules: ReportRules | None = None,
+        opening_processes: int | None = None,
+    ) -> None:
         self.config = config
+        self.opening_processes = (
+            default_opening_processes() if opening_processes is None else opening_processes
+        )
         self.keys = HubKeys(config.keys_dir)
         self.metrics = HubMetrics()
         self.metrics_port: int | None = None
@@ -72,6 +89,8 @@ class HubService:
             rules=self._rules,
             enroll=EnrollService(self.config, self.keys, publish=connection.publish),
             publish=connection.publish,
+            opening_processes=self.opening_processes,
+            keys_dir=self.config.keys_dir,
         )
         connection.on_message = self.worker.offer
         self.worker.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,10 @@ class RecordingRules:
         self.reports: list[StoredReport] = []
         self.rejections: list[tuple[str, str | None, str | None]] = []
         self.ticks = 0
+
+    def evaluate_batch(self, db: Database, reports: Sequence[StoredReport]) -> None:
+        for report in reports:
+            self.evaluate(db, report)
 
     def evaluate(self, db: Database, report: StoredReport) -> None:
         self.reports.append(report)

@@ -6,7 +6,7 @@ real ones (hub.rules.engine.RuleEngine, hub.enroll.service.EnrollService).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from hub.model import StoredReport
@@ -18,8 +18,9 @@ Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain (QoS 1)
 class ReportRules(Protocol):
     """Evaluates stored reports and rejections inside ingest's batch transaction."""
 
-    def evaluate(self, db: Database, report: StoredReport) -> None:
-        """Raise or update alerts for one stored report (same transaction as its insert)."""
+    def evaluate_batch(self, db: Database, reports: Sequence[StoredReport]) -> None:
+        """Raise or update alerts for a batch of stored reports, in order (same transaction as
+        their insert)."""
 
     def on_rejection(
         self, db: Database, reason: str, site: str | None, device: str | None, now_ms: int

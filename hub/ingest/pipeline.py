@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from agent.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
 from agent.wire.errors import OpenError, Reason
 from agent.wire.header import Header
-from agent.wire.topics import ROOT, parse_up
+from agent.wire.topics import ROOT, UpTopic, parse_up
 from hub.errors import StoreError
 from hub.ingest.directory import CachedDirectory
+from hub.ingest.opening import Refused, Result, Unresolved
 from hub.model import DeviceInfo
 from hub.mqtt import Incoming
 from hub.store.replay import StoreReplayGuard
@@ -106,6 +107,14 @@ class Opener:
         topics = (parse_up(m.topic) for m in batch)
         self.directory.load((t.site, t.device) for t in topics if t is not None)
 
+    def report_topic(self, message: Incoming) -> UpTopic | None:
+        """The topic of a device report (what open_envelope is for); None for anything else."""
+        parts = message.topic.split("/")
+        ours = len(parts) == 5 and "/".join(parts[:2]) == ROOT
+        if ours and (parts[2] == ENROLL_SEGMENT or parts[4] == "policy"):
+            return None
+        return parse_up(message.topic)
+
     def classify(self, message: Incoming) -> Outcome:
         """Decide what a message is. Raises only StoreError (the database failed)."""
         parts = message.topic.split("/")
@@ -124,6 +133,33 @@ class Opener:
             if self._failure is not None:
                 raise self._failure from exc
             return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
+        return self._decide(message, topic, result)
+
+    def classify_opened(self, message: Incoming, opened: Result | None) -> Outcome:
+        """classify() for a message a worker process opened (hub.ingest.opening), with the
+        same outcome: a refusal before the signature stands; after it, this thread's replay
+        check comes first, then the worker's decryption and schema result. Raises only
+        StoreError."""
+        topic = self.report_topic(message)
+        if opened is None or isinstance(opened, Unresolved) or topic is None:
+            return self.classify(message)
+        if isinstance(opened, Refused):
+            if opened.header is None or opened.digest is None:  # before the signature verified
+                return Rejected(message, opened.reason, topic.site, topic.device, opened.detail)
+            header, digest = opened.header, opened.digest
+        else:
+            header, digest = opened.header, opened.digest
+        try:
+            duplicate = self.replay.check(header, digest)
+        except OpenError as exc:
+            return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
+        if duplicate:
+            return self._decide(message, topic, Duplicate(header, digest))
+        if isinstance(opened, Refused):
+            return Rejected(message, opened.reason, topic.site, topic.device, opened.detail)
+        return self._decide(message, topic, opened)
+
+    def _decide(self, message: Incoming, topic: UpTopic, result: Opened | Duplicate) -> Outcome:
         mismatch = _mismatch(result.header, topic.site, topic.device, topic.kind)
         if mismatch:
             return Rejected(message, Reason.MALFORMED, topic.site, topic.device, mismatch)

@@ -21,12 +21,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from agent.wire.envelope import Keyring
+from agent.wire.envelope import MAX_ENVELOPE, Keyring
 from agent.wire.errors import OpenError, Reason
 from hub.ingest.directory import CachedDirectory
 from hub.ingest.hooks import EnrollHandler, Publish, ReportRules
+from hub.ingest.opening import Result
 from hub.ingest.pipeline import Accepted, EnrollRequest, Ignored, Opener, Redelivered, Rejected
+from hub.ingest.pool import OpeningPool, Submitted
 from hub.ingest.record import prepare
 from hub.metrics import HubMetrics
 from hub.model import StoredReport
@@ -50,6 +53,16 @@ class BatchLimits:
     max_backoff_s: float = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """A batch whose envelopes worker processes are opening while the previous one commits."""
+
+    batch: Sequence[Incoming]
+    submitted: Submitted | None
+    indexes: tuple[int, ...]  # which messages of the batch were sent
+    opener: Opener  # results are used only with the opener (and connection) they were sent by
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -68,6 +81,8 @@ class IngestWorker:
         enroll: EnrollHandler | None = None,
         publish: Publish | None = None,
         limits: BatchLimits = BatchLimits(),
+        opening_processes: int = 0,
+        keys_dir: Path | None = None,
     ) -> None:
         self.database_url = database_url
         self.keyring = keyring
@@ -83,6 +98,12 @@ class IngestWorker:
         self._last_drop_log = 0.0
         self._db: Database | None = None
         self._opener: Opener | None = None
+        # Worker processes for the CPU part of opening (owned by the ingest thread).
+        self._pool: OpeningPool | None = None
+        if opening_processes > 0:
+            if keys_dir is None:
+                raise ValueError("opening processes need the keys directory")
+            self._pool = OpeningPool(keys_dir, opening_processes, metrics.opening_replaced.inc)
         metrics.track_queue(self._queue.qsize)
 
     # -- the paho side ------------------------------------------------------------------
@@ -129,6 +150,11 @@ class IngestWorker:
             self._thread.join(timeout)
 
     @property
+    def opening_pids(self) -> list[int]:
+        """The process ids of the opening workers that take work (none without them)."""
+        return self._pool.pids if self._pool is not None else []
+
+    @property
     def alive(self) -> bool:
         """True while the thread runs."""
         return self._thread.is_alive()
@@ -158,28 +184,47 @@ class IngestWorker:
     # -- the loop -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._pool is not None:
+            self._pool.start()
         backoff = 0.5
         while not self._database_ok():
             if self._stop.wait(backoff):
+                if self._pool is not None:
+                    self._pool.stop()
                 return
             backoff = min(backoff * 2, self.limits.max_backoff_s)
         next_tick = time.monotonic() + self.limits.tick_s
+        ahead: _Ahead | None = None
         try:
             while not self._stop.is_set():
-                batch = self._collect()
-                if batch:
-                    self._handle(batch)
+                batch = self._collect(wait=ahead is None)
+                if self._pool is None:
+                    if batch:
+                        self._handle(batch)
+                else:
+                    # Workers open this batch while this thread commits the previous one. A
+                    # worker gets a new chunk only once its last results are read: it could
+                    # not take one while blocked writing them.
+                    opened = self._opened(ahead) if ahead is not None else None
+                    opening = self._open_ahead(batch) if batch else None
+                    if ahead is not None:
+                        self._handle(ahead.batch, opened)
+                    ahead = opening
                 if self.rules is not None and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.limits.tick_s
                     self._tick()
+            if ahead is not None:  # taken off the queue: finish it (commit, ack)
+                self._handle(ahead.batch, self._opened(ahead))
         finally:
+            if self._pool is not None:
+                self._pool.stop()
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
-    def _collect(self) -> list[Incoming]:
+    def _collect(self, wait: bool = True) -> list[Incoming]:
         try:
-            batch = [self._queue.get(timeout=0.2)]
+            batch = [self._queue.get(timeout=0.2) if wait else self._queue.get_nowait()]
         except queue.Empty:
             return []
         # Take what is already waiting: batches grow when commits are slow and stay small
@@ -191,6 +236,43 @@ class IngestWorker:
                 break
         return batch
 
+    def _open_ahead(self, batch: Sequence[Incoming]) -> _Ahead:
+        """Send the batch's device reports, with their devices' public keys, to the workers."""
+        assert self._pool is not None and self._opener is not None
+        opener = self._opener
+        indexes: list[int] = []
+        records: dict[tuple[str, str], tuple[bytes, bool] | None] = {}
+        try:
+            opener.load_devices(batch)
+            for i, message in enumerate(batch):
+                topic = opener.report_topic(message)
+                if topic is None or len(message.payload) > MAX_ENVELOPE:
+                    continue  # refused or handled without opening: not worth a round trip
+                key = (topic.site, topic.device)
+                if key not in records:
+                    record = opener.directory.device_record(*key)
+                    records[key] = (
+                        None if record is None else (record.verify_key.public, record.revoked)
+                    )
+                indexes.append(i)
+        except Exception as exc:  # the database failed: _handle() deals with it in this thread
+            log.warning("cannot prepare a batch for the opening workers: %r", exc)
+            return _Ahead(batch, None, (), opener)
+        payloads = [batch[i].payload for i in indexes]
+        return _Ahead(batch, self._pool.submit(payloads, records), tuple(indexes), opener)
+
+    def _opened(self, ahead: _Ahead) -> list[Result | None] | None:
+        """The workers' results by message (None: open it here), or None to open all here."""
+        if ahead.submitted is None or self._pool is None or ahead.opener is not self._opener:
+            return None
+        results = self._pool.results(ahead.submitted)
+        if results is None:
+            return None
+        opened: list[Result | None] = [None] * len(ahead.batch)
+        for i, result in zip(ahead.indexes, results, strict=True):
+            opened[i] = result
+        return opened
+
     def _tick(self) -> None:
         assert self._db is not None and self.rules is not None
         try:
@@ -198,15 +280,19 @@ class IngestWorker:
         except Exception:
             log.exception("rules tick failed")
 
-    def _handle(self, batch: Sequence[Incoming]) -> None:
-        """Process a batch; contain any failure so one bad message never stops ingest."""
+    def _handle(
+        self, batch: Sequence[Incoming], opened: Sequence[Result | None] | None = None
+    ) -> None:
+        """Process a batch (`opened`: what the workers opened of it); contain any failure so
+        one bad message never stops ingest."""
         backoff = 0.5
         while True:
             try:
-                self._process(batch, with_rules=True)
+                self._process(batch, with_rules=True, opened=opened)
                 return
             except Exception as exc:
                 failure = exc
+            opened = None  # retries open in this thread, on a fresh connection
             if not self._database_ok():
                 if self._stop.wait(backoff):
                     return  # shutting down: nothing acked, the broker keeps it all
@@ -249,11 +335,20 @@ class IngestWorker:
         self.metrics.count("rejected", Reason.MALFORMED)
         self._ack(message)
 
-    def _process(self, batch: Sequence[Incoming], *, with_rules: bool) -> None:
+    def _process(
+        self,
+        batch: Sequence[Incoming],
+        *,
+        with_rules: bool,
+        opened: Sequence[Result | None] | None = None,
+    ) -> None:
         db, opener = self._db, self._opener
         assert db is not None and opener is not None
-        opener.load_devices(batch)
-        outcomes = [opener.classify(m) for m in batch]
+        if opened is None:
+            opener.load_devices(batch)
+            outcomes = [opener.classify(m) for m in batch]
+        else:  # devices were loaded when the batch went to the workers
+            outcomes = [opener.classify_opened(m, r) for m, r in zip(batch, opened, strict=True)]
         accepted = [o for o in outcomes if isinstance(o, Accepted)]
         rejected = [o for o in outcomes if isinstance(o, Rejected)]
         duplicates = sum(isinstance(o, Redelivered) for o in outcomes)
@@ -294,8 +389,7 @@ class IngestWorker:
             record_seen(db, [(s, d, ms, seq) for (s, d), (ms, seq) in seen.items()])
             add_rejections(db, [_rejection_row(o, now_ms) for o in rejected])
             if with_rules and self.rules is not None:
-                for report in stored:
-                    self.rules.evaluate(db, report)
+                self.rules.evaluate_batch(db, stored)
                 for o in rejected:
                     self.rules.on_rejection(db, o.reason, o.site, o.device, now_ms)
         self.metrics.commit_seconds.observe(time.monotonic() - started)

@@ -3,10 +3,12 @@ of N attempts in M minutes (by default 1 in 1 from severity 4 up, 3 in 10 below)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hub.alerts import Finding
 from hub.model import StoredReport
-from hub.rules.attempts import blocked_attempts, blocked_names, window_attempts
-from hub.rules.config import RulesConfig
+from hub.rules.attempts import WindowQuery, blocked_attempts, blocked_names, window_attempts_many
+from hub.rules.config import CategoryRule, RulesConfig
 from hub.rules.wording import category_label, client_key, group_of, plural, who
 from hub.store import Database
 
@@ -30,24 +32,47 @@ def sentence(
 
 def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Finding]:
     """One finding per category whose threshold this report reaches (with earlier reports)."""
+    return check_many(db, rules, [report])[0]
+
+
+def check_many(
+    db: Database, rules: RulesConfig, reports: Sequence[StoredReport]
+) -> list[list[Finding]]:
+    """check() for each of a batch's reports, with one window read for the whole batch."""
     if not rules.blocked.enabled:
-        return []
-    findings = []
-    for category, attempts in sorted(blocked_attempts(report.payload).items()):
-        if category in rules.bypass.categories:
-            continue  # the bypass rule's business
-        threshold = rules.blocked.category(category)
-        if threshold.severity == 0:
-            continue
+        return [[] for _ in reports]
+    # (report index, category, threshold, attempts in this report alone)
+    candidates: list[tuple[int, str, CategoryRule, int]] = []
+    for i, report in enumerate(reports):
+        for category, attempts in sorted(blocked_attempts(report.payload).items()):
+            if category in rules.bypass.categories:
+                continue  # the bypass rule's business
+            threshold = rules.blocked.category(category)
+            if threshold.severity != 0:
+                candidates.append((i, category, threshold, attempts))
+    windowed = [c for c in candidates if c[3] < c[2].attempts]
+    totals = dict(
+        zip(
+            ((i, category) for i, category, _, _ in windowed),
+            window_attempts_many(
+                db,
+                [WindowQuery(reports[i], category, t.minutes) for i, category, t, _ in windowed],
+            ),
+            strict=True,
+        )
+    )
+    findings: list[list[Finding]] = [[] for _ in reports]
+    for i, category, threshold, attempts in candidates:
+        report = reports[i]
         if attempts >= threshold.attempts:
             total, ids, minutes = attempts, [report.id], None
         else:
-            total, ids = window_attempts(db, report, category, threshold.minutes)
+            total, ids = totals[(i, category)]
             minutes = threshold.minutes
         if total < threshold.attempts:
             continue
         names = blocked_names(report.payload, category)
-        findings.append(
+        findings[i].append(
             Finding(
                 rule=RULE,
                 severity=threshold.severity,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec
 
-from hub.alerts import Finding, record
+from hub.alerts import Finding, record_many
 from hub.config import load_config
 from hub.errors import StoreError
 from hub.model import AlertListener, StoredReport
@@ -31,14 +31,17 @@ P = ParamSpec("P")
 HEARD_MEMO_MS = 30_000
 _HEARD_MEMO_SIZE = 100_000
 
-# The order findings are recorded in; every rule sees the same report independently.
-REPORT_RULES: tuple[
-    tuple[str, Callable[[Database, RulesConfig, StoredReport], list[Finding]]], ...
-] = (
-    (blocked.RULE, blocked.check),
-    (bypass.RULE, bypass.check),
-    (tamper.RULE, tamper.check),
-    (offsite.RULE, offsite.check),
+Check = Callable[[Database, RulesConfig, StoredReport], list[Finding]]
+CheckMany = Callable[[Database, RulesConfig, Sequence[StoredReport]], list[list[Finding]]]
+
+# The order findings are recorded in; every rule sees the same report independently. A rule
+# with a check_many reads the database once for a whole batch (its check() is the same code
+# for one report); the others are called per report.
+REPORT_RULES: tuple[tuple[str, Check, CheckMany | None], ...] = (
+    (blocked.RULE, blocked.check, blocked.check_many),
+    (bypass.RULE, bypass.check, None),
+    (tamper.RULE, tamper.check, None),
+    (offsite.RULE, offsite.check, None),
 )
 
 
@@ -80,29 +83,64 @@ class RuleEngine:
             log.exception("rule %s failed and was skipped (%d failures)", name, self.failures[name])
             return []
 
-    def _record(self, db: Database, rules: RulesConfig, findings: list[Finding]) -> None:
-        for finding in findings:
+    def _record(self, db: Database, rules: RulesConfig, findings: Sequence[Finding]) -> None:
+        record_many(db, findings, rules.policy, self._listener, self._record_failed)
+
+    def _record_failed(self, finding: Finding, exc: Exception) -> None:
+        self.failures[f"record:{finding.rule}"] += 1
+        log.error("could not record a %s finding: %r", finding.rule, exc, exc_info=exc)
+
+    def _check_all(
+        self,
+        db: Database,
+        rules: RulesConfig,
+        name: str,
+        check: Check,
+        check_many: CheckMany | None,
+        reports: Sequence[StoredReport],
+    ) -> list[list[Finding]]:
+        """One rule's findings per report. If the batch check trips over an odd payload, each
+        report is checked alone, so only the odd one loses this rule."""
+        if check_many is not None and len(reports) > 1:
             try:
-                record(db, finding, rules.policy, self._listener)
+                return check_many(db, rules, reports)
             except StoreError:
                 raise
-            except Exception:
-                self.failures[f"record:{finding.rule}"] += 1
-                log.exception("could not record a %s finding", finding.rule)
+            except Exception as exc:
+                log.warning(
+                    "rule %s failed on a batch (%r); checking its reports one by one", name, exc
+                )
+        return [self._safely(name, check, db, rules, report) for report in reports]
 
     def evaluate(self, db: Database, report: StoredReport) -> None:
         """Run the report rules over a stored report, inside the caller's transaction (never
         commits). Call after the report row is inserted."""
-        rules = self._rules  # one snapshot for the whole report
-        device = (report.site, report.device)
-        checked = self._heard.get(device)
-        if checked is None or not 0 <= report.received_ms - checked < HEARD_MEMO_MS:
-            silent.heard(db, report)
-            if len(self._heard) >= _HEARD_MEMO_SIZE:
+        self.evaluate_batch(db, [report])
+
+    def evaluate_batch(self, db: Database, reports: Sequence[StoredReport]) -> None:
+        """Run the report rules over a batch of stored reports, inside the caller's transaction
+        (never commits): the same alerts as evaluate() on each in turn, with a few statements
+        per rule and batch instead of a few per report. Call after the rows are inserted."""
+        rules = self._rules  # one snapshot for the whole batch
+        unchecked: dict[tuple[str, str], StoredReport] = {}
+        for report in reports:
+            device = (report.site, report.device)
+            checked = self._heard.get(device)
+            if checked is None or not 0 <= report.received_ms - checked < HEARD_MEMO_MS:
+                unchecked.setdefault(device, report)
+        if unchecked:
+            silent.heard(db, list(unchecked.values()))
+            if len(self._heard) + len(unchecked) > _HEARD_MEMO_SIZE:
                 self._heard.clear()
-            self._heard[device] = report.received_ms
-        for name, check in REPORT_RULES:
-            self._record(db, rules, self._safely(name, check, db, rules, report))
+            self._heard.update((d, r.received_ms) for d, r in unchecked.items())
+        per_rule = [
+            self._check_all(db, rules, name, check, check_many, reports)
+            for name, check, check_many in REPORT_RULES
+        ]
+        # Recorded report by report, rule by rule: the order evaluate() gives each in turn.
+        self._record(
+            db, rules, [f for i in range(len(reports)) for found in per_rule for f in found[i]]
+        )
 
     def on_rejection(
         self, db: Database, reason: str, site: str | None, device: str | None, now_ms: int

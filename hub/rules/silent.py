@@ -5,11 +5,14 @@ The alert closes itself, with a "resolved" action, as soon as the device is hear
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hub.alerts import Finding, find_active, resolve
 from hub.model import StoredReport
 from hub.rules.config import RulesConfig, SilentRule
 from hub.rules.wording import device_label, when
 from hub.store import Database
+from hub.store.devices import devices_where
 
 RULE = "silent_device"
 KEY = "silent"
@@ -77,8 +80,22 @@ def tick(db: Database, rules: RulesConfig, now_ms: int) -> list[Finding]:
     return findings
 
 
-def heard(db: Database, report: StoredReport) -> None:
-    """A report arrived: resolve the device's open or acknowledged silent_device alert."""
-    alert = find_active(db, report.site, report.device, RULE, KEY)
-    if alert is not None:
-        resolve(db, alert.id, report.received_ms, f"heard again (report {report.id})")
+def heard(db: Database, reports: Sequence[StoredReport]) -> None:
+    """Reports arrived: resolve their devices' open or acknowledged silent_device alerts (the
+    latest of each device, as find_active picks it), each by the device's first report here.
+    One statement per 400 devices."""
+    first: dict[tuple[str, str], StoredReport] = {}
+    for report in reports:
+        first.setdefault((report.site, report.device), report)
+    latest: dict[tuple[str, str], int] = {}
+    for where, params in devices_where(first):
+        for alert_id, site, device in db.execute(
+            "SELECT id, site, device FROM alerts WHERE rule = ? AND dedup_key = ? "
+            f"AND status IN ('open', 'acknowledged') AND {where}",
+            (RULE, KEY, *params),
+        ):
+            key = (site, device)
+            latest[key] = max(latest.get(key, 0), int(alert_id))
+    for key, alert_id in sorted(latest.items()):
+        report = first[key]
+        resolve(db, alert_id, report.received_ms, f"heard again (report {report.id})")

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from hub.errors import StoreError
 from hub.model import DeviceInfo
@@ -74,22 +74,29 @@ def get_device(db: Database, site: str, device: str) -> DeviceInfo | None:
     return _info(rows[0]) if rows else None
 
 
-def get_devices(
-    db: Database, keys: Iterable[tuple[str, str]], chunk: int = 400
-) -> dict[tuple[str, str], DeviceInfo]:
-    """Several devices in one query per `chunk` of them (ingest loads a batch's devices at once);
-    ids that were never enrolled are absent."""
+DEVICES_PER_STATEMENT = 400
+
+
+def devices_where(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """For reading many devices' rows: (SQL condition on site and device columns, its
+    parameters) per DEVICES_PER_STATEMENT devices, e.g. "(site = ? AND device IN (?, ?))"."""
     wanted = sorted(set(keys))
-    found: dict[tuple[str, str], DeviceInfo] = {}
-    for start in range(0, len(wanted), chunk):
+    for start in range(0, len(wanted), DEVICES_PER_STATEMENT):
         by_site: dict[str, list[str]] = {}
-        for site, device in wanted[start : start + chunk]:
+        for site, device in wanted[start : start + DEVICES_PER_STATEMENT]:
             by_site.setdefault(site, []).append(device)
         where = " OR ".join(
             f"(site = ? AND device IN ({', '.join('?' * len(devices))}))"
             for devices in by_site.values()
         )
-        params = [p for site, devices in by_site.items() for p in (site, *devices)]
+        yield f"({where})", [p for site, devices in by_site.items() for p in (site, *devices)]
+
+
+def get_devices(db: Database, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DeviceInfo]:
+    """Several devices in one query per 400 of them (ingest loads a batch's devices at once);
+    ids that were never enrolled are absent."""
+    found: dict[tuple[str, str], DeviceInfo] = {}
+    for where, params in devices_where(keys):
         for row in db.execute(f"SELECT {_COLUMNS} FROM devices WHERE {where}", params):
             info = _info(row)
             found[(info.site, info.device)] = info

@@ -98,28 +98,54 @@ def insert_reports(db: Database, reports: Sequence[NewReport]) -> dict[tuple[str
     return ids
 
 
-def attempts_in_window(
-    db: Database,
-    site: str,
-    device: str,
-    category: str,
-    since_ms: int,
-    until_ms: int,
-    *,
-    client_ip: str | None = None,
-    exclude: int | None = None,
-) -> list[tuple[int, int]]:
-    """(report id, attempts) of a device's reports with time_ms in (since, until] that count
-    blocked attempts in a category, oldest first; only one DNS client's if `client_ip` is set."""
-    sql = (
-        "SELECT report_id, count FROM attempts WHERE site = ? AND device = ? AND category = ? "
-        "AND time_ms > ? AND time_ms <= ? AND report_id <> ?"
-    )
-    params: list[object] = [site, device, category, since_ms, until_ms, exclude or 0]
-    if client_ip is not None:
-        sql, params = sql + " AND client_ip = ?", [*params, client_ip]
-    rows = db.execute(sql + " ORDER BY time_ms, report_id", params)
-    return [(int(r[0]), int(r[1])) for r in rows]
+@dataclass(frozen=True, slots=True)
+class WindowScope:
+    """The attempts of one device (and DNS client) in one category with time_ms in (since,
+    until]: the union of the windows of a batch's reports of that device."""
+
+    site: str
+    device: str
+    category: str
+    client_ip: str | None
+    since_ms: int
+    until_ms: int
+
+
+_SCOPES_PER_STATEMENT = 100  # 6 parameters each: well under SQLite's limit
+
+
+def attempts_in_scopes(
+    db: Database, scopes: Sequence[WindowScope]
+) -> dict[WindowScope, list[tuple[int, int, int]]]:
+    """(time_ms, report id, attempts) of each scope, ordered by time and id: one statement per
+    100 scopes (each clause is a range of the attempts_window index), not one per report."""
+    scopes = list(dict.fromkeys(scopes))
+    found: dict[WindowScope, list[tuple[int, int, int]]] = {s: [] for s in scopes}
+    for start in range(0, len(scopes), _SCOPES_PER_STATEMENT):
+        chunk = scopes[start : start + _SCOPES_PER_STATEMENT]
+        clauses, params = [], []
+        for s in chunk:
+            clause = "(site = ? AND device = ? AND category = ? AND time_ms > ? AND time_ms <= ?"
+            params += [s.site, s.device, s.category, s.since_ms, s.until_ms]
+            if s.client_ip is not None:
+                clause += " AND client_ip = ?"
+                params.append(s.client_ip)
+            clauses.append(clause + ")")
+        rows = db.execute(
+            "SELECT site, device, category, client_ip, time_ms, report_id, count FROM attempts "
+            f"WHERE {' OR '.join(clauses)}",
+            params,
+        )
+        by_key: dict[tuple[str, str, str], list[WindowScope]] = {}
+        for s in chunk:
+            by_key.setdefault((s.site, s.device, s.category), []).append(s)
+        for site, device, category, client_ip, time_ms, report_id, count in rows:
+            for s in by_key.get((site, device, category), ()):  # OR-ed clauses may overlap
+                if s.client_ip in (None, client_ip) and s.since_ms < time_ms <= s.until_ms:
+                    found[s].append((int(time_ms), int(report_id), int(count)))
+    for rows_of_scope in found.values():
+        rows_of_scope.sort()
+    return found
 
 
 def stored_digest(db: Database, site: str, device: str, seq: int) -> bytes | None:
