@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from agent.errors import HedgerowError
+from agent.cli import run
 from hub.commands import alerts, data, devices, enroll, notify, policy, serve, setup
 
 COMMAND_MODULES = [setup, alerts, serve, devices, data, enroll, policy, notify]
@@ -29,19 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hedgerow-hub console script."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return int(args.func(args))
-    except HedgerowError as exc:
-        print(f"hedgerow-hub: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run("hedgerow-hub", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

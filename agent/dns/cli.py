@@ -7,12 +7,11 @@ does not carry what only `enroll` or `explain` need (the process stays small: do
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
+from agent.cli import run
 from agent.dns.commands import check, enroll, explain, selftest, serve
-from agent.errors import HedgerowError
 
 COMMAND_MODULES = [serve, check, explain, selftest]  # then enroll
 
@@ -39,20 +38,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hedgerow-dns console script."""
-    args = build_parser(argv).parse_args(argv)
-    # journald adds its own timestamps: one "level name: message" line per record.
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return int(args.func(args))
-    except HedgerowError as exc:
-        print(f"hedgerow-dns: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run("hedgerow-dns", build_parser(argv).parse_args(argv))
 
 
 if __name__ == "__main__":

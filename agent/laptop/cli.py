@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.cli import run
 from agent.enroll import add_enroll_arguments, enroll_from_args
-from agent.errors import HedgerowError
 from agent.identity import Identity
 
 DEFAULT_IDENTITY = Path("/var/lib/hedgerow/agent")
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
     enroll = sub.add_parser("enroll", help="enrol this laptop with the hub (token or bundle)")
-    enroll.add_argument("--identity", type=Path, default=DEFAULT_IDENTITY, help="identity directory")
+    enroll.add_argument(
+        "--identity", type=Path, default=DEFAULT_IDENTITY, help="identity directory"
+    )
     add_enroll_arguments(enroll, default_class=None)
     enroll.set_defaults(func=cmd_enroll)
     return parser
@@ -68,12 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hedgerow-agent console script."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except HedgerowError as exc:
-        print(f"hedgerow-agent: error: {exc}", file=sys.stderr)
-        return 1
+    return run("hedgerow-agent", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
