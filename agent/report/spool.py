@@ -37,6 +37,7 @@ from agent.report.errors import SpoolError
 from agent.wire.envelope import split
 from agent.wire.errors import OpenError
 from agent.wire.header import Header, SuiteId
+from agent.wire.keyfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -195,29 +196,9 @@ class Spool:
             self._full_logged = True
 
     def _write(self, seq: int, frame: bytes) -> None:
-        final = self._dir / _file_name(seq)
-        tmp = self._dir / f".{final.name}{_TMP_SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            view = memoryview(frame)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            self._unlink(tmp)
-            raise
-        os.close(fd)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            self._unlink(tmp)
-            raise
-        dir_fd = os.open(self._dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # Temporary file, fsync, rename, fsync the directory: a crash leaves either the whole
+        # entry or a ".*.tmp" file that _scan() discards.
+        write_atomic(self._dir / _file_name(seq), frame, FILE_MODE)
 
     def next_after(self, seq: int) -> SpoolEntry | None:
         """The oldest readable entry with a sequence number above `seq`, or None.

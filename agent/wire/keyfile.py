@@ -40,7 +40,8 @@ def write_atomic(path: Path, data: bytes, mode: int, *, exclusive: bool = False)
     path = Path(path)
     if exclusive and path.exists():
         raise WireError(f"{path} exists; refusing to overwrite it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # ".<name>.<random>.tmp": recognisable as half-written if a crash leaves it behind.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:

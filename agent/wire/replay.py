@@ -21,6 +21,20 @@ class _DeviceWindow:
     seen: dict[int, bytes] = field(default_factory=dict)
 
 
+def judge(seq: int, known: bytes | None, digest: bytes, highest: int, window: int) -> bool:
+    """The replay rule, in one place: True for an exact duplicate of an accepted envelope
+    (`known` is the digest accepted under this seq, if any), False for a new one; raises
+    OpenError(replay) for a different envelope under an accepted seq, or for a seq older than
+    the window that was never accepted."""
+    if known is not None:
+        if known == digest:
+            return True
+        raise OpenError(Reason.REPLAY, f"seq {seq} was already used by another envelope")
+    if seq <= highest - window:
+        raise OpenError(Reason.REPLAY, f"seq {seq} is older than the replay window")
+    return False
+
+
 class ReplayWindow:
     """Remembers the last `window` sequence numbers accepted per device."""
 
@@ -33,14 +47,7 @@ class ReplayWindow:
         state = self._devices.get((header.site, header.device))
         if state is None:
             return False
-        known = state.seen.get(header.seq)
-        if known is not None:
-            if known == digest:
-                return True
-            raise OpenError(Reason.REPLAY, f"seq {header.seq} was already used by another envelope")
-        if header.seq <= state.highest - self.window:
-            raise OpenError(Reason.REPLAY, f"seq {header.seq} is older than the replay window")
-        return False
+        return judge(header.seq, state.seen.get(header.seq), digest, state.highest, self.window)
 
     def accept(self, header: Header, digest: bytes) -> None:
         """Record an envelope as stored (call after the store commits)."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from agent.wire.errors import OpenError, Reason
 from agent.wire.header import Header
-from agent.wire.replay import DEFAULT_WINDOW
+from agent.wire.replay import DEFAULT_WINDOW, judge
 from hub.store.database import Database
 from hub.store.reports import max_seq, stored_digest
 
@@ -55,13 +54,7 @@ class StoreReplayGuard:
         known = state.recent.get(header.seq)
         if known is None and header.seq <= state.highest:
             known = stored_digest(self.db, header.site, header.device, header.seq)
-        if known is not None:
-            if known == digest:
-                return True
-            raise OpenError(Reason.REPLAY, f"seq {header.seq} was already used by another envelope")
-        if header.seq <= state.highest - self.window:
-            raise OpenError(Reason.REPLAY, f"seq {header.seq} is older than the replay window")
-        return False
+        return judge(header.seq, known, digest, state.highest, self.window)
 
     def accept(self, header: Header, digest: bytes) -> None:
         """Remember an envelope that is being stored, so a second copy in the same batch is a
