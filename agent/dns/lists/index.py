@@ -19,11 +19,12 @@ probability about 1e6 / 1.8e19 = 5e-14, i.e. one false block in ~2e13 suffix loo
 
 from __future__ import annotations
 
+import logging
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import mod
+from itertools import compress, repeat
+from operator import ge, lt, mod
 
 from agent.dns.lists.model import (
     SELF_BLOCK,
@@ -34,8 +35,12 @@ from agent.dns.lists.model import (
     ListSpec,
 )
 from agent.dns.lists.reader import ParsedList
+from agent.dns.lists.split import Forked
+
+log = logging.getLogger(__name__)
 
 MAX_CATEGORIES = 64
+SPLIT_MIN = 200_000  # names from which a cold build fills the table in two processes
 LOAD_FACTOR = 0.5
 _PLANES = (SELF_BLOCK, SUB_BLOCK, SELF_EXCEPT, SUB_EXCEPT)
 
@@ -175,58 +180,120 @@ def build_index(
     planes = width > 16
     code = "Q" if planes else _mask_typecode(4 * width)
     masks = [array(code, [0]) * (cap + 1) for _ in range(4 if planes else 1)]
-    size = 0
+    jobs: list[_Job] = []
     depths = 0
     for parsed in lists:
         depths |= parsed.depths
         bit = 1 << categories.index(parsed.stats.category)
         for kind, hashes in parsed.kinds.items():
-            for plane, kind_bit in enumerate(_PLANES):
-                if not kind & kind_bit:
-                    continue
-                if planes:
-                    size += _insert(keys, masks, masks[plane], cap, hashes, bit)
-                else:
-                    value = sum(bit << p * width for p, k in enumerate(_PLANES) if kind & k)
-                    size += _insert(keys, masks, masks[0], cap, hashes, value)
-                    break  # one packed word carries every plane of this kind
+            if planes:
+                jobs += [(hashes, p, bit) for p, k in enumerate(_PLANES) if kind & k]
+            else:  # one packed word carries every plane of this kind
+                value = sum(bit << p * width for p, k in enumerate(_PLANES) if kind & k)
+                jobs.append((hashes, 0, value))
+    if total < SPLIT_MIN or not _fill_split(keys, masks, cap, jobs):
+        for hashes, plane, value in jobs:
+            _place(keys, masks, masks[plane], cap, hashes, value)
     statutory_mask = 0
     for category in statutory:
         if category in categories:
             statutory_mask |= 1 << categories.index(category)
+    size = len(keys) - keys.count(0)
     return CategoryIndex(categories, keys, masks, cap, size, depths, statutory_mask)
 
 
-def _insert(
+_Job = tuple["array[int]", int, int]  # hashes, mask plane, value to OR in
+
+
+def _fill_split(keys: array[int], masks: list[array[int]], cap: int, jobs: list[_Job]) -> bool:
+    """Fill the table in two processes: a forked child takes the names whose home slot is in
+    the upper half, this process the lower half. False if no child could run (nothing was
+    filled then). Linear probing stays correct: a name of the lower half that would probe past
+    the middle is held back and placed last, when the upper half is in."""
+    half = cap // 2
+
+    def upper() -> list[bytes]:
+        for hashes, plane, value in jobs:
+            mine = array(
+                "q", compress(hashes, map(ge, map(mod, hashes, repeat(cap)), repeat(half)))
+            )
+            _place(keys, masks, masks[plane], cap, mine, value)
+        return [keys[half:].tobytes(), *(mask[half:].tobytes() for mask in masks)]
+
+    child = Forked(upper)
+    if not child.started:
+        return False
+    held: list[tuple[array[int], int, int]] = []
+    for hashes, plane, value in jobs:
+        mine = array("q", compress(hashes, map(lt, map(mod, hashes, repeat(cap)), repeat(half))))
+        back = _place(keys, masks, masks[plane], cap, mine, value, stop=half)
+        if back:
+            held.append((back, plane, value))
+    tables = [keys, *masks]
+
+    def into(i: int, size: int) -> memoryview:
+        table = tables[i]
+        items = size // table.itemsize
+        if half + items > len(table):  # the child appended probe sentinels
+            table.extend(repeat(0, half + items - len(table)))
+        start = half * table.itemsize
+        return memoryview(table).cast("B")[start : start + size]
+
+    if not child.result(into):
+        log.warning("filling the index in a child process failed; filling it here")
+        for table in tables:
+            del table[cap + 1 :]
+            table[half:] = array(table.typecode, [0]) * (cap + 1 - half)
+        for hashes, plane, value in jobs:
+            mine = array(
+                "q", compress(hashes, map(ge, map(mod, hashes, repeat(cap)), repeat(half)))
+            )
+            _place(keys, masks, masks[plane], cap, mine, value)
+    for hashes, plane, value in held:
+        _place(keys, masks, masks[plane], cap, hashes, value)
+    return True
+
+
+def _place(
     keys: array[int],
     masks: list[array[int]],
     target: array[int],
     cap: int,
     hashes: array[int],
     value: int,
-) -> int:
-    """OR value into target at the slot of every hash, claiming empty slots (hashes are
-    never 0: the reader maps 0 to 1); returns the number of slots claimed."""
-    added = 0
-    for h, j in zip(hashes, map(mod, hashes, repeat(cap)), strict=True):
-        k = keys[j]
-        if not k:  # the common case at load factor 0.5: the home slot is free
+    stop: int | None = None,
+) -> array[int]:
+    """OR value into target at the slot of every hash, claiming empty slots (hashes are never
+    0: the reader maps 0 to 1). A hash that would take a slot at or past `stop` is left out
+    and returned. First every hash whose home slot is free takes it (the common case at load
+    factor 0.5: no probing), then the rest probe."""
+    collided = array("q")
+    for h, j in zip(hashes, map(mod, hashes, repeat(cap)), strict=False):  # same length
+        if keys[j]:
+            collided.append(h)
+        else:
             keys[j] = h
             target[j] = value
-            added += 1
-            continue
+    back = array("q")
+    limit = len(keys) if stop is None else stop
+    for h in collided:
+        j = h % cap
+        k = keys[j]
         while k and k != h:
             j += 1
             k = keys[j]
+        if j >= limit:
+            back.append(h)
+            continue
         if not k:
             keys[j] = h
-            added += 1
             if j == len(keys) - 1:  # keep an empty sentinel after the last slot
                 keys.append(0)
                 for mask in masks:
                     mask.append(0)
+                limit = len(keys) if stop is None else stop
         target[j] |= value
-    return added
+    return back
 
 
 def categories_of(specs: Sequence[ListSpec]) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ the lists it was built from.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from array import array
@@ -20,14 +21,17 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import contains, itemgetter
 from pathlib import Path
+from typing import Any
 
 from agent.dns.lists.model import BLOCK, EXCEPT, EXCEPT_WILDCARD, ListError, ListStats
 from agent.dns.lists.names import MAX_NAME
 from agent.dns.lists.rules import ADBLOCK, HOSTS, HOSTS_BOILERPLATE, detect_format, parse_line
+from agent.dns.lists.split import Forked, forkable, tail
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 18
+SPLIT_MIN_BYTES = 8 << 20  # files from which parsing is split over two processes
 _SAMPLE = 1 << 16
 _DEEP = ((1 << 128) - 1) & ~0b11  # depths 2..127: what a bulk chunk may hold
 # Lines the fast path may drop before checking a chunk: blanks and whole-line comments.
@@ -54,17 +58,28 @@ class ParsedList:
         return sum(len(hashes) for hashes in self.kinds.values())
 
 
-def read_lines(path: Path, source: str, digest: hashlib._Hash | None = None) -> Iterator[str]:
-    """The decoded text of a list file in chunks ending on a line boundary; every byte read is
-    fed to digest, if given."""
+def read_lines(
+    path: Path,
+    source: str,
+    digest: hashlib._Hash | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[str]:
+    """The decoded text of a list file (or of bytes start..stop, which must begin and end on a
+    line boundary) in chunks ending on a line boundary; every byte read is fed to digest, if
+    given."""
     try:
         with open(path, "rb") as handle:
             carry = b""
-            first = True
-            while True:
-                block = handle.read(CHUNK)
+            first = start == 0
+            handle.seek(start)
+            left = -1 if stop is None else stop - start
+            while left:
+                block = handle.read(CHUNK if left < 0 else min(CHUNK, left))
                 if not block:
                     break
+                if left > 0:
+                    left -= len(block)
                 if digest is not None:
                     digest.update(block)
                 if b"\0" in block:
@@ -162,13 +177,17 @@ def _fast_names(fmt: str, text: str) -> list[str] | None:
 
 
 def parse_file(path: Path, source: str, category: str) -> ParsedList:
-    """Parse a list file; raises ListError if it is unreadable, binary, empty or unparseable."""
-    builder: _Builder | None = None
-    digest = hashlib.sha256()
-    for text in read_lines(path, source, digest):
-        if builder is None:
-            builder = _Builder(detect_format(text[:_SAMPLE]))
-        builder.chunk(text)
+    """Parse a list file; raises ListError if it is unreadable, binary, empty or unparseable.
+    A big file is parsed in two halves at once, the second in a forked child (split.py)."""
+    builder = _parse_split(path, source)
+    if builder is not None:
+        digest = _file_digest(path, source)
+    else:
+        digest = hashlib.sha256()
+        for text in read_lines(path, source, digest):
+            if builder is None:
+                builder = _Builder(detect_format(text[:_SAMPLE]))
+            builder.chunk(text)
     if builder is None:
         raise ListError(f"list {source}: is empty")
     stats = ListStats(
@@ -204,3 +223,86 @@ def parse_file(path: Path, source: str, category: str) -> ParsedList:
         while 0 in hashes:  # 0 marks an empty index slot; lookups hash such a name to 1
             hashes[hashes.index(0)] = 1
     return ParsedList(stats, builder.kinds, builder.depths, digest.digest())
+
+
+def _file_digest(path: Path, source: str) -> hashlib._Hash:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256")
+    except OSError as exc:
+        raise ListError(f"list {source}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _parse_split(path: Path, source: str) -> _Builder | None:
+    """Parse a big file as two halves split on a line boundary, the second half in a forked
+    child, and merge them into what one pass would give; None if the file is small, its
+    first chunk holds no line break, or no child can run (the caller parses it whole)."""
+    try:
+        size = path.stat().st_size
+        if size < SPLIT_MIN_BYTES or not forkable():
+            return None
+        with open(path, "rb") as handle:
+            head = handle.read(CHUNK)
+            handle.seek(size // 2)
+            middle = handle.read(CHUNK * 4)
+    except OSError:
+        return None  # the whole-file path reports it
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    cut = middle.find(b"\n") + 1
+    lines = head.rfind(b"\n") + 1
+    if cut == 0 or lines == 0:
+        return None
+    mid = size // 2 + cut
+    fmt = detect_format(_decode(head[:lines])[:_SAMPLE])  # as the whole-file pass detects it
+
+    def second_half() -> list[bytes]:
+        half = _Builder(fmt)
+        try:
+            for text in read_lines(path, source, start=mid):
+                half.chunk(text)
+        except ListError as exc:
+            return [json.dumps({"error": str(exc)}).encode()]
+        counts = [half.entries, half.exceptions, half.skipped, half.invalid, half.depths]
+        head = {"counts": counts, "kinds": list(half.kinds)}
+        return [json.dumps(head).encode(), *(a.tobytes() for a in half.kinds.values())]
+
+    child = Forked(second_half)
+    if not child.started:
+        return None
+    builder = _Builder(fmt)
+    own_error: ListError | None = None
+    try:
+        for text in read_lines(path, source, stop=mid):
+            builder.chunk(text)
+    except ListError as exc:
+        own_error = exc
+    raw = bytearray()
+    header: dict[str, Any] = {}
+
+    def into(i: int, size: int) -> memoryview:
+        """Part 0 is the header (JSON); part i > 0 holds the hashes of header kinds[i - 1]."""
+        if i == 0:
+            raw.extend(bytes(size))
+            return memoryview(raw)
+        if not header:
+            header.update(json.loads(raw))
+        if own_error is not None:
+            return memoryview(bytearray(size))  # read and dropped: the error wins
+        return tail(builder.kinds.setdefault(header["kinds"][i - 1], array("q")), size)
+
+    ok = child.result(into)
+    if own_error is not None:
+        raise own_error
+    if not ok:
+        log.warning("parsing %s in a child process failed; parsing it whole here", source)
+        return None
+    header = header or json.loads(raw)
+    if "error" in header:
+        raise ListError(str(header["error"]))
+    entries, exceptions, skipped, invalid, depths = header["counts"]
+    builder.entries += entries
+    builder.exceptions += exceptions
+    builder.skipped += skipped
+    builder.invalid += invalid
+    builder.depths |= depths
+    return builder
