@@ -8,6 +8,7 @@ split result with the one-pass result and reports how many children actually ran
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
-import json, sys
+import json, os, sys
 from pathlib import Path
 from agent.dns.lists import index as I, reader as R, split as S
 from agent.dns.lists.model import ListError
@@ -26,6 +27,9 @@ from agent.dns.lists.model import ListError
 started = []
 original = S.Forked.__init__
 def counting(self, work):
+    if os.environ.get("CHILD_FAILS"):
+        def work():
+            raise RuntimeError("the child fails")
     original(self, work)
     started.append(self.started)
 S.Forked.__init__ = counting
@@ -64,10 +68,12 @@ print(json.dumps({
 """
 
 
-def run(*paths: Path) -> dict[str, object]:
+def run(*paths: Path, child_fails: bool = False) -> dict[str, object]:
+    env = {**os.environ, "CHILD_FAILS": "1" if child_fails else ""}
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, *map(str, paths)],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -96,7 +102,11 @@ def mixed(rng: random.Random, lines: list[str], extra: list[str]) -> str:
     return "\r\n".join(lines[: len(lines) // 2]) + "\n" + "\n".join(lines[len(lines) // 2 :]) + "\n"
 
 
-def test_each_format_parses_and_indexes_the_same_split_or_not(tmp_path: Path) -> None:
+@pytest.mark.parametrize("child_fails", [False, True], ids=["split", "child-fails"])
+def test_each_format_parses_and_indexes_the_same_split_or_not(
+    tmp_path: Path, child_fails: bool
+) -> None:
+    """Split or not, and if the child dies the parent does its half: the same result."""
     rng = random.Random(7)
     plain = tmp_path / "plain.txt"
     plain.write_text(mixed(rng, names(rng, 20_000), odd_lines(rng, 300)), encoding="utf-8")
@@ -112,7 +122,7 @@ def test_each_format_parses_and_indexes_the_same_split_or_not(tmp_path: Path) ->
     again = tmp_path / "again.txt"
     again.write_text(plain.read_text(encoding="utf-8"), encoding="utf-8")
 
-    result = run(plain, hosts, adblock, again)
+    result = run(plain, hosts, adblock, again, child_fails=child_fails)
 
     assert result["parse_same"] == [True, True, True, True]
     assert result["errors"] == []

@@ -92,15 +92,16 @@ async def serve(path: Path) -> int:
     sinks: list[QuerySink] = [reporter] if reporter is not None else []
     service = Service(path, sinks=sinks)
     try:
-        if reporter is not None:
-            reporter.start()
+        # The lists load before the reporter starts its threads: a cold build may fork
+        # helpers only while the process has one thread (lists/split.py). Records offered
+        # meanwhile wait in the reporter's queue.
         await service.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await service.stop()
-        if reporter is not None:
-            reporter.stop()
         return 1
+    if reporter is not None:
+        reporter.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()

@@ -19,6 +19,7 @@ import struct
 import threading
 from array import array
 from collections.abc import Callable
+from itertools import repeat
 from typing import BinaryIO
 
 _LEN = struct.Struct("<Q")
@@ -90,7 +91,7 @@ class Forked:
 
 def tail(buffer: array[int], size: int) -> memoryview:
     """Grow buffer by size bytes and return them, writable (a sink for Forked.result)."""
-    buffer.frombytes(bytes(size))  # zeros
+    buffer.extend(repeat(0, size // buffer.itemsize))  # no multi-MB temporary (see index.py)
     return memoryview(buffer).cast("B")[len(buffer) * buffer.itemsize - size :]
 
 
