@@ -82,7 +82,9 @@ def ratio_table(systems: Sequence[SystemResult], ceiling: MixResult | None) -> l
     if hedgerow is None:
         return ["hedgerow-dns was not measured in this run, so there are no ratios."]
     refs: list[tuple[str, dict[str, MixResult]]] = [
-        (ref, by_name[ref].mixes) for ref in ("unbound", "dnsmasq") if ref in by_name
+        (ref, by_name[ref].mixes)
+        for ref in ("unbound", "dnsmasq", "dnsmasq-default")
+        if ref in by_name
     ]
     if ceiling is not None:
         refs.append(("fake upstream", {mix: ceiling for mix in hedgerow.mixes}))
@@ -166,7 +168,7 @@ def targets_table(
         return ["hedgerow-dns was not measured in this run."]
     rows: list[tuple[str, str, str]] = []
     qps = mine.mixes["mix"].result.qps
-    for ref, factor in (("unbound", 1.0), ("dnsmasq", 10.0)):
+    for ref, factor in (("unbound", 1.0), ("dnsmasq-default", 10.0), ("dnsmasq", 10.0)):
         other = by_name.get(ref)
         if other and "mix" in other.mixes:
             theirs = other.mixes["mix"].result.qps
