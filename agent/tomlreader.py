@@ -84,11 +84,13 @@ class Section:
         """true or false."""
         return self._get(key, default, bool, "must be true or false")
 
-    def text_list(self, key: str, default: Any = _MISSING) -> Any:
-        """A list of strings."""
-        value = self._get(key, default, list, "must be a list of strings")
+    def text_list(
+        self, key: str, default: Any = _MISSING, rule: str = "must be a list of strings"
+    ) -> Any:
+        """A list of strings (`rule` is the message when it is not one)."""
+        value = self._get(key, default, list, rule)
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-            self.fail(key, value, "must be a list of strings")
+            self.fail(key, value, rule)
         return value
 
     def table(self, key: str, default: Any = _MISSING) -> Any:

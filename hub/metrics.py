@@ -67,6 +67,12 @@ class HubMetrics:
             "Opening worker processes that died or hung and were replaced",
             registry=self.registry,
         )
+        self.broker_reloads = Counter(
+            "hedgerow_hub_broker_reloads",
+            "Runs of [enroll] broker_reload after an enrolment, by result (ok, failed)",
+            ["result"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "hedgerow_hub_queue_depth", "Messages waiting for ingest", registry=self.registry
         )

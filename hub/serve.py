@@ -87,7 +87,9 @@ class HubService:
             ack=connection.ack,
             metrics=self.metrics,
             rules=self._rules,
-            enroll=EnrollService(self.config, self.keys, publish=connection.publish),
+            enroll=EnrollService(
+                self.config, self.keys, publish=connection.publish, metrics=self.metrics
+            ),
             publish=connection.publish,
             opening_processes=self.opening_processes,
             keys_dir=self.config.keys_dir,

@@ -31,6 +31,39 @@ BROKEN: list[tuple[str, str, str]] = [
     ("retention", "[retention]\nsummaries_days = 0\n", "[retention] summaries_days = 0"),
     ("metrics", '[metrics]\nlisten = "nowhere"\n', "[metrics] listen = 'nowhere'"),
     ("enroll", "[enroll]\nrate_per_minute = 0\n", "[enroll] rate_per_minute = 0"),
+    (
+        "broker_reload shell string",
+        '[enroll]\nbroker_reload = "systemctl reload mosquitto"\n',
+        "[enroll] broker_reload = 'systemctl reload mosquitto': must be an argv list such as "
+        '["systemctl", "reload", "mosquitto"], never a shell string',
+    ),
+    (
+        "broker_reload one item",
+        '[enroll]\nbroker_reload = ["systemctl reload mosquitto"]\n',
+        "[enroll] broker_reload = ['systemctl reload mosquitto']: is run without a shell",
+    ),
+    ("broker_reload empty", "[enroll]\nbroker_reload = []\n", "[enroll] broker_reload = []"),
+    (
+        "broker_reload not strings",
+        '[enroll]\nbroker_reload = ["kill", 1]\n',
+        "[enroll] broker_reload = ['kill', 1]: must be an argv list",
+    ),
+    (
+        "broker_reload relative",
+        '[enroll]\nbroker_reload = ["bin/reload"]\n',
+        "[enroll] broker_reload = ['bin/reload']: the program must be a name found on PATH or an "
+        "absolute path",
+    ),
+    (
+        "broker_reload missing",
+        '[enroll]\nbroker_reload = ["/nonexistent/hedgerow-reload"]\n',
+        "program '/nonexistent/hedgerow-reload' is not found or not executable",
+    ),
+    (
+        "broker_reload timeout",
+        "[enroll]\nbroker_reload_timeout_s = 0\n",
+        "[enroll] broker_reload_timeout_s = 0: must be at least 1",
+    ),
 ]
 
 
@@ -43,6 +76,13 @@ def make_config(tmp_path: Path, extra: str = "") -> Path:
 
 def test_a_valid_configuration_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = make_config(tmp_path)
+    assert main(["check", "--config", str(config)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_a_broker_reload_command_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = '[enroll]\nbroker_reload = ["kill", "-HUP", "1"]\nbroker_reload_timeout_s = 5\n'
+    config = make_config(tmp_path, text)
     assert main(["check", "--config", str(config)]) == 0
     assert "ok" in capsys.readouterr().out
 

@@ -7,7 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from hub.commands.enroll import report_broker_files
 from hub.config import load_config
+from hub.enroll.broker import write_broker_files
 from hub.store import Database
 from hub.store.devices import last_seqs, list_devices, revoke_device
 from hub.store.export import device_json
@@ -21,7 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("revoke", help="revoke a device: its reports are refused from now on")
+    p = sub.add_parser(
+        "revoke",
+        help="revoke a device: its reports are refused from now on and its broker account "
+        "removed (the broker files are rewritten and [enroll] broker_reload run)",
+    )
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("device")
     p.add_argument("--site", default=None, help="the device's site (default: [hub] site)")
@@ -63,12 +69,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    """hedgerow-hub revoke."""
-    site = args.site or load_config(args.config).site
+    """hedgerow-hub revoke: mark the device revoked, then rewrite the broker files without
+    its account (also when it was revoked already, so a reload that failed can be retried).
+    A failed broker_reload is reported but the revocation stands: exit status 0."""
+    config = load_config(args.config)
+    site = args.site or config.site
     db = open_database(args.config)
     try:
         changed = revoke_device(db, site, args.device, int(time.time() * 1000))
+        print(f"{site}/{args.device} {'revoked' if changed else 'was already revoked'}")
+        files = write_broker_files(db, config)
     finally:
         db.close()
-    print(f"{site}/{args.device} {'revoked' if changed else 'was already revoked'}")
+    report_broker_files(files, removed=args.device)
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.identity import DEVICE_CLASSES
 from hub.config import load_config
-from hub.enroll.broker import write_broker_files
+from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.bundle import make_bundle
 from hub.enroll.tokens import create_token, parse_duration
 from hub.keys import HubKeys
@@ -40,7 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ca", default=None, help="path of the broker CA certificate on the device")
     p.add_argument("--out", required=True, type=Path, help="bundle file to write (must be new)")
     p.set_defaults(func=cmd_bundle)
-    p = esub.add_parser("broker-files", help="rewrite the Mosquitto password file and ACL")
+    p = esub.add_parser(
+        "broker-files",
+        help="rewrite the Mosquitto password file and ACL, then run [enroll] broker_reload",
+    )
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--out", type=Path, default=None, help="directory ([enroll] broker_dir)")
     p.set_defaults(func=cmd_broker_files)
@@ -85,7 +88,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     keys = HubKeys(config.keys_dir)
     db = Database(config.database_url)
     try:
-        out = make_bundle(
+        written = make_bundle(
             db,
             keys,
             config,
@@ -100,8 +103,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         )
     finally:
         db.close()
-    print(f"wrote {out} (mode 0600): it holds the device's private key and MQTT password.")
+    secrets = "it holds the device's private key and MQTT password."
+    print(f"wrote {written.path} (mode 0600): {secrets}")
     print("Move it to the device on encrypted media, import it, then delete every copy.")
+    report_broker_files(written.broker)
     return 0
 
 
@@ -113,5 +118,26 @@ def cmd_broker_files(args: argparse.Namespace) -> int:
         files = write_broker_files(db, config, args.out)
     finally:
         db.close()
-    print(f"wrote {files.passwd} and {files.acl} ({files.users} accounts); reload Mosquitto")
-    return 0
+    return 0 if report_broker_files(files) else 1
+
+
+def report_broker_files(files: BrokerFiles, *, removed: str | None = None) -> bool:
+    """Print what was rewritten (and whose account was `removed`) and whether Mosquitto was
+    reloaded; False if broker_reload failed (its error is logged already)."""
+    gone = f"; no account for {removed}" if removed else ""
+    print(f"wrote {files.passwd} and {files.acl} ({files.users} accounts{gone})")
+    if files.reload is None:
+        print(
+            "no [enroll] broker_reload: Mosquitto applies them when it reloads (the "
+            "hedgerow-broker-reload path unit does that when the files change)"
+        )
+        return True
+    if files.reload.ok:
+        print(files.reload.describe())
+        return True
+    print(
+        "broker NOT reloaded (see the error above): Mosquitto keeps its old accounts until it "
+        "reloads; fix [enroll] broker_reload and run 'hedgerow-hub enroll broker-files', or "
+        "reload Mosquitto by hand"
+    )
+    return False

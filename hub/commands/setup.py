@@ -87,7 +87,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     attempt(lambda: parse_policy(config.extra.get("policy", {}), str(config.path)))
     attempt(lambda: load_retention(config))
     attempt(lambda: metrics_listen(config))
-    attempt(lambda: load_enroll_settings(config))
+    attempt(lambda: load_enroll_settings(config, find_program=True))  # broker_reload exists
     policy_files = sorted((config.data / "policy").glob("*.toml"))
     for path in policy_files:
         if not valid_name(path.stem):

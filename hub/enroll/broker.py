@@ -3,8 +3,9 @@
 Password hashes use Mosquitto's own PBKDF2-SHA512 format, as `mosquitto_passwd` writes them:
     user:$7$<iterations>$<base64 12-byte salt>$<base64 64-byte hash>
 The hub stores each device's hash in devices.mqtt_secret_hash and rewrites both files from the
-database after every enrolment or revocation; Mosquitto rereads them on SIGHUP
-(docs/enrolment.md shows a systemd path unit that does this).
+database after every enrolment or revocation; Mosquitto rereads them on SIGHUP. Either the
+systemd path unit in firmware-config/mosquitto/ reloads it when the files change, or the hub
+runs [enroll] broker_reload after each rewrite (hub.enroll.reload; docs/enrolment.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from agent.enroll import ENROLL_PASSWORD, ENROLL_USER
 from agent.wire.keyfile import PRIVATE_MODE, write_atomic
 from hub.config import HubConfig
+from hub.enroll.reload import ReloadOutcome, run_reload
 from hub.enroll.settings import load_enroll_settings
 from hub.errors import HubError
 from hub.store import Database
@@ -84,11 +86,13 @@ def verify_password(password: str, hashed: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class BrokerFiles:
-    """Where the password file and ACL were written."""
+    """Where the password file and ACL were written, and how broker_reload went (None when
+    [enroll] broker_reload is not set)."""
 
     passwd: Path
     acl: Path
     users: int
+    reload: ReloadOutcome | None = None
 
 
 def render_acl(sites: list[str], *, hub_user: str, enroll_user: str = ENROLL_USER) -> str:
@@ -121,7 +125,9 @@ def _hub_entry(config: HubConfig, hub_user: str) -> tuple[str, str] | None:
 def write_broker_files(
     db: Database, config: HubConfig, directory: Path | None = None
 ) -> BrokerFiles:
-    """Rewrite the password file and ACL from the database (revoked devices are left out)."""
+    """Rewrite the password file and ACL from the database (revoked devices are left out),
+    then run [enroll] broker_reload if set. A failed reload is logged and returned, not
+    raised: the files are right, and Mosquitto reads them at its next reload."""
     settings = load_enroll_settings(config)
     directory = Path(directory or settings.broker_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -141,4 +147,7 @@ def write_broker_files(
     acl_text = render_acl([config.site, *sites], hub_user=settings.hub_user)
     write_atomic(acl, acl_text.encode("utf-8"), PRIVATE_MODE)
     log.info("wrote broker accounts (%d users) to %s", len(entries), directory)
-    return BrokerFiles(passwd, acl, len(entries))
+    reload = None
+    if settings.broker_reload is not None:
+        reload = run_reload(settings.broker_reload, settings.broker_reload_timeout_s)
+    return BrokerFiles(passwd, acl, len(entries), reload)

@@ -8,6 +8,7 @@ encrypted media and delete every copy once imported (docs/enrolment.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,19 @@ from agent.identity import hub_document
 from agent.wire.keyfile import b64, write_json
 from agent.wire.signing import SigningKey
 from hub.config import HubConfig
-from hub.enroll.broker import write_broker_files
+from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.registry import register
 from hub.errors import HubError
 from hub.keys import HubKeys
 from hub.store import Database
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenBundle:
+    """The bundle file, and the broker files rewritten with the device's account."""
+
+    path: Path
+    broker: BrokerFiles
 
 
 def make_bundle(
@@ -36,8 +45,9 @@ def make_bundle(
     out: Path,
     now_ms: int,
     ca: str | None = None,
-) -> Path:
-    """Register the device and write its bundle to `out` (refuses to overwrite a file)."""
+) -> WrittenBundle:
+    """Register the device, write its bundle to `out` (refuses to overwrite a file) and
+    rewrite the broker files."""
     out = Path(out)
     if out.exists():
         raise HubError(f"{out} exists; refusing to overwrite it")
@@ -77,5 +87,4 @@ def make_bundle(
         if beacon is not None:
             document["beacon_private"] = b64(beacon.private)
         write_json(out, document, private=True, exclusive=True)
-    write_broker_files(db, config)
-    return out
+    return WrittenBundle(out, write_broker_files(db, config))

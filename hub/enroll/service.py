@@ -5,6 +5,11 @@ proof of possession and decryption (agent.wire.open_enroll_request), token (scry
 Every request that opens gets an answer sealed to its reply key, "ok" or "refused" with a
 reason; requests that do not open raise OpenError (ingest counts them); requests over the rate
 limit get no answer and are counted.
+
+The broker files are rewritten, and [enroll] broker_reload run, inside the request's
+transaction, before the reply goes out: the broker knows the new account by the time the device
+reads its password. A reload that fails is logged and counted (broker_reload:failed, and
+hedgerow_hub_broker_reloads_total{result="failed"}); the enrolment stands.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from agent.wire.keyfile import b64, unb64
 from agent.wire.signing import PUBLIC_LEN
 from agent.wire.suites import SealingKey
 from hub.config import HubConfig
-from hub.enroll.broker import write_broker_files
+from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.ratelimit import RateLimiter
 from hub.enroll.registry import Registration, allocate_device_id, key_enrolled, register
 from hub.enroll.settings import load_enroll_settings
 from hub.enroll.tokens import TokenRefused, find_token, spend_token
 from hub.keys import HubKeys
+from hub.metrics import HubMetrics
 from hub.policy.publish import publish_all, site_policy
 from hub.store import Database
 
@@ -40,10 +46,18 @@ Publish = Callable[[str, bytes, bool], None]
 class EnrollService:
     """Answers enrolment requests; serve calls handle() inside a transaction per request."""
 
-    def __init__(self, config: HubConfig, keys: HubKeys, *, publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        keys: HubKeys,
+        *,
+        publish: Publish | None = None,
+        metrics: HubMetrics | None = None,
+    ) -> None:
         self.config = config
         self.keys = keys
         self.publish = publish  # if given, policies that an enrolment changes are republished
+        self.metrics = metrics
         settings = load_enroll_settings(config)
         self.limiter = RateLimiter(settings.rate_per_minute, settings.site_rate_per_minute)
         self.counts: Counter[str] = Counter()
@@ -113,10 +127,18 @@ class EnrollService:
             hostname=doc.get("hostname"),
             now_ms=now_ms,
         )
-        write_broker_files(db, self.config)
+        self._count_reload(write_broker_files(db, self.config))
         self._republish(db, reg, now_ms)
         self.counts["enrolled"] += 1
         return self._welcome(reg)
+
+    def _count_reload(self, files: BrokerFiles) -> None:
+        if files.reload is None:
+            return  # no broker_reload: the systemd path unit reloads Mosquitto
+        result = "ok" if files.reload.ok else "failed"
+        self.counts[f"broker_reload:{result}"] += 1
+        if self.metrics is not None:
+            self.metrics.broker_reloads.labels(result).inc()
 
     @staticmethod
     def _beacon_key(device_class: str, text: Any) -> bytes | None:

@@ -1,20 +1,26 @@
-"""[enroll] in hub.toml: rate limits and where the broker's password file and ACL are written.
+"""[enroll] in hub.toml: rate limits, where the broker's password file and ACL are written, and
+how Mosquitto is told to reread them.
 
 [enroll]
 rate_per_minute = 10        # enrolment requests answered per minute, all sites together
 site_rate_per_minute = 10   # ... and per site
 broker_dir = "mosquitto"    # DATA/mosquitto/passwd and acl (relative to the data directory)
 hub_user = "hedgerow-hub"   # the hub's broker account (its password: [mqtt] password_file)
+broker_reload = ["systemctl", "reload", "mosquitto"]  # default: unset (a systemd path unit)
+broker_reload_timeout_s = 10
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.tomlreader import Section
 from agent.wire.header import valid_name
 from hub.config import HubConfig
+
+RELOAD_EXAMPLE = '["systemctl", "reload", "mosquitto"]'
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +31,14 @@ class EnrollSettings:
     site_rate_per_minute: int = 10
     broker_dir: Path = Path("mosquitto")
     hub_user: str = "hedgerow-hub"
+    broker_reload: tuple[str, ...] | None = None  # argv run after each rewrite; None: not run
+    broker_reload_timeout_s: int = 10
 
 
-def load_enroll_settings(config: HubConfig) -> EnrollSettings:
-    """Read [enroll] strictly (defaults when absent)."""
+def load_enroll_settings(config: HubConfig, *, find_program: bool = False) -> EnrollSettings:
+    """Read [enroll] strictly (defaults when absent). With `find_program` (hedgerow-hub
+    check), broker_reload's program must also exist now; serve and the commands only report
+    a missing program when they run it, so an enrolment never fails for it."""
     sec = Section("enroll", config.extra.get("enroll", {}), str(config.path))
     rate = sec.integer("rate_per_minute", 10, lo=1, hi=10_000)
     site_rate = sec.integer("site_rate_per_minute", 10, lo=1, hi=10_000)
@@ -38,5 +48,33 @@ def load_enroll_settings(config: HubConfig) -> EnrollSettings:
         config.mqtt.username or "hedgerow-hub",
         check=lambda v: None if valid_name(v) else "must be 1-63 chars of [a-z0-9._-]",
     )
+    reload = _reload_command(sec, find_program)
+    timeout = sec.integer("broker_reload_timeout_s", 10, lo=1, hi=300)
     sec.done()
-    return EnrollSettings(rate, site_rate, broker_dir, hub_user)
+    return EnrollSettings(rate, site_rate, broker_dir, hub_user, reload, timeout)
+
+
+def _reload_command(sec: Section, find_program: bool) -> tuple[str, ...] | None:
+    key = "broker_reload"
+    argv = sec.text_list(
+        key, None, rule=f"must be an argv list such as {RELOAD_EXAMPLE}, never a shell string"
+    )
+    if argv is None:
+        return None
+    if not argv or not argv[0]:
+        sec.fail(key, argv, f"must name a program first, e.g. {RELOAD_EXAMPLE}")
+    if any("\0" in arg for arg in argv):
+        sec.fail(key, argv, "must not contain NUL characters")
+    program = argv[0]
+    if len(argv) == 1 and any(c.isspace() for c in program):
+        sec.fail(
+            key,
+            argv,
+            f"is run without a shell: give the program and each argument as its own item, "
+            f"e.g. {RELOAD_EXAMPLE}",
+        )
+    if "/" in program and not program.startswith("/"):
+        sec.fail(key, argv, "the program must be a name found on PATH or an absolute path")
+    if find_program and shutil.which(program) is None:
+        sec.fail(key, argv, f"program {program!r} is not found or not executable")
+    return tuple(argv)
