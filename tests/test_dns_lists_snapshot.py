@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.dns.hashseed import ENV, installation_seed, pinned
 from agent.dns.lists import CategoryIndex, ListRefresher, ListSpec
-from agent.dns.lists.hashseed import ENV, installation_seed, pinned
 from agent.dns.lists.model import StaleIndex
 from agent.dns.lists.snapshot import FILE
 from tests.dns_support import FakeUpstream, ask, free_dns_port, write_config

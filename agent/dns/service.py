@@ -50,12 +50,19 @@ class Loaded:
 
 
 def load_all(
-    path: Path, list_clock: Callable[[], float] = time.time, *, compiled_only: bool = False
+    path: Path,
+    list_clock: Callable[[], float] = time.time,
+    *,
+    compiled_only: bool = False,
+    save_later: bool = False,
 ) -> Loaded:
     """Read the config, every list and the beacon key; raises HedgerowError on any problem
-    (StaleIndex if `compiled_only` and the compiled index is not that of the current lists)."""
+    (StaleIndex if `compiled_only` and the compiled index is not that of the current lists).
+    `save_later`: see load_index."""
     config = load_config(path)
-    refresher, index, stats = load_index(config, list_clock, compiled_only=compiled_only)
+    refresher, index, stats = load_index(
+        config, list_clock, compiled_only=compiled_only, save_later=save_later
+    )
     return Loaded(config, index, tuple(stats), beacon_key_of(config), refresher)
 
 
@@ -100,10 +107,11 @@ class Service:
         self._forwarder: Forwarder | None = None
         self._reloading: asyncio.Lock | None = None
         self._refresh: asyncio.Task[None] | None = None
+        self._saving: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Load everything and start listening; raises HedgerowError or OSError."""
-        loaded = load_all(self.path, self.list_clock)
+        loaded = load_all(self.path, self.list_clock, save_later=True)
         config = loaded.config
         self.metrics = Metrics()
         self.cache = AnswerCache(config.cache.max_entries, config.cache.max_ttl_s)
@@ -125,6 +133,10 @@ class Service:
         )
         self.loaded = loaded
         await self.server.start(config.server.listen)
+        if loaded.refresher is not None:  # answering already; the compiled index can wait
+            self._saving = asyncio.get_running_loop().run_in_executor(
+                None, loaded.refresher.save_pending
+            )
         if config.server.metrics is not None:
             self.metrics.serve(config.server.metrics)
         self._reloading = asyncio.Lock()
@@ -235,6 +247,9 @@ class Service:
 
     async def stop(self) -> None:
         """Stop serving and release everything we started."""
+        if self._saving is not None:
+            await self._saving  # never leave a half-written compiled index behind
+            self._saving = None
         if self._refresh is not None:
             self._refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,7 +1,7 @@
 """serve: run the filter until SIGTERM; SIGHUP reloads config and lists.
 
 Before anything else, serve makes sure it hashes with the installation's secret seed
-(agent/dns/lists/hashseed.py explains why and what it costs): if PYTHONHASHSEED is not that
+(agent/dns/hashseed.py explains why and what it costs): if PYTHONHASHSEED is not that
 seed, the process re-executes itself once with it set (same PID, same arguments). Under
 systemd, `EnvironmentFile=` with `PYTHONHASHSEED=<the seed>` avoids the second start.
 """
@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +21,6 @@ if TYPE_CHECKING:
     from agent.dns.report import DnsReporter
 
 log = logging.getLogger(__name__)
-
-_REEXECUTED = "HEDGEROW_DNS_REEXECUTED"  # loop guard: re-execute at most once
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,30 +35,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from agent.dns.config import load_config
+    from agent.dns.hashseed import pin
 
-    pin_hash_seed(load_config(args.config).server.list_cache_dir)
+    pin(load_config(args.config).server.list_cache_dir)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(args.config))
-
-
-def pin_hash_seed(cache_dir: Path) -> None:
-    """Return if this process hashes with the installation's seed (or there is none to be had);
-    otherwise re-execute it under that seed, once, so the compiled index can be served."""
-    from agent.dns.lists.hashseed import ENV as HASH_SEED_ENV
-    from agent.dns.lists.hashseed import installation_seed
-
-    seed = installation_seed(cache_dir)
-    if seed is None or os.environ.get(HASH_SEED_ENV) == str(seed):
-        os.environ.pop(_REEXECUTED, None)
-        return
-    if os.environ.pop(_REEXECUTED, None):
-        log.warning("the hash seed did not take after re-executing; lists are rebuilt each start")
-        return
-    log.debug("re-executing under the installation's hash seed")
-    env = {**os.environ, HASH_SEED_ENV: str(seed), _REEXECUTED: "1"}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def reporter_for(report: ReportConfig | None) -> DnsReporter | None:

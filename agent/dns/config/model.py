@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.dns.lists.model import ListSpec
+from agent.dns.paths import LIST_CACHE_DIR
 from agent.dns.schedule import Schedule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,7 +46,7 @@ class ServerConfig:
     max_tcp_connections: int = 256
     max_udp_size: int = 1232
     blocked_ttl_s: int = 60
-    list_cache_dir: Path = Path("/var/cache/hedgerow/lists")
+    list_cache_dir: Path = LIST_CACHE_DIR
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from agent.dns.config.model import (
     UpstreamServer,
 )
 from agent.dns.lists.model import ListError, ListSpec, is_url, url_problem
+from agent.dns.paths import LIST_CACHE_DIR
 from agent.dns.schedule import Schedule, ScheduleError, parse_schedule
 from agent.tomlreader import Section, load_toml
 
@@ -104,7 +105,7 @@ def _server(sec: Section) -> ServerConfig:
         max_tcp_connections=sec.integer("max_tcp_connections", 256, 1, 100_000),
         max_udp_size=sec.integer("max_udp_size", 1232, 512, 4096),
         blocked_ttl_s=sec.integer("blocked_ttl_s", 60, 0, 86_400),
-        list_cache_dir=Path(sec.text("list_cache_dir", "/var/cache/hedgerow/lists")),
+        list_cache_dir=Path(sec.text("list_cache_dir", str(LIST_CACHE_DIR))),
     )
     sec.done()
     return config

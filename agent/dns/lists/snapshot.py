@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.dns.hashseed import fingerprint
 from agent.dns.lists import index as index_module
 from agent.dns.lists import model, names, reader, rules
-from agent.dns.lists.hashseed import fingerprint
 from agent.dns.lists.index import CategoryIndex, categories_of
 from agent.dns.lists.model import ListSpec, ListStats
 

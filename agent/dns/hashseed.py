@@ -23,11 +23,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
+import tomllib
 from pathlib import Path
+
+from agent.dns.paths import LIST_CACHE_DIR
 
 log = logging.getLogger(__name__)
 
 ENV = "PYTHONHASHSEED"
+_REEXECUTED = "HEDGEROW_DNS_REEXECUTED"  # loop guard: re-execute at most once
 FILE = "hashseed"
 _MAX = 2**32 - 1  # the range CPython accepts; 0 would turn randomisation off
 # Names whose hashes identify the hash function in use (same seed, same build: same values).
@@ -94,3 +99,34 @@ def pinned(cache_dir: Path) -> bool:
         return _read(cache_dir / FILE) == int(current)
     except OSError:
         return False
+
+
+def pin(cache_dir: Path) -> None:
+    """Return if this process hashes with the installation's seed (or there is none to be had);
+    otherwise re-execute it under that seed, once, so the compiled index can be served."""
+    seed = installation_seed(cache_dir)
+    if seed is None or os.environ.get(ENV) == str(seed):
+        os.environ.pop(_REEXECUTED, None)
+        return
+    if os.environ.pop(_REEXECUTED, None):
+        log.warning("the hash seed did not take after re-executing; lists are rebuilt each start")
+        return
+    log.debug("re-executing under the installation's hash seed")
+    env = {**os.environ, ENV: str(seed), _REEXECUTED: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def pin_early(config: Path) -> None:
+    """pin() from the config file's [server] list_cache_dir, read with nothing but tomllib:
+    called before the command line imports anything heavy, so the first process of a start
+    costs an interpreter and not the whole filter (about 0.2 s here). Any problem with the file
+    is left to the full config reader, which runs next and explains it."""
+    try:
+        with open(config, "rb") as handle:
+            server = tomllib.load(handle).get("server", {})
+        cache_dir = Path(server.get("list_cache_dir", LIST_CACHE_DIR))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return
+    pin(cache_dir)
