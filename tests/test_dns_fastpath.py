@@ -261,3 +261,24 @@ def test_a_full_cache_evicts_the_oldest_in_batches() -> None:
     assert len(cache) == EVICT_FRACTION * 4 - 4 + 1  # a batch of four went, then one came
     assert cache.get(("n0.example", 1, 1, False)) is None
     assert cache.get(("n4.example", 1, 1, False)) is not None
+
+
+def test_full_memos_forget_their_oldest_slice_not_everything(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full name memo drops its oldest sixteenth: recent names stay, answers stay right."""
+    from agent.dns import fastpath
+
+    monkeypatch.setattr(fastpath, "NAME_MEMO", 64)
+    chain = setup.chain()
+    fast = chain.fast
+    names = [f"n{i}.unlisted.example" for i in range(200)] + ["casino.example"]
+    for i, name in enumerate(names):
+        chain.resolve_fast(query_bytes(name, packet.A, i, 0x0100, None, False, 0), "127.0.1.5")
+        assert len(fast._names) <= 64
+    memo = [key.decode("ascii", "replace") for key in fast._names]
+    assert len(memo) > 64 - 64 // fastpath.FORGET_FRACTION - 1  # a slice went, not all of it
+    assert memo[-1].endswith("casino\x07example") and "n199" in memo[-2]
+    again = query_bytes("casino.example", packet.A, 9, 0x0100, None, False, 0)
+    assert chain.resolve_fast(again, "127.0.1.5") is not False
+    assert full_answer(chain, again, "127.0.1.5") is not None

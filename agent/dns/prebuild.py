@@ -16,8 +16,10 @@ worker thread of its own; a child that finds the config or a list bad refuses th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 600.0
 ATTEMPTS = 4  # builds per reload while the lists keep changing under the child
 EXIT_REFUSED = 3  # the child's exit status when the config or a list is bad
+NICE = 10  # the child's scheduling priority, relative to the server's
 
 
 class Built(enum.Enum):
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m agent.dns.prebuild CONFIG", file=sys.stderr)  # noqa: T201
         return 2
+    with contextlib.suppress(OSError):
+        # Below the server it serves: on a Pi's few cores the build must not slow answers.
+        os.nice(NICE)
     try:
         config = load_config(Path(args[0]))
         cache_dir = config.server.list_cache_dir
