@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from hub.errors import HubError, StoreError
 from hub.model import Alert, AlertListener
@@ -79,8 +80,11 @@ def _alert(row: Row) -> Alert:
 
 
 def _merge_evidence(old: tuple[int, ...], new: tuple[int, ...], limit: int) -> tuple[int, ...]:
-    merged = list(old)
-    merged.extend(i for i in new if i not in merged)
+    merged, seen = list(old), set(old)
+    for i in new:
+        if i not in seen:
+            seen.add(i)
+            merged.append(i)
     # Keep the first report (how it started) and the most recent ones.
     if len(merged) > limit:
         merged = merged[:1] + merged[len(merged) - limit + 1 :] if limit > 1 else merged[:limit]
@@ -170,12 +174,13 @@ def open_alerts_of(
     return found
 
 
-def _folded(alert: Alert, finding: Finding, limit: int) -> Alert:
+def _folded(alert: Alert, finding: Finding, limit: int, **changes: Any) -> Alert:
     return replace(
         alert,
         last_seen_ms=max(alert.last_seen_ms, finding.at_ms),
         count=alert.count + 1,
         evidence=_merge_evidence(alert.evidence, finding.evidence, limit),
+        **changes,
     )
 
 
@@ -253,9 +258,9 @@ def bump(
     An escalation is written at once, with its action, before the listener hears of it."""
     # The summary follows the most severe finding: a milder one must not hide it.
     summary = finding.summary if finding.severity >= current.severity else current.summary
-    bumped = replace(_folded(current, finding, policy.evidence_limit), summary=summary)
+    severity = max(finding.severity, current.severity)
+    bumped = _folded(current, finding, policy.evidence_limit, summary=summary, severity=severity)
     if finding.severity > current.severity:
-        bumped = replace(bumped, severity=finding.severity)
         _add_action(
             db,
             current.id,

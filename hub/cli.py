@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from agent.cli import run
-from hub.commands import alerts, data, devices, enroll, notify, policy, serve, setup
-
-COMMAND_MODULES = [setup, alerts, serve, devices, data, enroll, policy, notify]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
+    # Imported here, not at the top: multiprocessing's spawn imports the main module again in
+    # every opening worker process (hub.ingest.pool), which needs none of the commands.
+    from hub.commands import alerts, data, devices, enroll, notify, policy, serve, setup
+
     parser = argparse.ArgumentParser(
         prog="hedgerow-hub",
         description="Hedgerow hub: verifies, stores and evaluates what the school's DNS filters "
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in (setup, alerts, serve, devices, data, enroll, policy, notify):
         module.register(sub)
     return parser
 

@@ -70,7 +70,9 @@ def _listen(value: str) -> str | None:
     return None
 
 
-LATER_SECTIONS = ("rules", "notify", "contacts", "retention", "policy", "enroll", "metrics")
+LATER_SECTIONS = (
+    "rules", "notify", "contacts", "retention", "policy", "enroll", "metrics", "ingest",
+)  # fmt: skip
 
 
 def _path(raw: str | None, base: Path) -> Path | None:

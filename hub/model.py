@@ -48,6 +48,9 @@ class StoredReport:
     time_ms: int  # the device's clock (header)
     received_ms: int  # the hub's clock
     payload: dict[str, Any]
+    # Blocked attempts per category (hub.rules.attempts.blocked_attempts of the payload) when
+    # ingest has worked them out already; None: the rules work them out.
+    attempts: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,13 @@ matters for safety: ingest finishes its batch (commit, ack) before the connectio
 from __future__ import annotations
 
 import logging
-import os
 
 from agent.errors import HedgerowError
 from hub.config import HubConfig, load_config
 from hub.enroll.service import EnrollService
-from hub.ingest import IngestWorker
 from hub.ingest.hooks import ReportRules
+from hub.ingest.settings import load_ingest_settings
+from hub.ingest.worker import IngestWorker
 from hub.keys import HubKeys
 from hub.metrics import HubMetrics, metrics_listen
 from hub.mqtt import MqttConnection, report_filter
@@ -30,13 +30,6 @@ from hub.store import Database
 log = logging.getLogger(__name__)
 
 
-def default_opening_processes() -> int:
-    """Worker processes that open envelopes beside the ingest thread: one per core but the
-    ingest thread's, at least one, at most four (beyond that the ingest thread's own work,
-    the database and the rules, is the limit)."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
 class HubService:
     """The running hub. start() and stop() from one thread; reload() on SIGHUP."""
 
@@ -48,15 +41,14 @@ class HubService:
         opening_processes: int | None = None,
     ) -> None:
         self.config = config
-        self.opening_processes = (
-            default_opening_processes() if opening_processes is None else opening_processes
-        )
+        # Everything that reads hub.toml is read here, before anything starts: a bad file
+        # stops serve at once with a message naming the section and key.
+        workers = load_ingest_settings(config).workers  # [ingest] workers
+        self.opening_processes = workers if opening_processes is None else opening_processes
         self.keys = HubKeys(config.keys_dir)
         self.metrics = HubMetrics()
         self.metrics_port: int | None = None
         self._listen = metrics_listen(config)
-        # Everything that reads hub.toml is read here, before anything starts: a bad file
-        # stops serve at once with a message naming the section and key.
         self._outbox = NotificationOutbox(config)
         self._engine: RuleEngine | None = None
         self._rules: ReportRules

@@ -65,8 +65,9 @@ class SimDevice:
         *,
         kind: Kind = Kind.SUMMARY,
         seq: int | None = None,
+        time_ms: int | None = None,
     ) -> bytes:
-        """Seal the next report (or the one with `seq`)."""
+        """Seal the next report (or the one with `seq`), stamped now (or at `time_ms`)."""
         if seq is None:
             self.seq += 1
             seq = self.seq
@@ -76,7 +77,7 @@ class SimDevice:
             site=self.site,
             device=self.device,
             seq=seq,
-            time_ms=int(time.time() * 1000),
+            time_ms=int(time.time() * 1000) if time_ms is None else time_ms,
             to=self.hub_key,
             signer=self.signer,
         )

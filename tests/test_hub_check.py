@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
+from hub.config import load_config
 from hub.datadir import init_data_dir
+from hub.ingest.settings import WORKERS_RULE, auto_workers, load_ingest_settings
+from hub.serve import HubService
 
 SITE = "cape-primary"
 
@@ -64,6 +67,15 @@ BROKEN: list[tuple[str, str, str]] = [
         "[enroll]\nbroker_reload_timeout_s = 0\n",
         "[enroll] broker_reload_timeout_s = 0: must be at least 1",
     ),
+    (
+        "ingest workers word",
+        '[ingest]\nworkers = "many"\n',
+        "[ingest] workers = 'many': " + WORKERS_RULE,
+    ),
+    ("ingest workers negative", "[ingest]\nworkers = -1\n", "[ingest] workers = -1: must be"),
+    ("ingest workers too many", "[ingest]\nworkers = 65\n", "[ingest] workers = 65: must be"),
+    ("ingest workers boolean", "[ingest]\nworkers = true\n", "[ingest] workers = True: must be"),
+    ("ingest unknown key", "[ingest]\nthreads = 2\n", "[ingest] threads = 2: is not a known key"),
 ]
 
 
@@ -85,6 +97,23 @@ def test_a_broker_reload_command_passes(tmp_path: Path, capsys: pytest.CaptureFi
     config = make_config(tmp_path, text)
     assert main(["check", "--config", str(config)]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "workers"),
+    [("", auto_workers()), ('[ingest]\nworkers = "auto"\n', auto_workers()),
+     ("[ingest]\nworkers = 0\n", 0), ("[ingest]\nworkers = 3\n", 3)],
+)  # fmt: skip
+def test_ingest_workers(tmp_path: Path, text: str, workers: int) -> None:
+    config = make_config(tmp_path, text)
+    assert main(["check", "--config", str(config)]) == 0
+    assert load_ingest_settings(load_config(config)).workers == workers
+    assert HubService(load_config(config)).opening_processes == workers  # what serve starts
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 2), (5, 4), (64, 4)])
+def test_auto_workers_leave_a_core_to_the_ingest_thread(cores: int, workers: int) -> None:
+    assert auto_workers(cores) == workers
 
 
 @pytest.mark.parametrize(("name", "text", "needle"), BROKEN, ids=[b[0] for b in BROKEN])

@@ -12,7 +12,7 @@ import pytest
 
 from agent.wire import Kind, SigningKey
 from hub.config import HubConfig
-from hub.ingest import BatchLimits, IngestWorker
+from hub.ingest.worker import BatchLimits, IngestWorker
 from hub.keys import HubKeys
 from hub.metrics import HubMetrics
 from hub.model import StoredReport

@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 
 from agent.wire import Header, Kind, SigningKey
+from agent.wire.envelope import Duplicate, Opened
 from hub.config import HubConfig
+from hub.ingest.ahead import jobs_of, merge, screen_batch
+from hub.ingest.commit import Committer
 from hub.ingest.directory import CachedDirectory
 from hub.ingest.opening import open_all
-from hub.ingest.pipeline import Opener, Rejected
+from hub.ingest.pipeline import Opener, Rejected, ToOpen
 from hub.keys import HubKeys
+from hub.metrics import HubMetrics
 from hub.mqtt import Incoming
 from hub.serve import HubService
 from hub.store import Database
@@ -61,6 +65,7 @@ def _stream(config: HubConfig) -> list[tuple[str, bytes]]:
         (good.topic(), good.envelope(summary(blocked=3), seq=100_000)),  # replay: seq taken
         (good.topic(), good.envelope(seq=5)),  # replay: older than the window
         (good.topic(), forger.envelope(seq=100_001)),  # bad_signature
+        (good.topic(), good.envelope(seq=100_001)),  # its seq sent before: verified, then opened
         (stranger.topic(), stranger.envelope()),  # unknown_device
         (revoked.topic(), revoked.envelope()),  # revoked
         (good.topic(), b"x" * (300 * 1024)),  # too_large
@@ -74,25 +79,20 @@ def _stream(config: HubConfig) -> list[tuple[str, bytes]]:
 
 
 def _outcomes(config: HubConfig, stream: list[tuple[str, bytes]], pooled: bool) -> list[str]:
+    """Each message's outcome, opened in this thread or as the ingest thread and its opening
+    workers do (screened here, the workers' open_all run in this process)."""
     db = Database(config.database_url)
     keys = HubKeys(config.keys_dir)
     try:
         opener = Opener(CachedDirectory(db), keys, StoreReplayGuard(db))
         batch = [Incoming(t, p, i, 1, 0, 0, 0.0) for i, (t, p) in enumerate(stream)]
-        opener.load_devices(batch)
         if not pooled:
+            opener.load_devices(batch)
             outcomes = [opener.classify(m) for m in batch]
         else:
-            records = {}
-            for m in batch:
-                topic = opener.report_topic(m)
-                if topic is not None:
-                    r = opener.directory.device_record(topic.site, topic.device)
-                    records[(topic.site, topic.device)] = (
-                        None if r is None else (r.verify_key.public, r.revoked)
-                    )
-            results = open_all([m.payload for m in batch], records, keys, {})
-            outcomes = [opener.classify_opened(m, r) for m, r in zip(batch, results, strict=True)]
+            screened, _ = screen_batch(opener, batch, set())
+            opened = merge(screened, open_all(jobs_of(screened), keys, {}))
+            outcomes = [opener.classify_opened(m, o) for m, o in zip(batch, opened, strict=True)]
     finally:
         db.close()
     return [
@@ -113,6 +113,7 @@ def test_workers_decide_exactly_as_the_ingest_thread(tmp_path: Path) -> None:
         "Rejected:replay",
         "Rejected:replay",
         "Rejected:bad_signature",
+        "Accepted",
         "Rejected:unknown_device",
         "Rejected:revoked",
         "Rejected:too_large",
@@ -123,6 +124,48 @@ def test_workers_decide_exactly_as_the_ingest_thread(tmp_path: Path) -> None:
         "Rejected:malformed",
         "Accepted",
     ]
+
+
+def test_workers_verify_redeliveries_and_replays_without_decrypting(tmp_path: Path) -> None:
+    config = make_hub(tmp_path, "mqtt://127.0.0.1:1", None)
+    Database(config.database_url).migrate()
+    good = enrol(config, "lt-good")
+    stranger = SimDevice("lt-stranger", good.hub_key)
+    stored, pending = good.envelope(seq=7), good.envelope(seq=8)
+
+    def message(payload: bytes, device: SimDevice = good) -> Incoming:
+        return Incoming(device.topic(), payload, 1, 1, 0, 0, 0.0)
+
+    db = Database(config.database_url)
+    keys = HubKeys(config.keys_dir)
+    try:
+        committer = Committer(
+            ack=lambda m: True, metrics=HubMetrics(), rules=None, enroll=None, publish=None
+        )
+        opener = Opener(CachedDirectory(db), keys, StoreReplayGuard(db))
+        committer.commit(db, opener, [message(stored)], with_rules=False)
+        opener = Opener(CachedDirectory(db), keys, StoreReplayGuard(db))  # a fresh ingest thread
+        _, previous = screen_batch(opener, [message(pending)], set())  # sent, not committed
+        batch = [
+            message(stored),  # stored in an earlier batch: a redelivery
+            message(good.envelope(summary(blocked=2), seq=7)),  # seq taken by another envelope
+            message(pending),  # sent in the batch before
+            message(good.envelope(seq=9)),  # new
+            message(stranger.envelope(), stranger),  # refused before the signature: no job
+        ]
+        screened, _ = screen_batch(opener, batch, previous)
+        assert [type(s).__name__ for s in screened] == ["ToOpen"] * 4 + ["Rejected"]
+        assert [s.job[2] for s in screened if isinstance(s, ToOpen)] == [True, True, True, False]
+        opened = merge(screened, open_all(jobs_of(screened), keys, {}))
+        assert [type(o) for o in opened[:4]] == [Duplicate, Duplicate, Duplicate, Opened]
+        outcomes = [opener.classify_opened(m, o) for m, o in zip(batch, opened, strict=True)]
+    finally:
+        db.close()
+    # The batch before never committed here, so its message is new after all: opened here.
+    assert [
+        f"{type(o).__name__}:{o.reason}" if isinstance(o, Rejected) else type(o).__name__
+        for o in outcomes
+    ] == ["Redelivered", "Rejected:replay", "Accepted", "Accepted", "Rejected:unknown_device"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

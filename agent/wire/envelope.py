@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol
 
 from agent.wire import payload
@@ -34,6 +34,7 @@ class Opened:
     header: Header
     payload: dict[str, Any]
     digest: bytes  # SHA-256 of the whole envelope
+    body: bytes = b""  # the decrypted JSON text the payload was parsed from
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +75,24 @@ class Keyring(Protocol):
         """The private key with this id, or None."""
 
 
-@contextmanager
-def _contained(what: str) -> Iterator[None]:
-    """The contract: nothing but OpenError escapes opening, whatever bytes arrive."""
-    try:
-        yield
-    except OpenError:
-        raise
-    except Exception as exc:
-        log.warning("unexpected error opening %s: %r", what, exc)
-        raise OpenError(Reason.MALFORMED, "unexpected error") from exc
+class _Contained:
+    """The contract: nothing but OpenError escapes opening, whatever bytes arrive. A class, not
+    @contextmanager: the hub enters it for every envelope, and a generator costs more."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, OpenError):
+            log.warning("unexpected error opening %s: %r", self.what, exc)
+            raise OpenError(Reason.MALFORMED, "unexpected error") from exc
 
 
 def seal(
@@ -119,25 +128,42 @@ def split(data: bytes) -> tuple[Header, bytes, bytes, bytes]:
 
 def unseal(data: bytes, *, signer: VerifyKey, key: OpeningKey, kind: Kind) -> Opened:
     """Open an envelope from a known signer to a known key (device side, and tests)."""
-    with _contained("envelope"):
+    with _Contained("envelope"):
         header, raw_header, ciphertext, signature = split(data)
         if header.kind is not kind:
             raise OpenError(Reason.MALFORMED, f"expected kind {kind.name}, got {header.kind.name}")
         signer.verify(signature, raw_header + ciphertext)
-        return _decrypt(header, raw_header, ciphertext, data, key)
+        return _decrypt(header, raw_header, ciphertext, hashlib.sha256(data).digest(), key)
 
 
 def open_envelope(
     data: bytes, *, devices: DeviceDirectory, keyring: Keyring, replay: ReplayGuard
 ) -> Opened | Duplicate:
     """The hub's opening pipeline for device envelopes. Raises only OpenError."""
-    with _contained("envelope"):
+    with _Contained("envelope"):
         return _open(data, devices, keyring, replay)
 
 
-def _open(
-    data: bytes, devices: DeviceDirectory, keyring: Keyring, replay: ReplayGuard
-) -> Opened | Duplicate:
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """An envelope past the cheap steps of the pipeline, before its signature is checked."""
+
+    header: Header
+    record: DeviceRecord
+
+
+def screen(data: bytes, *, devices: DeviceDirectory) -> Screened:
+    """The steps of open_envelope before the signature (size, header, device known and not
+    revoked), which cost microseconds: a hub can refuse on them before spending on the rest.
+    Raises only OpenError, the one open_envelope would raise."""
+    with _Contained("envelope"):
+        header, _, _, _, record = _screen(data, devices)
+        return Screened(header, record)
+
+
+def _screen(
+    data: bytes, devices: DeviceDirectory
+) -> tuple[Header, bytes, bytes, bytes, DeviceRecord]:
     header, raw_header, ciphertext, signature = split(data)
     if header.kind not in DEVICE_KINDS:
         raise OpenError(Reason.MALFORMED, f"kind {header.kind.name} is not a device report")
@@ -148,20 +174,28 @@ def _open(
         raise OpenError(Reason.UNKNOWN_DEVICE, f"{header.site}/{header.device}")
     if record.revoked:
         raise OpenError(Reason.REVOKED, f"{header.site}/{header.device}")
+    return header, raw_header, ciphertext, signature, record
+
+
+def _open(
+    data: bytes, devices: DeviceDirectory, keyring: Keyring, replay: ReplayGuard
+) -> Opened | Duplicate:
+    header, raw_header, ciphertext, signature, record = _screen(data, devices)
     record.verify_key.verify(signature, raw_header + ciphertext)
     digest = hashlib.sha256(data).digest()
     if replay.check(header, digest):
         return Duplicate(header, digest)
-    return _decrypt(header, raw_header, ciphertext, data, keyring.opening_key(header.key_id))
+    key = keyring.opening_key(header.key_id)
+    return _decrypt(header, raw_header, ciphertext, digest, key)
 
 
 def _decrypt(
-    header: Header, raw_header: bytes, ciphertext: bytes, data: bytes, key: OpeningKey | None
+    header: Header, raw_header: bytes, ciphertext: bytes, digest: bytes, key: OpeningKey | None
 ) -> Opened:
     if key is None or key.key_id != header.key_id or key.suite is not header.suite:
         raise OpenError(Reason.WRONG_KEY, f"not sealed to a key held here ({header.key_id.hex()})")
-    document = payload.decode(header.kind, key.open(ciphertext, info=raw_header))
-    return Opened(header, document, hashlib.sha256(data).digest())
+    body = key.open(ciphertext, info=raw_header)
+    return Opened(header, payload.decode(header.kind, body), digest, body)
 
 
 def enroll_request_id(public: bytes) -> str:
@@ -186,9 +220,10 @@ def open_enroll_request(data: bytes, *, keyring: Keyring) -> Opened:
 
     Proof of possession comes before decryption, as for every envelope. Raises only OpenError.
     """
-    with _contained("enrolment request"):
+    with _Contained("enrolment request"):
         header, raw_header, ciphertext, signature = split(data)
         if header.kind is not Kind.ENROLL:
             raise OpenError(Reason.MALFORMED, "not an enrolment request")
         enroll_request_key(header.device).verify(signature, raw_header + ciphertext)
-        return _decrypt(header, raw_header, ciphertext, data, keyring.opening_key(header.key_id))
+        digest = hashlib.sha256(data).digest()
+        return _decrypt(header, raw_header, ciphertext, digest, keyring.opening_key(header.key_id))

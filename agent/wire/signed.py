@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.wire import payload
-from agent.wire.envelope import MAX_ENVELOPE, _contained, split
+from agent.wire.envelope import MAX_ENVELOPE, _Contained, split
 from agent.wire.errors import OpenError, Reason
 from agent.wire.header import Header, Kind, SuiteId
 from agent.wire.signing import SigningKey, VerifyKey
@@ -63,7 +63,7 @@ def open_signed(
 
     A version below `min_version` is a `replay`: devices never go back to an older policy.
     """
-    with _contained("signed message"):
+    with _Contained("signed message"):
         header, raw_header, body, signature = split(data)
         if header.kind is not kind or header.suite is not SuiteId.NONE:
             raise OpenError(Reason.MALFORMED, f"not a signed {kind.name.lower()} message")

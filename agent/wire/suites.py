@@ -77,7 +77,7 @@ class SealingKey:
 class OpeningKey:
     """An HPKE private key (usually the hub's); opens what was sealed to its public half."""
 
-    __slots__ = ("_key", "private", "public_key", "suite")
+    __slots__ = ("_key", "key_id", "private", "public_key", "suite")
 
     def __init__(self, suite: SuiteId, private: bytes) -> None:
         self.suite = suite
@@ -95,6 +95,8 @@ class OpeningKey:
             raise WireError(f"private key of {len(private)} bytes does not fit suite {suite!r}")
         self._key = key
         self.public_key = SealingKey(suite, public)
+        # The public half's id, worked out once: the hub compares it for every envelope.
+        self.key_id = self.public_key.key_id
 
     @classmethod
     def generate(cls, suite: SuiteId = SuiteId.MLKEM768_X25519) -> OpeningKey:
@@ -105,11 +107,6 @@ class OpeningKey:
             seed = mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
             return cls(suite, seed + x25519.X25519PrivateKey.generate().private_bytes_raw())
         raise WireError(f"suite {suite!r} does not encrypt")
-
-    @property
-    def key_id(self) -> bytes:
-        """Same id as the public half."""
-        return self.public_key.key_id
 
     def open(self, sealed: bytes, info: bytes) -> bytes:
         """Open an HPKE single-shot ciphertext; raises OpenError(decrypt_failed)."""

@@ -15,6 +15,7 @@ from agent.wire.suites import SUITE_NAMES, suite_name
 from hub.config import load_config
 from hub.datadir import init_data_dir
 from hub.enroll.settings import load_enroll_settings
+from hub.ingest.settings import load_ingest_settings
 from hub.keys import HubKeys, add_hpke_key
 from hub.metrics import metrics_listen
 from hub.notify.settings import load_notify_settings
@@ -87,6 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     attempt(lambda: parse_policy(config.extra.get("policy", {}), str(config.path)))
     attempt(lambda: load_retention(config))
     attempt(lambda: metrics_listen(config))
+    attempt(lambda: load_ingest_settings(config))
     attempt(lambda: load_enroll_settings(config, find_program=True))  # broker_reload exists
     policy_files = sorted((config.data / "policy").glob("*.toml"))
     for path in policy_files:

@@ -1,9 +1,8 @@
 """Ingest: broker messages through the opening pipeline into the store and the rules.
 
-paho thread -> bounded queue -> IngestWorker (open, store, rules, commit) -> ack.
+paho thread -> Inbox (inbox.py) -> IngestWorker (worker.py): screen and open (pipeline.py,
+with worker processes: ahead.py, pool.py, opening.py), store, rules, commit (commit.py) -> ack.
+
+Nothing is imported here: every opening worker process imports hub.ingest.opening, and a
+package that pulled in the whole ingest side would make each of them start slower.
 """
-
-from hub.ingest.hooks import EnrollHandler, Publish, ReportRules
-from hub.ingest.worker import BatchLimits, IngestWorker
-
-__all__ = ["BatchLimits", "EnrollHandler", "IngestWorker", "Publish", "ReportRules"]

@@ -1,24 +1,29 @@
 """The CPU part of opening, run in worker processes (hub.ingest.pool): signature, decryption
 and schema, through agent.wire.open_envelope itself, so its order stays the one contract.
 
-What a worker cannot know stays with the ingest thread: which devices exist (it is sent the
-batch's device records: public keys and revocation, never private keys) and the replay window
-(it opens as if every envelope were new, and says whether the signature was reached and
-verified; the ingest thread then applies the replay check before using the result). The hub's
-private keys are read from DATA/keys by each worker itself.
+The ingest thread has already run the steps before the signature (Opener.screen: size,
+header, device known and not revoked) and sends each envelope with its device's public key,
+never a private key. The replay window stays with the ingest thread too: a worker decrypts as
+if the envelope were new, unless the ingest thread saw that the window already holds its seq
+(a redelivery or a replay), and then stops after the signature as open_envelope does for a
+duplicate. Either way it says whether the signature verified, and the ingest thread makes the
+replay decision before using the result. The hub's private keys are read from DATA/keys by
+each worker itself.
+
+This module is imported by every worker process (spawned: a fresh interpreter), so it imports
+only what opening needs.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent.wire.envelope import DeviceRecord, Keyring, Opened, open_envelope
+from agent.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
 from agent.wire.errors import OpenError
 from agent.wire.header import Header
 from agent.wire.signing import VerifyKey
@@ -26,8 +31,8 @@ from hub.keys import HubKeys
 
 log = logging.getLogger(__name__)
 
-# (site, device) -> (Ed25519 public key, revoked), or None for a device that is not enrolled.
-Records = Mapping[tuple[str, str], tuple[bytes, bool] | None]
+# One envelope to open: its bytes, its device's Ed25519 public key, and True to verify only.
+Job = tuple[bytes, bytes, bool]
 _KEYS_CACHED = 100_000
 READY = "ready"  # a worker's first message: keys loaded
 
@@ -43,87 +48,90 @@ class Refused:
     digest: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Unresolved:
-    """The signed header names a device whose record was not sent: open it in-process."""
+# Opened: verified and decrypted; Duplicate: verified only (the job said so).
+Result = Opened | Duplicate | Refused
+
+# What goes back through the pipe for each job, as plain tuples (pickled in C, where
+# dataclasses take Python code both ways); the ingest thread has the header already:
+# (OPENED, digest, payload, body), (VERIFIED, digest) or (REFUSED, reason, detail, digest|None).
+Reply = tuple[Any, ...]
+OPENED, VERIFIED, REFUSED = "opened", "verified", "refused"
 
 
-Result = Opened | Refused | Unresolved
+def reply_of(result: Result) -> Reply:
+    """A result as it goes through the pipe."""
+    if isinstance(result, Opened):
+        return (OPENED, result.digest, result.payload, result.body)
+    if isinstance(result, Duplicate):
+        return (VERIFIED, result.digest)
+    return (REFUSED, result.reason, result.detail, result.digest)
 
 
-class _Directory:
-    """agent.wire.DeviceDirectory over the records sent with a chunk."""
-
-    def __init__(self, records: Records, keys: dict[bytes, VerifyKey]) -> None:
-        self.records = records
-        self.keys = keys
-        self.missing = False
-
-    def device_record(self, site: str, device: str) -> DeviceRecord | None:
-        if (site, device) not in self.records:
-            self.missing = True
-            return None
-        found = self.records[(site, device)]
-        if found is None:
-            return None
-        public, revoked = found
-        key = self.keys.get(public)
-        if key is None:
-            if len(self.keys) >= _KEYS_CACHED:
-                self.keys.clear()
-            key = self.keys[public] = VerifyKey(public)
-        return DeviceRecord(key, revoked)
+def result_of(reply: Reply, header: Header) -> Result:
+    """A worker's reply as the result it stands for, with the header the ingest thread decoded
+    from the same bytes when it screened them."""
+    if reply[0] == OPENED:
+        return Opened(header, reply[2], reply[1], reply[3])
+    if reply[0] == VERIFIED:
+        return Duplicate(header, reply[1])
+    digest = reply[3]
+    return Refused(reply[1], reply[2], None if digest is None else header, digest)
 
 
-class _Signed:
-    """agent.wire.ReplayGuard that notes it was reached (the signature verified) and lets the
-    envelope through: the ingest thread checks replay itself."""
+class _Screened:
+    """agent.wire's DeviceDirectory and ReplayGuard for one screened envelope: its device is
+    known and not revoked, and the replay check notes that the signature verified and answers
+    "duplicate" for a verify-only job, so that open_envelope stops before decrypting."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: VerifyKey, verify_only: bool) -> None:
+        self.key = key
+        self.verify_only = verify_only
         self.header: Header | None = None
         self.digest: bytes | None = None
 
+    def device_record(self, site: str, device: str) -> DeviceRecord:
+        return DeviceRecord(self.key)
+
     def check(self, header: Header, digest: bytes) -> bool:
         self.header, self.digest = header, digest
-        return False
+        return self.verify_only
 
 
-def open_all(
-    payloads: Sequence[bytes], records: Records, keyring: Keyring, keys: dict[bytes, VerifyKey]
-) -> list[Result]:
-    """Open each envelope as far as a worker can: see the module docstring."""
-    results: list[Result] = []
-    for data in payloads:
-        directory, signed = _Directory(records, keys), _Signed()
+def open_all(jobs: list[Job], keyring: Keyring, keys: dict[bytes, VerifyKey]) -> list[Reply]:
+    """Open each envelope as far as a worker can (see the module docstring)."""
+    results: list[Reply] = []
+    for data, public, verify_only in jobs:
+        key = keys.get(public)
+        if key is None:
+            if len(keys) >= _KEYS_CACHED:
+                keys.clear()
+            key = keys[public] = VerifyKey(public)
+        screened = _Screened(key, verify_only)
         try:
-            opened = open_envelope(data, devices=directory, keyring=keyring, replay=signed)
-            assert isinstance(opened, Opened)  # the stand-in replay guard never says duplicate
-            results.append(opened)
+            opened = open_envelope(data, devices=screened, keyring=keyring, replay=screened)
         except OpenError as exc:
-            if directory.missing:
-                results.append(Unresolved())
-            else:
-                results.append(Refused(exc.reason, exc.detail, signed.header, signed.digest))
+            results.append((REFUSED, exc.reason, exc.detail, screened.digest))
+            continue
+        results.append(reply_of(opened))
     return results
 
 
 def serve(conn: Connection, keys_dir: str) -> None:
-    """A worker process's loop: (records, payloads) in, results out, until None or EOF (the
-    hub went away, even by SIGKILL: the worker then exits too)."""
+    """A worker process's loop: jobs in, results out, until None or EOF (the hub went away,
+    even by SIGKILL: the worker then exits too)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the hub decides when its workers stop
     keyring = HubKeys(Path(keys_dir))
     keys: dict[bytes, VerifyKey] = {}
     conn.send(READY)
     while True:
         try:
-            request: Any = conn.recv()
+            jobs: Any = conn.recv()
         except (EOFError, OSError):
             return
-        if request is None:
+        if jobs is None:
             return
-        records, payloads = request
         try:
-            reply: list[Result] | str = open_all(payloads, records, keyring, keys)
+            reply: list[Reply] | str = open_all(jobs, keyring, keys)
         except Exception as exc:  # contained: the hub opens the chunk itself
             log.exception("opening worker failed on a chunk")
             reply = repr(exc)

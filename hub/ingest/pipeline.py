@@ -4,6 +4,12 @@ or one of our own publications echoed back. The only place the order of checks i
 Order (docs/protocol.md): topic shape, then agent.wire.open_envelope's own order (size, header,
 device known and not revoked, signature, replay window, decrypt, schema), then the topic's
 site/device/kind against the signed header: a device may only speak for itself.
+
+With opening workers (hub.ingest.opening), the order is split without changing: screen() runs
+the steps before the signature here (microseconds) and peeks at the replay window; a worker
+verifies the signature and, unless the window already holds the seq, decrypts and checks the
+schema; classify_opened() then makes the replay decision here, in arrival order, before using
+what the worker decrypted.
 """
 
 from __future__ import annotations
@@ -11,18 +17,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
+from agent.wire.envelope import (
+    DeviceRecord,
+    Duplicate,
+    Keyring,
+    Opened,
+    open_envelope,
+    screen,
+)
 from agent.wire.errors import OpenError, Reason
 from agent.wire.header import Header
 from agent.wire.topics import ROOT, UpTopic, parse_up
 from hub.errors import StoreError
 from hub.ingest.directory import CachedDirectory
-from hub.ingest.opening import Refused, Result, Unresolved
+from hub.ingest.opening import Job, Refused, Result
 from hub.model import DeviceInfo
 from hub.mqtt import Incoming
 from hub.store.replay import StoreReplayGuard
 
 ENROLL_SEGMENT = "enroll"
+_TOPICS_CACHED = 100_000
 MAX_I64 = (1 << 63) - 1  # BIGINT columns are signed
 
 
@@ -71,6 +85,24 @@ class Ignored:
 Outcome = Accepted | Redelivered | Rejected | EnrollRequest | Ignored
 
 
+@dataclass(frozen=True, slots=True)
+class ToOpen:
+    """A device report past the steps before the signature: an opening worker's job."""
+
+    job: Job
+    header: Header  # decoded from the job's bytes here; the worker's reply comes without it
+
+    @property
+    def seq_key(self) -> tuple[str, str, int]:
+        """(site, device, seq): which envelopes compete for the same place."""
+        return (self.header.site, self.header.device, self.header.seq)
+
+
+# What is known of a message before its batch is classified: an outcome the steps before the
+# signature decided, a worker's result, or nothing yet (classify() it in this thread).
+Opening = Outcome | Result | None
+
+
 class Opener:
     """Classifies messages with the DB-backed directory and replay guard of one thread."""
 
@@ -81,6 +113,7 @@ class Opener:
         self.keyring = keyring
         self.replay = replay
         self._failure: StoreError | None = None
+        self._topics: dict[str, UpTopic | None] = {}
 
     # open_envelope turns any error inside it into OpenError(malformed); a database failure
     # during a lookup must not become a rejection (the message would be acked and lost), so
@@ -103,29 +136,43 @@ class Opener:
             raise
 
     def load_devices(self, batch: Sequence[Incoming]) -> None:
-        """Load every device the batch's topics name, in one query (raises StoreError)."""
-        topics = (parse_up(m.topic) for m in batch)
-        self.directory.load((t.site, t.device) for t in topics if t is not None)
+        """Load every device the batch's topics name, and their replay state, in one query
+        each (raises StoreError)."""
+        topics = (self.report_topic(m) for m in batch)
+        devices = {(t.site, t.device) for t in topics if t is not None}
+        self.directory.load(devices)
+        self.replay.load(devices)
 
     def report_topic(self, message: Incoming) -> UpTopic | None:
-        """The topic of a device report (what open_envelope is for); None for anything else."""
+        """The topic of a device report (what open_envelope is for); None for anything else.
+        Remembered by topic: a batch asks several times, and each device uses one or two."""
+        try:
+            return self._topics[message.topic]
+        except KeyError:
+            pass
         parts = message.topic.split("/")
         ours = len(parts) == 5 and "/".join(parts[:2]) == ROOT
-        if ours and (parts[2] == ENROLL_SEGMENT or parts[4] == "policy"):
-            return None
-        return parse_up(message.topic)
+        found = None
+        if not (ours and (parts[2] == ENROLL_SEGMENT or parts[4] == "policy")):
+            found = parse_up(message.topic)
+        if len(self._topics) >= _TOPICS_CACHED:
+            self._topics.clear()
+        self._topics[message.topic] = found
+        return found
 
     def classify(self, message: Incoming) -> Outcome:
         """Decide what a message is. Raises only StoreError (the database failed)."""
-        parts = message.topic.split("/")
-        if len(parts) == 5 and "/".join(parts[:2]) == ROOT:
-            if parts[2] == ENROLL_SEGMENT and parts[4] == "request":
-                return EnrollRequest(message, parts[3])
-            if (parts[2] == ENROLL_SEGMENT and parts[4] == "reply") or parts[4] == "policy":
-                return Ignored(message)
-        topic = parse_up(message.topic)
+        topic = self.report_topic(message)
         if topic is None:
-            return Rejected(message, Reason.MALFORMED, None, None, "not a report topic")
+            parts = message.topic.split("/")
+            if len(parts) == 5 and "/".join(parts[:2]) == ROOT:
+                if parts[2] == ENROLL_SEGMENT and parts[4] == "request":
+                    return EnrollRequest(message, parts[3])
+                if (parts[2] == ENROLL_SEGMENT and parts[4] == "reply") or parts[4] == "policy":
+                    return Ignored(message)
+            topic = parse_up(message.topic)  # e.g. site "enroll" with a report kind
+            if topic is None:
+                return Rejected(message, Reason.MALFORMED, None, None, "not a report topic")
         self._failure = None
         try:
             result = open_envelope(message.payload, devices=self, keyring=self.keyring, replay=self)
@@ -135,26 +182,48 @@ class Opener:
             return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
         return self._decide(message, topic, result)
 
-    def classify_opened(self, message: Incoming, opened: Result | None) -> Outcome:
-        """classify() for a message a worker process opened (hub.ingest.opening), with the
-        same outcome: a refusal before the signature stands; after it, this thread's replay
-        check comes first, then the worker's decryption and schema result. Raises only
-        StoreError."""
+    def screen(self, message: Incoming) -> Outcome | ToOpen | None:
+        """The steps of open_envelope before the signature, for a message that an opening
+        worker would open: its outcome if they refuse it, or the worker's job (verify only if
+        the replay window already holds its seq: decrypting it would be wasted); None for
+        anything classify() handles here. Raises only StoreError."""
         topic = self.report_topic(message)
-        if opened is None or isinstance(opened, Unresolved) or topic is None:
-            return self.classify(message)
-        if isinstance(opened, Refused):
-            if opened.header is None or opened.digest is None:  # before the signature verified
-                return Rejected(message, opened.reason, topic.site, topic.device, opened.detail)
-            header, digest = opened.header, opened.digest
-        else:
-            header, digest = opened.header, opened.digest
+        if topic is None:
+            return None
+        self._failure = None
         try:
-            duplicate = self.replay.check(header, digest)
+            screened = screen(message.payload, devices=self)
+        except OpenError as exc:
+            if self._failure is not None:
+                raise self._failure from exc
+            return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
+        header = screened.header
+        job = (message.payload, screened.record.verify_key.public, self.replay.taken(header))
+        return ToOpen(job, header)
+
+    def classify_opened(self, message: Incoming, opened: Opening) -> Outcome:
+        """classify() for a message screened here and opened by a worker process
+        (hub.ingest.opening), with the same outcome: a refusal before the signature stands;
+        after it, this thread's replay check comes first, then the worker's decryption and
+        schema result. Raises only StoreError."""
+        if opened is None:
+            return self.classify(message)
+        if not isinstance(opened, Opened | Duplicate | Refused):
+            return opened  # decided by screen()
+        topic = self.report_topic(message)
+        if topic is None:  # not what screen() sends to a worker
+            return self.classify(message)
+        if opened.header is None or opened.digest is None:  # refused before the signature
+            assert isinstance(opened, Refused)
+            return Rejected(message, opened.reason, topic.site, topic.device, opened.detail)
+        try:
+            duplicate = self.replay.check(opened.header, opened.digest)
         except OpenError as exc:
             return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
         if duplicate:
-            return self._decide(message, topic, Duplicate(header, digest))
+            return self._decide(message, topic, Duplicate(opened.header, opened.digest))
+        if isinstance(opened, Duplicate):  # verified only, but new after all: open it here
+            return self.classify(message)
         if isinstance(opened, Refused):
             return Rejected(message, opened.reason, topic.site, topic.device, opened.detail)
         return self._decide(message, topic, opened)

@@ -2,8 +2,8 @@
 
 Ed25519 verification, HPKE opening and JSON decoding are most of a report's CPU cost, and HPKE
 opening holds the GIL, so threads cannot share it out: processes can. The ingest thread sends
-a batch in one chunk per worker, works on the previous batch's database transaction meanwhile,
-then collects the results in order.
+a batch's jobs in one chunk per worker, works on the previous batch's database transaction
+meanwhile, then collects the results in order.
 
 A worker that dies, hangs or fails is replaced, and that batch is opened in the ingest thread
 instead: nothing is acknowledged before it is committed, so nothing is lost. Workers are
@@ -17,12 +17,12 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from hub.ingest.opening import READY, Records, Result, serve
+from hub.ingest.opening import READY, Job, Reply, serve
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     ready: bool = False  # it said READY: it can load the keys and start
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +97,10 @@ class OpeningPool:
         """The process ids of the workers that are ready and take work (for tests and logs)."""
         return [w.process.pid for w in self._workers if w is not None and w.ready and w.process.pid]
 
-    def submit(self, payloads: Sequence[bytes], records: Records) -> Submitted | None:
-        """Send the envelopes to the workers in contiguous chunks; None if the pool is paused
-        or a worker could not take its chunk (open them in the calling thread then)."""
-        if not payloads or time.monotonic() < self._paused_until:
+    def submit(self, jobs: Sequence[Job]) -> Submitted | None:
+        """Send the jobs to the workers in contiguous chunks; None if the pool is paused or a
+        worker could not take its chunk (open them in the calling thread then)."""
+        if not jobs or time.monotonic() < self._paused_until:
             return None
         for i, worker in enumerate(self._workers):
             if worker is None:
@@ -107,15 +108,15 @@ class OpeningPool:
         ready = [i for i in range(self.processes) if self._ready_now(i)]
         if not ready:
             return None
-        n = max(1, min(len(ready), len(payloads) // MIN_CHUNK))
-        size = -(-len(payloads) // n)
+        n = max(1, min(len(ready), len(jobs) // MIN_CHUNK))
+        size = -(-len(jobs) // n)
         parts: list[tuple[int, int]] = []
-        for i, start in zip(ready, range(0, len(payloads), size), strict=False):
-            chunk = list(payloads[start : start + size])
+        for i, start in zip(ready, range(0, len(jobs), size), strict=False):
+            chunk = list(jobs[start : start + size])
             worker = self._workers[i]
             assert worker is not None
             try:
-                worker.conn.send((records, chunk))
+                worker.conn.send(chunk)
             except (OSError, ValueError) as exc:
                 self._drain(parts)
                 self._replace(i, f"cannot take work: {exc!r}")
@@ -123,9 +124,9 @@ class OpeningPool:
             parts.append((i, len(chunk)))
         return Submitted(tuple(parts))
 
-    def results(self, submitted: Submitted) -> list[Result] | None:
+    def results(self, submitted: Submitted) -> list[Reply] | None:
         """The results of a submission, in order; None if any worker failed (it is replaced)."""
-        results: list[Result] = []
+        results: list[Reply] = []
         failed = False
         for i, count in submitted.parts:
             reply = self._results_of(i)
@@ -143,8 +144,13 @@ class OpeningPool:
         worker = self._workers[i]
         if worker is not None:
             worker.ready = True
+            log.info(
+                "opening worker %s ready after %.1f s",
+                worker.process.pid,
+                time.monotonic() - worker.started,
+            )
 
-    def _results_of(self, i: int) -> list[Result] | None:
+    def _results_of(self, i: int) -> list[Reply] | None:
         """The worker's next results; None if it failed (and was replaced)."""
         while True:
             reply = self._next(i)

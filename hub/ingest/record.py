@@ -24,6 +24,7 @@ class Prepared:
     report: NewReport
     payload: dict[str, Any]
     device: DeviceInfo
+    attempts: dict[str, int]  # blocked attempts per category (blocked_attempts)
 
 
 def _clean(value: Any) -> str | None:
@@ -65,14 +66,20 @@ def blocked_entries(kind: Kind, document: dict[str, Any]) -> tuple[BlockedEntry,
 
 
 def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
-    """Build the reports row (and its blocked rows) for an accepted envelope."""
+    """Build the reports row (and its blocked rows) for an accepted envelope. The body is the
+    JSON text the device sealed, or for a counts-only device the document without names."""
     header = opened.header
     document = opened.payload
-    if device.counts_only or document.get("counts_only") is True:
+    stripped = device.counts_only or document.get("counts_only") is True
+    if stripped:
         document = counts_only(header.kind, document)
+    if stripped or not opened.body:
+        body = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    else:  # as sealed: no second encoding (UTF-8, since agent.wire.payload decoded it)
+        body = opened.body.decode("utf-8")
     client = document.get("client")
     client = client if isinstance(client, dict) else {}
-    body = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    attempts = blocked_attempts(document)
     report = NewReport(
         site=header.site,
         device=header.device,
@@ -85,8 +92,6 @@ def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
         client_user=_clean(client.get("user")),
         body=body,
         blocked=blocked_entries(header.kind, document),
-        attempts=tuple(
-            (_clean(category) or "", n) for category, n in blocked_attempts(document).items()
-        ),
+        attempts=tuple((_clean(category) or "", n) for category, n in attempts.items()),
     )
-    return Prepared(report, document, device)
+    return Prepared(report, document, device, attempts)

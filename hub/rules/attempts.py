@@ -45,6 +45,11 @@ def blocked_attempts(payload: Mapping[str, Any]) -> dict[str, int]:
     return {name: n for name, n in attempts.items() if n > 0}
 
 
+def attempts_of(report: StoredReport) -> dict[str, int]:
+    """blocked_attempts() of a stored report's payload (worked out once, by ingest)."""
+    return report.attempts if report.attempts is not None else blocked_attempts(report.payload)
+
+
 def blocked_names(payload: Mapping[str, Any], category: str, limit: int = 3) -> list[str]:
     """Up to `limit` blocked names of a category (domains, never people); none from a
     counts-only device, whose names ingest has emptied."""
@@ -107,7 +112,7 @@ def window_attempts_many(
     for q in queries:
         scope = scopes[_scope_key(q)]
         found, at = rows[scope], times[scope]
-        total = blocked_attempts(q.report.payload).get(q.category, 0)
+        total = attempts_of(q.report).get(q.category, 0)
         ids = [q.report.id] if total else []
         lo = bisect_right(at, q.report.time_ms - q.minutes * MINUTE_MS)
         hi = bisect_right(at, q.report.time_ms)

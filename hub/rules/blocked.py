@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hub.alerts import Finding
 from hub.model import StoredReport
-from hub.rules.attempts import WindowQuery, blocked_attempts, blocked_names, window_attempts_many
+from hub.rules.attempts import WindowQuery, attempts_of, blocked_names, window_attempts_many
 from hub.rules.config import CategoryRule, RulesConfig
 from hub.rules.wording import category_label, client_key, group_of, plural, who
 from hub.store import Database
@@ -44,7 +44,7 @@ def check_many(
     # (report index, category, threshold, attempts in this report alone)
     candidates: list[tuple[int, str, CategoryRule, int]] = []
     for i, report in enumerate(reports):
-        for category, attempts in sorted(blocked_attempts(report.payload).items()):
+        for category, attempts in sorted(attempts_of(report).items()):
             if category in rules.bypass.categories:
                 continue  # the bypass rule's business
             threshold = rules.blocked.category(category)

@@ -7,7 +7,7 @@ from typing import Any
 
 from hub.alerts import Finding
 from hub.model import StoredReport
-from hub.rules.attempts import blocked_attempts, blocked_names
+from hub.rules.attempts import attempts_of, blocked_names
 from hub.rules.config import RulesConfig
 from hub.rules.wording import category_label, client_key, group_of, who
 from hub.store import Database
@@ -37,20 +37,23 @@ def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Findin
     rule = rules.bypass
     if not rule.enabled or rule.severity == 0:
         return []
+    categories = sorted(c for c in attempts_of(report) if c in rule.categories)
+    event = report.payload.get("type") == "bypass"
+    if not categories and not event:
+        return []
     subject = who(report)
     found: list[tuple[str, str]] = []  # (key, summary)
-    for category, _ in sorted(blocked_attempts(report.payload).items()):
-        if category in rule.categories:
-            names = blocked_names(report.payload, category)
-            shown = f" ({', '.join(names)})" if names else ""
-            found.append(
-                (
-                    category,
-                    f"{subject} tried to get round the filter with {category_label(category)}"
-                    f"{shown}; it was blocked.",
-                )
+    for category in categories:
+        names = blocked_names(report.payload, category)
+        shown = f" ({', '.join(names)})" if names else ""
+        found.append(
+            (
+                category,
+                f"{subject} tried to get round the filter with {category_label(category)}"
+                f"{shown}; it was blocked.",
             )
-    if report.payload.get("type") == "bypass":
+        )
+    if event:
         method, description = event_method(report.payload)
         shown = f": {description}" if description else ""
         found.append(

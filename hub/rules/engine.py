@@ -110,7 +110,19 @@ class RuleEngine:
                 log.warning(
                     "rule %s failed on a batch (%r); checking its reports one by one", name, exc
                 )
-        return [self._safely(name, check, db, rules, report) for report in reports]
+        found: list[list[Finding]] = []
+        for report in reports:  # _safely() written out: this runs per report and rule
+            try:
+                found.append(check(db, rules, report))
+            except StoreError:
+                raise
+            except Exception:
+                self.failures[name] += 1
+                log.exception(
+                    "rule %s failed and was skipped (%d failures)", name, self.failures[name]
+                )
+                found.append([])
+        return found
 
     def evaluate(self, db: Database, report: StoredReport) -> None:
         """Run the report rules over a stored report, inside the caller's transaction (never

@@ -97,7 +97,7 @@ def _heartbeat(
 
 def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Finding]:
     """Findings from a heartbeat, or from a laptop's "resolver_changed" event."""
-    if not rules.tamper.enabled:
+    if not rules.tamper.enabled or report.kind == Kind.SUMMARY:
         return []
     label = device_label(report.site, report.device, report.device_class)
     found: list[tuple[int, str, str]] = []

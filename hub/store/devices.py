@@ -133,10 +133,25 @@ def revoke_device(db: Database, site: str, device: str, now_ms: int) -> bool:
 
 
 def record_seen(db: Database, seen: Iterable[tuple[str, str, int, int]]) -> None:
-    """Update last_seen_ms and last_seq for (site, device, seen_ms, seq); neither goes down
-    (two hub processes may commit batches out of order)."""
+    """Update last_seen_ms and last_seq for (site, device, seen_ms, seq), one row per device;
+    neither goes down (two hub processes may commit batches out of order)."""
     rows = [(seen_ms, seen_ms, seq, seq, site, device) for site, device, seen_ms, seq in seen]
-    if rows:
+    if rows and db.dialect == "postgresql":  # one statement, not one per device
+        db.execute(
+            "UPDATE devices AS d SET last_seen_ms = CASE WHEN d.last_seen_ms IS NULL "
+            "OR d.last_seen_ms < s.seen_ms THEN s.seen_ms ELSE d.last_seen_ms END, "
+            "last_seq = CASE WHEN d.last_seq < s.seq THEN s.seq ELSE d.last_seq END "
+            "FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[]) "
+            "AS s(site, device, seen_ms, seq) WHERE d.site = s.site AND d.device = s.device",
+            [
+                [r[4] for r in rows],
+                [r[5] for r in rows],
+                [r[0] for r in rows],
+                [r[2] for r in rows],
+            ],
+            binary=True,
+        )
+    elif rows:
         db.executemany(
             "UPDATE devices SET last_seen_ms = "
             "CASE WHEN last_seen_ms IS NULL OR last_seen_ms < ? THEN ? ELSE last_seen_ms END, "

@@ -23,15 +23,14 @@ class Rejection:
 
 def add_rejections(db: Database, rejections: Sequence[Rejection]) -> None:
     """Record refused messages (never their payloads)."""
-    if rejections:
-        db.executemany(
-            "INSERT INTO rejections (at_ms, reason, topic, site, device, size, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.at_ms, r.reason, r.topic, r.site, r.device, r.size, r.detail[:500])
-                for r in rejections
-            ],
-        )
+    db.append_rows(
+        "rejections",
+        ("at_ms", "reason", "topic", "site", "device", "size", "detail"),
+        [
+            (r.at_ms, r.reason, r.topic, r.site, r.device, r.size, r.detail[:500])
+            for r in rejections
+        ],
+    )
 
 
 def rejection_counts(db: Database, since_ms: int = 0) -> dict[str, int]:

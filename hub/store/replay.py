@@ -11,12 +11,13 @@ from memory; only a seq at or below the highest seen costs one indexed lookup.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.wire.header import Header
 from agent.wire.replay import DEFAULT_WINDOW, judge
 from hub.store.database import Database
-from hub.store.reports import max_seq, stored_digest
+from hub.store.reports import max_seq, max_seqs, stored_digest
 
 _RECENT = 1024  # digests remembered per device (older ones are looked up in the table)
 _DEVICES = 100_000  # devices remembered (least recently used are forgotten)
@@ -47,6 +48,32 @@ class StoreReplayGuard:
         else:
             self._devices.move_to_end(key)
         return state
+
+    def load(self, devices: Iterable[tuple[str, str]]) -> None:
+        """Read the highest stored seq of each of these devices not yet remembered, in one
+        statement per 400 (ingest calls it per batch, instead of one query per new device)."""
+        new = {key for key in devices if key not in self._devices}
+        if not new:
+            return
+        found = max_seqs(self.db, new)
+        for key in sorted(new):
+            self._devices[key] = _State(highest=found.get(key, 0))
+        while len(self._devices) > _DEVICES:
+            self._devices.popitem(last=False)
+
+    def taken(self, header: Header) -> bool:
+        """True if this seq can only be a duplicate or a replay, whatever the envelope (it was
+        accepted, or it is older than the window): a hub may then verify the signature and
+        skip decrypting, and check() decides after the signature as always."""
+        state = self._state(header.site, header.device)
+        if header.seq in state.recent:
+            return True
+        if header.seq > state.highest:
+            return False
+        return (
+            header.seq <= state.highest - self.window
+            or stored_digest(self.db, header.site, header.device, header.seq) is not None
+        )
 
     def check(self, header: Header, digest: bytes) -> bool:
         """True for an exact duplicate; raise OpenError(replay) for a replay; False if new."""

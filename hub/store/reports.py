@@ -7,10 +7,11 @@ inserts nothing and the caller learns which rows were new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from hub.store.database import Database
+from hub.store.database import Database, Row
+from hub.store.devices import devices_where
 
 _CHUNK = 200  # rows per INSERT statement: well under SQLite's bound-parameter limit
 _REPORT_COLUMNS = (
@@ -50,51 +51,67 @@ class NewReport:
         return (self.site, self.device, self.seq)
 
 
+# PostgreSQL: the whole batch in one short statement, its columns as arrays.
+_INSERT_UNNEST = (
+    f"INSERT INTO reports ({_REPORT_COLUMNS}) SELECT * FROM unnest(?::text[], ?::text[], "
+    "?::bigint[], ?::text[], ?::bytea[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], "
+    "?::text[]) ON CONFLICT (site, device, seq) DO NOTHING RETURNING id, site, device, seq"
+)
+
+
 def insert_reports(db: Database, reports: Sequence[NewReport]) -> dict[tuple[str, str, int], int]:
-    """Insert reports (and their blocked rows); return the ids of those that were new.
+    """Insert reports (and their blocked and attempts rows); return the ids of those that were
+    new.
 
     A report whose (site, device, seq) is already stored is skipped, not an error: the caller
     compares digests (stored_digests) to tell a redelivery from a replay.
     """
-    ids: dict[tuple[str, str, int], int] = {}
-    for start in range(0, len(reports), _CHUNK):
-        chunk = reports[start : start + _CHUNK]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        params: list[object] = []
-        for r in chunk:
-            params += [
-                r.site, r.device, r.seq, r.kind, r.digest, r.time_ms, r.received_ms,
-                r.client_ip, r.client_user, r.body,
-            ]  # fmt: skip
+    if not reports:
+        return {}
+    if db.dialect == "postgresql":
         rows = db.execute(
-            f"INSERT INTO reports ({_REPORT_COLUMNS}) VALUES {values} "
-            "ON CONFLICT (site, device, seq) DO NOTHING RETURNING id, site, device, seq",
-            params,
-        )
-        for row in rows:
-            ids[(row[1], row[2], int(row[3]))] = int(row[0])
-    blocked = [
-        (ids[r.key], b.name, b.category, b.count)
-        for r in reports
-        if r.key in ids
-        for b in r.blocked
-    ]
-    if blocked:
-        db.executemany(
-            "INSERT INTO blocked (report_id, name, category, count) VALUES (?, ?, ?, ?)", blocked
-        )
-    attempts = [
-        (ids[r.key], r.site, r.device, r.client_ip, category, count, r.time_ms)
-        for r in reports
-        if r.key in ids
-        for category, count in r.attempts
-    ]
-    if attempts:
-        db.executemany(
-            "INSERT INTO attempts (report_id, site, device, client_ip, category, count, time_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            attempts,
-        )
+            _INSERT_UNNEST,
+            [
+                [r.site for r in reports], [r.device for r in reports], [r.seq for r in reports],
+                [r.kind for r in reports], [r.digest for r in reports],
+                [r.time_ms for r in reports], [r.received_ms for r in reports],
+                [r.client_ip for r in reports], [r.client_user for r in reports],
+                [r.body for r in reports],
+            ],
+            binary=True,
+        )  # fmt: skip
+    else:
+        rows = []
+        for start in range(0, len(reports), _CHUNK):
+            chunk = reports[start : start + _CHUNK]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            params: list[object] = []
+            for r in chunk:
+                params += [
+                    r.site, r.device, r.seq, r.kind, r.digest, r.time_ms, r.received_ms,
+                    r.client_ip, r.client_user, r.body,
+                ]  # fmt: skip
+            rows += db.execute(
+                f"INSERT INTO reports ({_REPORT_COLUMNS}) VALUES {values} "
+                "ON CONFLICT (site, device, seq) DO NOTHING RETURNING id, site, device, seq",
+                params,
+            )
+    ids = {(row[1], row[2], int(row[3])): int(row[0]) for row in rows}
+    new = [r for r in reports if r.key in ids]
+    db.append_rows(
+        "blocked",
+        ("report_id", "name", "category", "count"),
+        [(ids[r.key], b.name, b.category, b.count) for r in new for b in r.blocked],
+    )
+    db.append_rows(
+        "attempts",
+        ("report_id", "site", "device", "client_ip", "category", "count", "time_ms"),
+        [
+            (ids[r.key], r.site, r.device, r.client_ip, category, count, r.time_ms)
+            for r in new
+            for category, count in r.attempts
+        ],
+    )
     return ids
 
 
@@ -114,38 +131,63 @@ class WindowScope:
 _SCOPES_PER_STATEMENT = 100  # 6 parameters each: well under SQLite's limit
 
 
+# PostgreSQL: every scope of the batch in one statement (an index range per scope; the
+# ordinality says which scope a row was read for).
+_SCOPES_UNNEST = (
+    "SELECT s.n, a.time_ms, a.report_id, a.count FROM unnest(?::text[], ?::text[], ?::text[], "
+    "?::text[], ?::bigint[], ?::bigint[]) WITH ORDINALITY AS s(site, device, category, "
+    "client_ip, since_ms, until_ms, n) JOIN attempts a ON a.site = s.site "
+    "AND a.device = s.device AND a.category = s.category AND a.time_ms > s.since_ms "
+    "AND a.time_ms <= s.until_ms AND (s.client_ip IS NULL OR a.client_ip = s.client_ip)"
+)
+
+
 def attempts_in_scopes(
     db: Database, scopes: Sequence[WindowScope]
 ) -> dict[WindowScope, list[tuple[int, int, int]]]:
-    """(time_ms, report id, attempts) of each scope, ordered by time and id: one statement per
-    100 scopes (each clause is a range of the attempts_window index), not one per report."""
+    """(time_ms, report id, attempts) of each scope, ordered by time and id: each scope is a
+    range of the attempts_window index, read with up to 99 others in one statement (all of
+    them at once on PostgreSQL), not one statement per report; each row read comes back with
+    the number of the scope it was read for."""
     scopes = list(dict.fromkeys(scopes))
-    found: dict[WindowScope, list[tuple[int, int, int]]] = {s: [] for s in scopes}
-    for start in range(0, len(scopes), _SCOPES_PER_STATEMENT):
-        chunk = scopes[start : start + _SCOPES_PER_STATEMENT]
-        clauses, params = [], []
-        for s in chunk:
-            clause = "(site = ? AND device = ? AND category = ? AND time_ms > ? AND time_ms <= ?"
-            params += [s.site, s.device, s.category, s.since_ms, s.until_ms]
-            if s.client_ip is not None:
-                clause += " AND client_ip = ?"
-                params.append(s.client_ip)
-            clauses.append(clause + ")")
-        rows = db.execute(
-            "SELECT site, device, category, client_ip, time_ms, report_id, count FROM attempts "
-            f"WHERE {' OR '.join(clauses)}",
-            params,
-        )
-        by_key: dict[tuple[str, str, str], list[WindowScope]] = {}
-        for s in chunk:
-            by_key.setdefault((s.site, s.device, s.category), []).append(s)
-        for site, device, category, client_ip, time_ms, report_id, count in rows:
-            for s in by_key.get((site, device, category), ()):  # OR-ed clauses may overlap
-                if s.client_ip in (None, client_ip) and s.since_ms < time_ms <= s.until_ms:
-                    found[s].append((int(time_ms), int(report_id), int(count)))
-    for rows_of_scope in found.values():
+    lists: list[list[tuple[int, int, int]]] = [[] for _ in scopes]
+    if db.dialect == "postgresql" and scopes:
+        parts = [(0, db.execute(
+            _SCOPES_UNNEST,
+            [
+                [s.site for s in scopes], [s.device for s in scopes],
+                [s.category for s in scopes], [s.client_ip for s in scopes],
+                [s.since_ms for s in scopes], [s.until_ms for s in scopes],
+            ],
+            binary=True,
+        ))]  # fmt: skip
+    else:
+        parts = [
+            (start, _scopes_values(db, scopes[start : start + _SCOPES_PER_STATEMENT]))
+            for start in range(0, len(scopes), _SCOPES_PER_STATEMENT)
+        ]
+    for offset, rows in parts:
+        for n, time_ms, report_id, count in rows:
+            lists[offset + int(n) - 1].append((int(time_ms), int(report_id), int(count)))
+    for rows_of_scope in lists:
         rows_of_scope.sort()
-    return found
+    return dict(zip(scopes, lists, strict=True))
+
+
+def _scopes_values(db: Database, chunk: Sequence[WindowScope]) -> list[Row]:
+    """_SCOPES_UNNEST for SQLite: the scopes as a VALUES list, numbered from 1."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+    params: list[object] = []
+    for n, s in enumerate(chunk, 1):
+        params += [n, s.site, s.device, s.category, s.client_ip, s.since_ms, s.until_ms]
+    return db.execute(
+        f"WITH s(n, site, device, category, client_ip, since_ms, until_ms) AS (VALUES {values}) "
+        "SELECT s.n, a.time_ms, a.report_id, a.count FROM s JOIN attempts a "
+        "ON a.site = s.site AND a.device = s.device AND a.category = s.category "
+        "AND a.time_ms > s.since_ms AND a.time_ms <= s.until_ms "
+        "AND (s.client_ip IS NULL OR a.client_ip = s.client_ip)",
+        params,
+    )
 
 
 def stored_digest(db: Database, site: str, device: str, seq: int) -> bytes | None:
@@ -160,6 +202,18 @@ def max_seq(db: Database, site: str, device: str) -> int:
     """The highest seq stored for a device (0 if none)."""
     rows = db.execute("SELECT MAX(seq) FROM reports WHERE site = ? AND device = ?", (site, device))
     return int(rows[0][0] or 0)
+
+
+def max_seqs(db: Database, devices: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """max_seq() of many devices, one statement per 400 (devices with no report are absent)."""
+    found: dict[tuple[str, str], int] = {}
+    for where, params in devices_where(devices):
+        for site, device, seq in db.execute(
+            f"SELECT site, device, MAX(seq) FROM reports WHERE {where} GROUP BY site, device",
+            params,
+        ):
+            found[(site, device)] = int(seq)
+    return found
 
 
 def count_reports(db: Database, site: str | None = None, device: str | None = None) -> int:

@@ -1,0 +1,47 @@
+"""[ingest] in hub.toml: how many worker processes open envelopes beside the ingest thread."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from agent.tomlreader import Section
+from hub.config import HubConfig
+
+AUTO = "auto"
+MAX_WORKERS = 64
+AUTO_MAX = 4  # beyond this one ingest thread (store, rules, commit) cannot keep up anyway
+WORKERS_RULE = (
+    f'must be "{AUTO}" or a whole number from 0 to {MAX_WORKERS} '
+    "(0: open envelopes in the ingest thread)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """How ingest runs."""
+
+    workers: int  # opening worker processes; 0: the ingest thread opens envelopes itself
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """One opening worker per core but the one the ingest thread and paho's thread share;
+    at least one, at most AUTO_MAX."""
+    cores = os.cpu_count() if cores is None else cores
+    return max(1, min(AUTO_MAX, (cores or 2) - 1))
+
+
+def load_ingest_settings(config: HubConfig) -> IngestSettings:
+    """Read [ingest] strictly: workers = "auto" (the default) or 0..64."""
+    table = config.extra.get("ingest", {})
+    section = Section("ingest", table, str(config.path))
+    value = table.get("workers", AUTO)
+    if value == AUTO:
+        section.text("workers", AUTO)
+        workers = auto_workers()
+    elif type(value) is int and 0 <= value <= MAX_WORKERS:
+        workers = int(section.integer("workers", lo=0, hi=MAX_WORKERS))
+    else:
+        section.fail("workers", value, WORKERS_RULE)
+    section.done()
+    return IngestSettings(workers)
