@@ -101,6 +101,10 @@ def test_blocked_query_reaches_the_hub_as_an_alert(tmp_path: Path, broker: Mosqu
             ),
         ):
             wait_until(lambda: _answers(port), what="hedgerow-dns to answer")
+            # The hub's first subscription creates its session: before it, the broker would
+            # drop the event (there is no session to hold it yet on a first start).
+            hub_log = tmp_path / "hub.log"
+            wait_until(lambda: "hedgerow-hub serving" in hub_log.read_text(), what="the hub")
             # An immediate category: a sealed event goes at once, and the hub raises an alert.
             assert "0.0.0.0" in dig(port, "adult.example", "+short", source="127.0.1.10")
             wait_until(lambda: reports(hub, "event") >= 1, what="the immediate event")
