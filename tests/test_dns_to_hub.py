@@ -107,8 +107,10 @@ def test_blocked_query_reaches_the_hub_as_an_alert(tmp_path: Path, broker: Mosqu
             wait_until(lambda: "hedgerow-hub serving" in hub_log.read_text(), what="the hub")
             # An immediate category: a sealed event goes at once, and the hub raises an alert.
             assert "0.0.0.0" in dig(port, "adult.example", "+short", source="127.0.1.10")
-            wait_until(lambda: reports(hub, "event") >= 1, what="the immediate event")
-            wait_until(lambda: _alerts(hub), what="a blocked-content alert")
+            # Generous deadlines: on a loaded CI machine the hub's first opening worker has
+            # taken 10 s to start (the hub opens in its own thread meanwhile, more slowly).
+            wait_until(lambda: reports(hub, "event") >= 1, timeout=90, what="the immediate event")
+            wait_until(lambda: _alerts(hub), timeout=90, what="a blocked-content alert")
             alert = _alerts(hub)[0]
             assert alert["rule"] == "blocked_content" and alert["severity"] >= 4
             assert alert["device"] == "dns-1"
