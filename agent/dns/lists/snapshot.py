@@ -34,6 +34,7 @@ from agent.dns.lists.index import CategoryIndex, categories_of
 from agent.dns.lists.model import ListSpec, ListStats
 
 log = logging.getLogger(__name__)
+_STEP_BYTES = 1 << 20  # how much of a table is read per step
 
 FILE = "index.bin"
 MAGIC = b"HRWIDX\x00\x01"
@@ -211,15 +212,14 @@ def _read(
 
 
 def _array(handle: io.BufferedReader, code: str, count: int) -> array[int]:
-    """count items read straight into a preallocated array (no temporary copy of the bytes, so
-    loading does not peak at twice the table's size)."""
-    table = array(code, [0]) * count
-    view = memoryview(table).cast("B")
-    done = 0
-    while done < len(view):
-        got = handle.readinto(view[done:])
-        if not got:
-            raise _Unusable("truncated")
-        done += got
-    view.release()
+    """count items read in 1 MB steps: no temporary copy of the whole table (loading does not
+    peak at twice its size), and the GIL is held for one step's copy at a time, not for a
+    16 MB fill (a reload loads in a worker thread while the event loop answers)."""
+    table = array(code)
+    step = max(1, _STEP_BYTES // table.itemsize)
+    while len(table) < count:
+        try:
+            table.fromfile(handle, min(step, count - len(table)))
+        except EOFError:
+            raise _Unusable("truncated") from None
     return table
