@@ -141,29 +141,9 @@ class DnsServer:
         verdict = answer.verdict
         if self.metrics is not None:
             self.metrics.answered(verdict, time.perf_counter() - started)
-        if request is None:
-            return
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s %s %s: %s", client, request.query.qname, request.query.qtype, verdict.describe()
-            )
-        if self.sinks:
+        if request is not None:
             q = request.query
-            record = QueryRecord(
-                int(request.now * 1000),
-                client,
-                verdict.group,
-                q.qname,
-                q.qtype,
-                verdict.kind.value,
-                verdict.category,
-                verdict.rule,
-            )
-            for sink in self.sinks:
-                try:
-                    sink.offer(record)
-                except Exception:  # a sink must not raise; if one does, the query still counts
-                    log.exception("query sink %r failed", sink)
+            self._record(request.now, client, verdict, q.qname, q.qtype)
 
     def record_fast(
         self, verdict: Verdict, qname: str | None, qtype: int, data: bytes, client: str
@@ -171,24 +151,29 @@ class DnsServer:
         """Log and record a fast-path answer like finish() does for a full-path one."""
         if qname is None:  # refused before the name was looked at
             qname = packet.parse_query(data).qname
+        self._record(self.chain.clock(), client, verdict, qname, qtype)
+
+    def _record(self, now: float, client: str, verdict: Verdict, qname: str, qtype: int) -> None:
+        """The debug line and the query record of one answer, from either path."""
         if self.debug:
             log.debug("%s %s %s: %s", client, qname, qtype, verdict.describe())
-        if self.sinks:
-            record = QueryRecord(
-                int(self.chain.clock() * 1000),
-                client,
-                verdict.group,
-                qname,
-                qtype,
-                verdict.kind.value,
-                verdict.category,
-                verdict.rule,
-            )
-            for sink in self.sinks:
-                try:
-                    sink.offer(record)
-                except Exception:  # a sink must not raise; if one does, the query still counts
-                    log.exception("query sink %r failed", sink)
+        if not self.sinks:
+            return
+        record = QueryRecord(
+            int(now * 1000),
+            client,
+            verdict.group,
+            qname,
+            qtype,
+            verdict.kind.value,
+            verdict.category,
+            verdict.rule,
+        )
+        for sink in self.sinks:
+            try:
+                sink.offer(record)
+            except Exception:  # a sink must not raise; if one does, the query still counts
+                log.exception("query sink %r failed", sink)
 
     def run_later(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
         """Finish a network-bound answer in a task we keep a reference to."""

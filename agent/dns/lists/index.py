@@ -212,25 +212,29 @@ def _fill_split(keys: array[int], masks: list[array[int]], cap: int, jobs: list[
     the middle is held back and placed last, when the upper half is in."""
     half = cap // 2
 
-    def upper() -> list[bytes]:
+    def fill(upper: bool, stop: int | None) -> list[_Job]:
+        """Place the names whose home slot is in one half; return those held back."""
+        side = ge if upper else lt
+        held: list[_Job] = []
         for hashes, plane, value in jobs:
-            mine = array(
-                "q", compress(hashes, map(ge, map(mod, hashes, repeat(cap)), repeat(half)))
+            # Streamed, not collected: a freed multi-MB temporary would raise glibc's mmap
+            # threshold and leave later frees resident (measured: +5 MB RSS after the build).
+            mine, again = tee(
+                compress(hashes, map(side, map(mod, hashes, repeat(cap)), repeat(half)))
             )
-            _place(keys, masks, masks[plane], cap, mine, value)
+            back = _place(keys, masks, masks[plane], cap, mine, value, stop=stop, homes=again)
+            if back:
+                held.append((back, plane, value))
+        return held
+
+    def upper() -> list[bytes]:
+        fill(True, None)
         return [keys[half:].tobytes(), *(mask[half:].tobytes() for mask in masks)]
 
     child = Forked(upper)
     if not child.started:
         return False
-    held: list[tuple[array[int], int, int]] = []
-    for hashes, plane, value in jobs:
-        # Streamed, not collected: a freed multi-MB temporary would raise glibc's mmap
-        # threshold and leave later frees resident (measured: +5 MB RSS after the build).
-        mine, again = tee(compress(hashes, map(lt, map(mod, hashes, repeat(cap)), repeat(half))))
-        back = _place(keys, masks, masks[plane], cap, mine, value, stop=half, homes=again)
-        if back:
-            held.append((back, plane, value))
+    held = fill(False, half)
     tables = [keys, *masks]
 
     def into(i: int, size: int) -> memoryview:
@@ -246,11 +250,7 @@ def _fill_split(keys: array[int], masks: list[array[int]], cap: int, jobs: list[
         for table in tables:
             del table[cap + 1 :]
             table[half:] = array(table.typecode, [0]) * (cap + 1 - half)
-        for hashes, plane, value in jobs:
-            theirs = array(
-                "q", compress(hashes, map(ge, map(mod, hashes, repeat(cap)), repeat(half)))
-            )
-            _place(keys, masks, masks[plane], cap, theirs, value)
+        fill(True, None)
     for hashes, plane, value in held:
         _place(keys, masks, masks[plane], cap, hashes, value)
     return True

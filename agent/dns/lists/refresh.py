@@ -154,11 +154,6 @@ class ListRefresher:
             for spec, one in zip(self.specs, parsed, strict=True)
         ]
 
-    def _save_compiled(self, parsed: Sequence[ParsedList]) -> None:
-        built = self._built(parsed)
-        if built:
-            snapshot.save(self.cache_dir, self._index, built)
-
     def due(self) -> list[ListSpec]:
         """The lists whose refresh_h has passed since they were last checked."""
         now = self._clock()
@@ -189,7 +184,8 @@ class ListRefresher:
                 fresh[spec] if spec in fresh else self._parse_cached(spec) for spec in self.specs
             ]
             self._index = index_of(self.specs, parsed)
-            self._save_compiled(parsed)
+            self._pending = self._built(parsed)
+            self._write_pending()
         except ListError as exc:
             log.error("list reload failed, the old index keeps serving: %s", exc)
             for spec in fresh:
