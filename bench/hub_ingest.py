@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.hub.cpu import Floor, crypto_floor
 from bench.hub.drain import DRAIN_BROKER, Drain, hub_drain, raw_drain
-from bench.hub.workload import Items, envelopes, latency_from_metrics, publish, serving
+from bench.hub.workload import Items, envelopes, latency_from_metrics, publish
 from hub.config import HubConfig
 from hub.keys import HubKeys
-from tests.hub_ingest_fixtures import enrol, make_hub, query, report_count
+from tests.hub_ingest_fixtures import enrol, make_hub, query, report_count, serving
 from tests.services import Mosquitto, Postgres, free_port, mosquitto, postgres
 
 

@@ -4,6 +4,8 @@ straight into the database, a QoS 1 publisher, and polling with a generous timeo
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from hub.keys import HubKeys
 from hub.model import DeviceInfo
 from hub.store import Database
 from hub.store.devices import add_device
+from tests.services import stop_process
 
 SITE = "cape-primary"
 _ids = itertools.count(1)
@@ -47,6 +50,9 @@ def summary(blocked: int = 1, user: str | None = "pupil1", n: int = 0) -> dict[s
         "first_seen": 1_700_000_001_000,
         "last_seen": 1_700_000_299_000,
     }
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -184,3 +190,29 @@ def query(config: HubConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tup
 def report_count(config: HubConfig) -> int:
     """How many reports are stored."""
     return int(query(config, "SELECT COUNT(*) FROM reports")[0][0])
+
+
+@contextmanager
+def serving(
+    config: HubConfig, ready: str = "hedgerow-hub serving", poll: float = 0.1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`hedgerow-hub serve` on this config (logging to serve.log beside it) from the moment
+    its log says `ready` until the block ends; stopped by its PID."""
+    log = config.path.parent / "serve.log"
+    mark = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", "--config", str(config.path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while ready not in log.read_bytes()[mark:].decode(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"serve: no {ready!r}: {log.read_text()[-2000:]}")
+            time.sleep(poll)
+        yield proc
+    finally:
+        stop_process(proc)

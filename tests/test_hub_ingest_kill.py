@@ -3,53 +3,24 @@ twice (persistent session + ack after commit + unique (site, device, seq))."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from hub.config import HubConfig
 from tests.hub_ingest_fixtures import (
     enrol,
     make_hub,
     publisher,
     query,
     report_count,
+    serving,
     summary,
     wait_until,
 )
-from tests.services import Mosquitto, stop_process
+from tests.services import Mosquitto
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 600
-
-
-@contextmanager
-def serve(config: HubConfig, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`hedgerow-hub serve` as a child process, ready (connected and subscribed) on entry."""
-    start = log.stat().st_size if log.exists() else 0
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--config", str(config.path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited {proc.returncode}: {log.read_text()}")
-            return "hedgerow-hub serving" in log.read_text()[start:]
-
-        wait_until(ready, what="hub serving")
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -59,7 +30,6 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     url = None if backend == "sqlite" else str(request.getfixturevalue("pg_url"))
     config = make_hub(tmp_path, broker.url, url)
     devices = [enrol(config) for _ in range(6)]
-    log = tmp_path / "serve.log"
     sent = threading.Event()
     killed = threading.Event()
     envelopes = [
@@ -84,7 +54,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
                 info.wait_for_publish(60)
         sent.set()
 
-    with serve(config, log) as first:
+    with serving(config) as first:
         thread = threading.Thread(target=publish_all)
         thread.start()
         try:
@@ -100,7 +70,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     assert sent.is_set(), "publisher did not finish"
     stored_before_restart = report_count(config)
     assert stored_before_restart < N, "the kill came too late to test anything"
-    with serve(config, log):
+    with serving(config):
         wait_until(lambda: report_count(config) >= N, timeout=120, what=f"all {N} reports")
     rows = query(config, "SELECT device, seq FROM reports")
     assert len(rows) == N

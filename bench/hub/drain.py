@@ -16,10 +16,10 @@ from paho.mqtt.properties import Properties
 
 from agent.wire.topics import up_filter
 from bench.hub.cpu import children_cpu, own_cpu, postgres_cpu, process_cpu, self_cpu
-from bench.hub.workload import Items, metric, publish, serving
+from bench.hub.workload import Items, metric, publish
 from hub.config import HubConfig
 from hub.mqtt import RECEIVE_MAXIMUM
-from tests.hub_ingest_fixtures import report_count
+from tests.hub_ingest_fixtures import report_count, serving
 from tests.services import Mosquitto, Postgres
 
 # Mosquitto keeps every queued message of an offline session (0: no limit) and lets a

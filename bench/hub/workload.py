@@ -3,19 +3,12 @@ Mosquitto, and `hedgerow-hub serve` as a subprocess with its metrics endpoint.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-from hub.config import HubConfig
 from tests.hub_ingest_fixtures import SimDevice, publisher, summary
-from tests.services import Mosquitto, stop_process
+from tests.services import Mosquitto
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 Items = list[tuple[str, bytes]]  # (topic, envelope)
 
 
@@ -49,32 +42,6 @@ def publish(broker: Mosquitto, items: Items, rate: float = 0) -> float:
         for info in infos:
             info.wait_for_publish(600)
     return started
-
-
-@contextmanager
-def serving(
-    config: HubConfig, ready: str = "hedgerow-hub serving", poll: float = 0.1
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`hedgerow-hub serve` on this config (logging to serve.log beside it) from the moment
-    its log says `ready` until the block ends; stopped by its PID."""
-    log = config.path.parent / "serve.log"
-    mark = log.stat().st_size if log.exists() else 0
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--config", str(config.path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while ready not in log.read_bytes()[mark:].decode(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"serve: no {ready!r}: {log.read_text()[-2000:]}")
-            time.sleep(poll)
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def _metrics_text(port: int) -> str:
