@@ -329,6 +329,7 @@ def write_config(
     rate: int = 0,
     timeout_ms: int = 1500,
     listen: list[str] | None = None,
+    udp_batch: int | None = None,
 ) -> Path:
     """A hedgerow-dns.toml with pupils (127.0.1.0/24), staff (127.0.2.0/24) and lists."""
     lists_dir = directory / "lists"
@@ -342,6 +343,7 @@ def write_config(
 listen = [{", ".join(f'"{item}"' for item in listen)}]
 allow_clients = ["127.0.0.0/9", "::1/128"]
 rate_limit_qps = {rate}
+{"" if udp_batch is None else f"udp_batch = {udp_batch}"}
 list_cache_dir = "{directory / "cache"}"
 
 [upstream]

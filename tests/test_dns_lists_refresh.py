@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.dns.lists import ListError, ListRefresher, ListSpec, check_lists, explain, load_lists
+from agent.dns.lists.cache import slot
+from agent.dns.lists.handoff import handoff_of, job_of, run_job
+from agent.dns.lists.snapshot import FILE
 
 GOOD = "".join(f"site{i}.example\n" for i in range(100))
 
@@ -217,3 +221,84 @@ def test_load_lists_with_cache_dir_uses_refresher(tmp_path: Path, server: ListSe
     assert index.lookup("site1.example") == 1 and stats[0].format == "plain"
     index, _ = load_lists([ListSpec("ads", server.url)], None)
     assert index.lookup("site1.example") == 1
+
+
+def test_a_handed_off_refresh_fetches_only_due_lists_and_the_server_adopts_it(
+    tmp_path: Path, server: ListServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The child's half (run_job) runs here, in-process: its compiled index then hashes as this
+    # process does, so the server's half (adopt) can load it. tests/test_dns_refresh.py runs
+    # the real child under a real server.
+    other = ListServer()
+    other.served.body = b"other.example\n"
+    try:
+        clock = Clock()
+        due, later = ListSpec("ads", server.url, refresh_h=1), ListSpec("misc", other.url)
+        serving = ListRefresher([due, later], tmp_path, clock=clock)
+        first, _ = serving.load()
+        clock.now += 3600
+        assert serving.due() == [due]
+        asked = len(other.served.requests)
+        server.served.body = (GOOD + "new.example\n").encode()
+        handed = handoff_of(run_job(job_of(serving, serving.due(), clock.now)))
+        assert handed.rebuilt and len(other.served.requests) == asked  # not due: not fetched
+        assert serving.index is first  # nothing changes in the server until it adopts
+        with caplog.at_level(logging.INFO, logger="agent.dns.lists"):
+            second = serving.adopt(handed.status, handed.stats, handed.rebuilt)
+        assert "refreshed lists loaded from the compiled index" in caplog.text
+        assert "lists reloaded" not in caplog.text  # loaded, not parsed
+        assert second.lookup("new.example") == 1 and second.lookup("site1.example") == 1
+        assert second.lookup("other.example") == 2
+        assert serving.index is second
+        assert serving.stats()[0].entries == 101
+        assert [s.checked_at for s in serving.status()] == [clock.now, clock.now - 3600]
+        # A bad copy keeps the old list; the child's verdict shows in the server's status.
+        server.served.body = b""
+        clock.now += 3600
+        handed = handoff_of(run_job(job_of(serving, serving.due(), clock.now)))
+        assert not handed.rebuilt
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="agent.dns.lists"):
+            assert serving.adopt(handed.status, handed.stats, handed.rebuilt) is second
+        assert "still serving the last good copy" in caplog.text
+        status = serving.status()[0]
+        assert status.problem is not None and "is empty" in status.problem
+        assert status.entries == 101 and status.serving_from == "source"
+        assert slot(tmp_path, server.url).read_note() is not None
+        assert ListRefresher([due, later], tmp_path).load()[1][0].entries == 101
+    finally:
+        other.close()
+
+
+def test_rebuild_serves_copies_that_another_refresher_took(tmp_path: Path) -> None:
+    # A refresh child that dies after taking a new copy into the cache leaves the server's
+    # index behind it; the server's fallback refresh(rebuild=True) catches up.
+    path = tmp_path / "local.txt"
+    path.write_text(GOOD)
+    spec = ListSpec("ads", str(path))
+    cache = tmp_path / "cache"
+    serving = ListRefresher([spec], cache)
+    first, _ = serving.load()
+    path.write_text(GOOD + "added.example\n")
+    ListRefresher([spec], cache).refresh([spec])  # the "child": takes the copy, then is gone
+    assert serving.refresh([spec]) is first  # the copy looks current: nothing to do
+    rebuilt = serving.refresh([spec], rebuild=True)
+    assert rebuilt.lookup("added.example") == 1
+    assert serving.stats()[0].entries == 101
+
+
+def test_adopt_parses_here_if_the_childs_compiled_index_is_gone(
+    tmp_path: Path, server: ListServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    spec = ListSpec("ads", server.url, refresh_h=1)
+    serving = ListRefresher([spec], tmp_path, clock=clock)
+    serving.load()
+    clock.now += 3600
+    server.served.body = (GOOD + "new.example\n").encode()
+    handed = handoff_of(run_job(job_of(serving, serving.due(), clock.now)))
+    (tmp_path / FILE).unlink()  # e.g. the child could not write it (disk full)
+    with caplog.at_level(logging.WARNING, logger="agent.dns.lists"):
+        index = serving.adopt(handed.status, handed.stats, handed.rebuilt)
+    assert "parsing here" in caplog.text
+    assert index.lookup("new.example") == 1 and serving.stats()[0].entries == 101

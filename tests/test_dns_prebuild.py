@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.dns.prebuild import Built, prebuild
+from agent.dns.lists import ListRefresher, ListSpec
+from agent.dns.lists.cache import slot
+from agent.dns.prebuild import Built, prebuild, refresh
 from agent.errors import HedgerowError
-from tests.dns_support import write_config
+from tests.dns_support import Clock, write_config
 
 
 def test_a_bad_config_refuses_the_reload_with_the_childs_reason(tmp_path: Path) -> None:
@@ -32,3 +34,23 @@ def test_without_the_pinned_seed_the_child_is_unavailable(
     assert "PYTHONHASHSEED" not in os.environ
     config = write_config(tmp_path, ["127.0.0.1:9"], 5399)
     assert asyncio.run(prebuild(config)) is Built.UNAVAILABLE
+
+
+def test_without_the_pinned_seed_no_refresh_child_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No child refreshes (None): the server refreshes in a worker thread of its own. The
+    child never started, so the cache still holds the copy taken at load."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    source = tmp_path / "local.txt"
+    source.write_text("casino.example\n")
+    spec = ListSpec("gambling", str(source))
+    clock = Clock(1_000_000.0)
+    refresher = ListRefresher([spec], tmp_path / "cache", clock=clock)
+    refresher.load()
+    source.write_text("casino.example\nadded.example\n")
+    clock.now += 24 * 3600
+    assert refresher.due() == [spec]
+    assert asyncio.run(refresh(refresher, clock.now)) is None
+    note = slot(tmp_path / "cache", str(source)).read_note()
+    assert note is not None and note.entries == 1

@@ -40,8 +40,15 @@ class Records:
         self.items.append(record)
 
 
+# Every test runs against both UDP listeners: batched (recvmmsg/sendmmsg, the default on
+# Linux) and asyncio's datagram transport (udp_batch = 0, and platforms without recvmmsg).
+@pytest.fixture(scope="module", params=[32, 0], ids=["batched", "plain"])
+def udp_batch(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
+def upstream(udp_batch: int) -> Iterator[FakeUpstream]:  # one per listener kind: fresh counts
     with FakeUpstream() as server:
         yield server
 
@@ -58,7 +65,11 @@ def records() -> Records:
 
 @pytest.fixture(scope="module")
 def dns(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, clock: Clock, records: Records
+    udp_batch: int,
+    tmp_path_factory: pytest.TempPathFactory,
+    upstream: FakeUpstream,
+    clock: Clock,
+    records: Records,
 ) -> Iterator[RunningDns]:
     port = free_dns_port()
     path = write_config(
@@ -66,6 +77,7 @@ def dns(
         [upstream.address],
         port,
         listen=[f"127.0.0.1:{port}", f"[::1]:{port}"],
+        udp_batch=udp_batch,
     )
     with running_dns(path, clock, (records,)) as running:
         yield running

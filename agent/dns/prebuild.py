@@ -10,7 +10,13 @@ index it wrote is stale: the server runs it again, up to ATTEMPTS times (service
 child can run at all (it cannot start, or dies of a signal or a bug) does the server parse in a
 worker thread of its own; a child that finds the config or a list bad refuses the reload.
 
+The timed refresh of due lists runs here too (`--refresh`): the server hands its refresher's
+state over on stdin (lists/handoff.py); the child downloads the due lists, keeps the old copy
+of any bad one, rebuilds and writes the compiled index if a list changed, and answers each
+list's status on stdout for the server to adopt. A bad download refuses nothing.
+
     python -m agent.dns.prebuild CONFIG     # exit 0: the compiled index is current
+    python -m agent.dns.prebuild --refresh  # job on stdin, exit 0: its outcome on stdout
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import os
 import subprocess
@@ -28,6 +35,7 @@ from pathlib import Path
 from agent.dns.config import load_config
 from agent.dns.hashseed import pinned
 from agent.dns.lists import ListRefresher
+from agent.dns.lists.handoff import Handoff, handoff_of, job_of, run_job
 from agent.errors import HedgerowError
 
 log = logging.getLogger(__name__)
@@ -56,10 +64,10 @@ async def prebuild(config_path: Path, timeout_s: float = TIMEOUT_S) -> Built:
     started = time.monotonic()
     # Started from a worker thread with subprocess (vfork): asyncio's own subprocess support
     # under uvloop forks the whole server, which held the event loop for 10-17 ms here.
-    ran = await asyncio.to_thread(_run_child, config_path, timeout_s)
+    ran = await asyncio.to_thread(_run_child, [str(config_path)], None, timeout_s)
     if ran is None:
         return Built.UNAVAILABLE
-    returncode, err = ran
+    returncode, _, err = ran
     tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
     if returncode == EXIT_REFUSED:
         raise HedgerowError(f"the list builder refused the config or lists: {tail}")
@@ -70,35 +78,73 @@ async def prebuild(config_path: Path, timeout_s: float = TIMEOUT_S) -> Built:
     return Built.CURRENT
 
 
-def _run_child(config_path: Path, timeout_s: float) -> tuple[int, bytes] | None:
-    """The child's exit status and stderr; None if it could not start. Blocking."""
-    argv = [sys.executable, "-m", "agent.dns.prebuild", str(config_path)]
+async def refresh(
+    refresher: ListRefresher, now: float, timeout_s: float = TIMEOUT_S
+) -> Handoff | None:
+    """Refresh the refresher's due lists in a child, without blocking the event loop, and return
+    what it learned for refresher.adopt(); None if no child could do it (it could not start,
+    failed or overran): the caller refreshes in-process."""
+    started = time.monotonic()
+    job = job_of(refresher, refresher.due(), now)
+    try:
+        ran = await asyncio.to_thread(_run_child, ["--refresh"], job, timeout_s)
+    except HedgerowError as exc:
+        log.warning("%s", exc)
+        return None
+    if ran is None:
+        return None
+    returncode, out, err = ran
+    tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
+    if returncode != 0:
+        log.warning("the list refresher failed (%s): %s", returncode, tail)
+        return None
+    try:
+        handed = handoff_of(out)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("the list refresher answered nonsense (%r): %s", exc, tail)
+        return None
+    log.info("lists refreshed by a child process in %.2f s", time.monotonic() - started)
+    return handed
+
+
+def _run_child(
+    args: list[str], job: bytes | None, timeout_s: float
+) -> tuple[int, bytes, bytes] | None:
+    """The child's exit status, stdout and stderr; None if it could not start. Blocking."""
+    argv = [sys.executable, "-m", "agent.dns.prebuild", *args]
     try:
         child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.DEVNULL if job is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     except OSError as exc:
         log.warning("cannot start the list builder: %s", exc)
         return None
     try:
-        _, err = child.communicate(timeout=timeout_s)
+        out, err = child.communicate(job, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
         raise HedgerowError(f"the list builder took over {timeout_s:.0f} s (killed)") from None
-    return child.returncode, err
+    return child.returncode, out, err
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build (or confirm) the compiled index of the config's lists; 0 on success."""
+    """Build (or confirm) the compiled index of the config's lists, or with --refresh run the
+    refresh job on stdin; 0 on success."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m agent.dns.prebuild CONFIG", file=sys.stderr)  # noqa: T201
+        usage = "usage: python -m agent.dns.prebuild CONFIG | --refresh"
+        print(usage, file=sys.stderr)  # noqa: T201
         return 2
     with contextlib.suppress(OSError):
         # Below the server it serves: on a Pi's few cores the build must not slow answers.
         os.nice(NICE)
+    if args[0] == "--refresh":
+        return _refresh_main()
     try:
         config = load_config(Path(args[0]))
         cache_dir = config.server.list_cache_dir
@@ -109,6 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     except HedgerowError as exc:
         log.error("%s", exc)
         return EXIT_REFUSED
+    return 0
+
+
+def _refresh_main() -> int:
+    """The refresh job on stdin, its outcome on stdout. Exits non-zero only for a bug or an
+    unpinned process (the server then refreshes in-process), never for a bad download."""
+    job = sys.stdin.buffer.read()
+    cache_dir = Path(json.loads(job)["cache_dir"])
+    if not usable(cache_dir):
+        log.error("not running under the installation's hash seed: nothing to refresh")
+        return 1
+    sys.stdout.buffer.write(run_job(job))
+    sys.stdout.buffer.flush()
     return 0
 
 

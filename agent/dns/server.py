@@ -14,10 +14,12 @@ import struct
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any, Protocol
 
-from agent.dns import packet
+from agent.dns import mmsg, packet
 from agent.dns.chain import Chain
 from agent.dns.config import Endpoint
+from agent.dns.fastpath import FastAnswer
 from agent.dns.metrics import LATENCY_BUCKETS, Metrics
 from agent.dns.querylog import QueryRecord, QuerySink
 from agent.dns.request import Pending, Request
@@ -26,6 +28,15 @@ from agent.dns.verdict import Answer, Kind, Verdict
 log = logging.getLogger(__name__)
 _ERROR_KINDS = {packet.FORMERR: Kind.FORMERR, packet.NOTIMP: Kind.NOTIMP}
 _LEN = struct.Struct("!H")
+ROUNDS = 8  # batches read per wake-up before other sockets get a turn
+
+
+class _Datagram(Protocol):
+    """Where a UDP answer goes: asyncio's transport or a batched socket (mmsg.Datagrams)."""
+
+    def sendto(self, data: bytes, addr: Any, /) -> None: ...
+
+    def is_closing(self) -> bool: ...
 
 
 class DnsServer:
@@ -40,6 +51,7 @@ class DnsServer:
         max_udp_size: int = packet.OUR_UDP_SIZE,
         tcp_idle_timeout_s: float = 10.0,
         max_tcp_connections: int = 256,
+        udp_batch: int = mmsg.SLOTS,
     ) -> None:
         self.chain = chain  # replaced whole on reload; in-flight queries keep the old one
         self.sinks = tuple(sinks)
@@ -47,10 +59,13 @@ class DnsServer:
         self.max_udp_size = max_udp_size
         self.tcp_idle_timeout_s = tcp_idle_timeout_s
         self.max_tcp_connections = max_tcp_connections
+        # Datagrams per recvmmsg/sendmmsg (mmsg.py); 0 or no such calls: asyncio's transport.
+        self.udp_batch = udp_batch if mmsg.available() else 0
         self.tcp_connections = 0
         self.dropped = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
+        self._batched: list[_BatchedUdp] = []
         self._tcp: list[asyncio.Server] = []
         self._streams: set[_TcpProtocol] = set()
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path checks it
@@ -58,7 +73,9 @@ class DnsServer:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Where the UDP listeners are bound (useful with port 0)."""
-        return [t.get_extra_info("sockname")[:2] for t in self._udp]
+        bound = [t.get_extra_info("sockname") for t in self._udp]
+        bound += [b.datagrams.sock.getsockname() for b in self._batched]
+        return [(host, port) for host, port, *_ in bound]
 
     async def start(self, listen: Sequence[Endpoint]) -> None:
         """Bind UDP and TCP on every endpoint; raises OSError if one cannot be bound."""
@@ -73,11 +90,16 @@ class DnsServer:
             except OSError:
                 sock.close()
                 raise
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), sock=sock
-            )
-            self._udp.append(transport)
-            port = transport.get_extra_info("sockname")[1]
+            port = sock.getsockname()[1]
+            if self.udp_batch:
+                batched = _BatchedUdp(self, mmsg.Datagrams(sock, self.udp_batch))
+                loop.add_reader(sock.fileno(), batched.readable)
+                self._batched.append(batched)
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self), sock=sock
+                )
+                self._udp.append(transport)
             self._tcp.append(
                 await loop.create_server(
                     lambda: _TcpProtocol(self), endpoint.host, port, reuse_address=True
@@ -89,6 +111,10 @@ class DnsServer:
         """Close listeners and connections, then let in-flight answers finish."""
         for transport in self._udp:
             transport.close()
+        loop = asyncio.get_running_loop()
+        for batched in self._batched:
+            loop.remove_reader(batched.datagrams.fd)
+            batched.datagrams.close()
         for server in self._tcp:
             server.close()
         for stream in list(self._streams):
@@ -100,6 +126,7 @@ class DnsServer:
         for task in list(self._tasks):
             task.cancel()
         self._udp.clear()
+        self._batched.clear()
         self._tcp.clear()
 
     def handle(
@@ -135,6 +162,42 @@ class DnsServer:
             log.exception("resolving %s for %s failed", q.qname, client)
             verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
             return Answer(packet.error(q, packet.SERVFAIL), verdict), request
+
+    def fast(self, data: bytes, client: str) -> FastAnswer | bool:
+        """The compiled chain's answer, or False/True for the full path (see fastpath.py)."""
+        try:
+            return self.chain.resolve_fast(data, client)
+        except Exception:  # never die on one packet: let the full path answer it
+            log.exception("fast path failed on a packet from %s", client)
+            return False
+
+    def answered_fast(self, fast: FastAnswer, data: bytes, client: str, started: float) -> None:
+        """Account for a fast-path answer: metrics, then (if wanted) the log and records."""
+        metrics = self.metrics
+        if metrics is not None:  # Metrics.answered, inlined
+            key = fast[1].labels
+            answers = metrics.answers
+            answers[key] = answers.get(key, 0) + 1
+            elapsed = time.perf_counter() - started
+            latency = metrics.latency
+            latency[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+            latency[-1] += elapsed
+        if self.sinks or self.debug:
+            self.record_fast(fast[1], fast[2], fast[3], data, client)
+
+    def answer_udp(
+        self, data: bytes, client: str, metered: bool, started: float, udp: _Datagram, peer: Any
+    ) -> None:
+        """The full path for a UDP query: answer now, or when its upstream replies."""
+        result = self.handle(data, client, "udp", metered)
+        if result is None:
+            return
+        outcome, request = result
+        deliver = _Deliver(self, client, started, udp=udp, peer=peer)
+        if isinstance(outcome, Answer):
+            deliver(outcome, request)
+        else:
+            self.run_later(outcome, request, deliver)
 
     def finish(self, answer: Answer, request: Request | None, client: str, started: float) -> None:
         """Account for an answer: metrics, debug log, query records."""
@@ -209,8 +272,8 @@ class _Deliver:
         server: DnsServer,
         client: str,
         started: float,
-        udp: asyncio.DatagramTransport | None = None,
-        peer: tuple[str, int] | None = None,
+        udp: _Datagram | None = None,
+        peer: Any = None,
         stream: _TcpProtocol | None = None,
     ) -> None:
         self.server = server
@@ -244,38 +307,50 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         started = time.perf_counter()
         server = self.server
         client = addr[0]
-        try:
-            fast = server.chain.resolve_fast(data, client)
-        except Exception:  # never die on one packet: let the full path answer it
-            log.exception("fast path failed on a packet from %s", client)
-            fast = False
+        fast = server.fast(data, client)
+        if self.transport is None:
+            return
         if isinstance(fast, tuple):
-            if self.transport is not None:
-                self.transport.sendto(fast[0], addr)
-            metrics = server.metrics
-            if metrics is not None:  # Metrics.answered, inlined
-                key = fast[1].labels
-                answers = metrics.answers
-                answers[key] = answers.get(key, 0) + 1
-                elapsed = time.perf_counter() - started
-                latency = metrics.latency
-                latency[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-                latency[-1] += elapsed
-            if server.sinks or server.debug:
-                server.record_fast(fast[1], fast[2], fast[3], data, client)
-            return
-        result = server.handle(data, client, "udp", fast)
-        if result is None or self.transport is None:
-            return
-        outcome, request = result
-        deliver = _Deliver(server, client, started, udp=self.transport, peer=addr)
-        if isinstance(outcome, Answer):
-            deliver(outcome, request)
+            self.transport.sendto(fast[0], addr)
+            server.answered_fast(fast, data, client, started)
         else:
-            server.run_later(outcome, request, deliver)
+            server.answer_udp(data, client, fast, started, self.transport, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
+
+
+class _BatchedUdp:
+    """A UDP listener read with recvmmsg and answered with sendmmsg (mmsg.py): the same
+    answers as _UdpProtocol, many datagrams per system call."""
+
+    def __init__(self, server: DnsServer, datagrams: mmsg.Datagrams) -> None:
+        self.server = server
+        self.datagrams = datagrams
+
+    def readable(self) -> None:
+        """The event loop's reader callback: answer what is waiting, a batch at a time."""
+        server = self.server
+        datagrams = self.datagrams
+        for _ in range(ROUNDS):
+            n = datagrams.receive()
+            if not n:
+                return
+            started = time.perf_counter()
+            try:
+                for i in range(n):
+                    data = datagrams.data(i)
+                    client = datagrams.client(i)
+                    fast = server.fast(data, client)
+                    if isinstance(fast, tuple):
+                        datagrams.reply(i, fast[0])
+                        server.answered_fast(fast, data, client, started)
+                    else:
+                        server.answer_udp(data, client, fast, started, datagrams, datagrams.peer(i))
+            finally:
+                datagrams.flush()  # what was answered goes out even if one packet raised
+            if n < datagrams.slots:
+                return  # drained: the loop calls again when more arrive
 
 
 class _TcpProtocol(asyncio.Protocol):

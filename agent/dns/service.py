@@ -20,7 +20,7 @@ from agent.dns.catalog import load_index
 from agent.dns.chain import Chain, build_chain
 from agent.dns.config import DnsConfig, load_config
 from agent.dns.groups import CategoryLookup, wall_clock
-from agent.dns.lists import ListRefresher
+from agent.dns.lists import CategoryIndex, ListRefresher
 from agent.dns.lists.model import ListStats, StaleIndex
 from agent.dns.metrics import Metrics
 from agent.dns.querylog import QuerySink
@@ -130,6 +130,7 @@ class Service:
             max_udp_size=config.server.max_udp_size,
             tcp_idle_timeout_s=config.server.tcp_idle_timeout_s,
             max_tcp_connections=config.server.max_tcp_connections,
+            udp_batch=config.server.udp_batch,
         )
         self.loaded = loaded
         await self.server.start(config.server.listen)
@@ -210,10 +211,9 @@ class Service:
         )
 
     async def _refresh_lists(self) -> None:
-        """Forever: every refresh_check_s, refresh the lists that are due (off the event loop)
-        and swap in a new chain if an index changed. A bad copy keeps the old list (the
-        refresher logs it; metrics show it as hedgerow_dns_lists_with_problems)."""
-        loop = asyncio.get_running_loop()
+        """Forever: every refresh_check_s, refresh the lists that are due (in a child process,
+        see _refreshed) and swap in a new chain if an index changed. A bad copy keeps the old
+        list (logged; metrics show it as hedgerow_dns_lists_with_problems)."""
         while True:
             await asyncio.sleep(self.refresh_check_s)
             assert self._reloading is not None and self.server is not None
@@ -222,7 +222,7 @@ class Service:
                 if loaded is None or loaded.refresher is None or not loaded.refresher.due():
                     continue
                 try:
-                    index = await loop.run_in_executor(None, loaded.refresher.refresh)
+                    index = await self._refreshed(loaded.refresher)
                 except Exception:  # the refresher should not raise; keep serving if it does
                     log.exception("list refresh failed; still serving the previous lists")
                     continue
@@ -233,6 +233,24 @@ class Service:
                 self.loaded = fresh
                 self._freeze()
                 log.info("lists refreshed: %d names", len(index))
+
+    async def _refreshed(self, refresher: ListRefresher) -> CategoryIndex:
+        """The index after refreshing the due lists: downloaded, parsed and built by a child
+        process (prebuild.py) and only loaded here; in a worker thread of this process (as
+        before) only if no child can run."""
+        loop = asyncio.get_running_loop()
+        if not prebuild.usable(refresher.cache_dir):
+            return await loop.run_in_executor(None, refresher.refresh)
+        if self._saving is not None:
+            await self._saving  # the start's compiled index must not land over the child's
+        handed = await prebuild.refresh(refresher, self.list_clock())
+        if handed is None:
+            log.warning("no list refresher process: refreshing the lists in this process")
+            # A child that died may have taken new copies into the cache: build from them too.
+            rebuild = functools.partial(refresher.refresh, rebuild=True)
+            return await loop.run_in_executor(None, rebuild)
+        adopt = functools.partial(refresher.adopt, handed.status, handed.stats, handed.rebuilt)
+        return await loop.run_in_executor(None, adopt)
 
     def _list_counters(self) -> dict[str, float]:
         """List health for /metrics (read at scrape time)."""

@@ -44,6 +44,7 @@ class ServerConfig:
     metrics: Endpoint | None = None
     tcp_idle_timeout_s: int = 10
     max_tcp_connections: int = 256
+    udp_batch: int = 32  # datagrams per recvmmsg/sendmmsg; 0: one per event-loop callback
     max_udp_size: int = 1232
     blocked_ttl_s: int = 60
     list_cache_dir: Path = LIST_CACHE_DIR

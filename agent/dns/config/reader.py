@@ -104,6 +104,7 @@ def _server(sec: Section) -> ServerConfig:
         tcp_idle_timeout_s=sec.integer("tcp_idle_timeout_s", 10, 1, 3600),
         max_tcp_connections=sec.integer("max_tcp_connections", 256, 1, 100_000),
         max_udp_size=sec.integer("max_udp_size", 1232, 512, 4096),
+        udp_batch=sec.integer("udp_batch", 32, 0, 1024),
         blocked_ttl_s=sec.integer("blocked_ttl_s", 60, 0, 86_400),
         list_cache_dir=Path(sec.text("list_cache_dir", str(LIST_CACHE_DIR))),
     )

@@ -1,8 +1,9 @@
 """ListRefresher: keeps every list's last good copy and refreshes lists off the hot path.
 
-The server calls `load()` once at startup and then `refresh()` from a worker thread (an
-executor) every few minutes; `refresh()` only fetches lists whose refresh_h has passed, and
-returns the index to serve. A refresh that fails, comes back empty, truncated, unparseable,
+The server calls `load()` once at startup and then, every few minutes, has a child process
+run `refresh()` on a refresher started from its state and `adopt()`s the outcome
+(agent/dns/prebuild.py; `refresh()` in a worker thread if no child can run); `refresh()` only
+fetches lists whose refresh_h has passed, and returns the index to serve. A refresh that fails, comes back empty, truncated, unparseable,
 or with fewer than `min_ratio` of the last good copy's entries is refused: the old copy keeps
 serving, a warning is logged and `status()` carries the reason. Reload is all-or-nothing.
 
@@ -164,18 +165,55 @@ class ListRefresher:
             or now - self._status[spec].checked_at >= spec.refresh_h * 3600
         ]
 
-    def refresh(self, specs: Sequence[ListSpec] | None = None) -> CategoryIndex:
+    def refresh(
+        self, specs: Sequence[ListSpec] | None = None, *, rebuild: bool = False
+    ) -> CategoryIndex:
         """Refresh the given lists (default: the due ones) and return the index to serve: a new
         one if any list changed and everything rebuilt, else the current one. Never raises for
-        a bad list; see status()."""
+        a bad list; see status(). `rebuild`: build from the cached copies even if no list
+        changed (a refresh child that died may have taken new copies: agent/dns/prebuild.py)."""
         with self._lock:
             fresh: dict[ListSpec, ParsedList] = {}
             for spec in self.due() if specs is None else specs:
                 parsed = self._refresh_one(spec)
                 if parsed is not None:
                     fresh[spec] = parsed
-            if fresh:
+            if fresh or rebuild:
                 self._rebuild(fresh)
+            return self._index
+
+    def restore(self, status: Sequence[ListStatus], stats: Sequence[ListStats]) -> None:
+        """Take over each list's status and parse statistics (matched by source and category),
+        as another refresher left them: a refresh child starts from the server's, and the
+        server adopts the child's."""
+        specs = {(spec.source, spec.category): spec for spec in self.specs}
+        for one in status:
+            self._status[specs[one.source, one.category]] = one
+        for counted in stats:
+            self._stats[specs[counted.source, counted.category]] = counted
+
+    def adopt(
+        self, status: Sequence[ListStatus], stats: Sequence[ListStats], rebuilt: bool
+    ) -> CategoryIndex:
+        """Take what a refresh in a child process learned (agent/dns/prebuild.py) and return
+        the index to serve: if the child rebuilt, the compiled index it wrote, only loaded here
+        (parsed here only if that file is not the index of the cached copies)."""
+        with self._lock:
+            before = dict(self._status)
+            self.restore(status, stats)
+            for spec, now in self._status.items():
+                if now.problem and now != before.get(spec):
+                    log.warning("%s; still serving the last good copy", now.problem)
+            if not rebuilt:
+                return self._index
+            copies = [slot(self.cache_dir, spec.source).data for spec in self.specs]
+            found = snapshot.load(self.cache_dir, self.specs, copies)
+            if found is None:
+                log.warning("the refreshed lists have no usable compiled index: parsing here")
+                self._rebuild({})
+                return self._index
+            self._index = found[0]
+            log.info("refreshed lists loaded from the compiled index: %s names", len(found[0]))
             return self._index
 
     def _rebuild(self, fresh: dict[ListSpec, ParsedList]) -> None:
@@ -191,7 +229,7 @@ class ListRefresher:
             for spec in fresh:
                 self._set(spec, self._stats[spec], problem=f"reload failed: {exc}")
             return
-        for spec, one in fresh.items():
+        for spec, one in zip(self.specs, parsed, strict=True):
             self._stats[spec] = one.stats
         log.info("lists reloaded: %s names in %s categories", len(self._index), len(parsed))
 
