@@ -31,7 +31,8 @@ def receive_all(datagrams: mmsg.Datagrams, expected: int) -> list[tuple[bytes, s
     deadline = time.monotonic() + 10
     while len(got) < expected and time.monotonic() < deadline:
         n = datagrams.receive()
-        got += [(datagrams.data(i), datagrams.client(i), datagrams.peer(i)) for i in range(n)]
+        peers = [datagrams.peer(i) for i in range(n)]
+        got += zip(datagrams.packets(n), datagrams.clients(n), peers, strict=True)
         if not n:
             time.sleep(0.01)
     return got
@@ -81,9 +82,8 @@ def test_replies_go_to_their_senders_in_one_flush(
         n = datagrams.receive() or n
     assert n == 3
     # Answer in reverse, and only the first two: slot order and sender must not get mixed.
-    datagrams.reply(1, b"pong " + datagrams.data(1))
-    datagrams.reply(0, b"pong " + datagrams.data(0))
-    datagrams.flush()
+    packets = datagrams.packets(n)
+    datagrams.send([(1, b"pong " + packets[1]), (0, b"pong " + packets[0])])
     assert senders[0].recvfrom(512) == (b"pong ping 0", server)
     assert senders[1].recvfrom(512) == (b"pong ping 1", server)
     senders[2].settimeout(0.2)
@@ -101,8 +101,7 @@ def test_oversized_datagram_and_reply(pair: tuple[mmsg.Datagrams, list[socket.so
     datagrams.receive()  # nothing more waiting
     senders[0].sendto(b"y", server)
     assert receive_all(datagrams, 1)[0][0] == b"y"
-    datagrams.reply(0, b"z" * 1500)  # larger than a slot: sent on its own, whole
-    datagrams.flush()
+    datagrams.send([(0, b"z" * 1500)])  # larger than a slot: sent on its own, whole
     assert senders[0].recvfrom(4096)[0] == b"z" * 1500
 
 
@@ -111,7 +110,7 @@ def test_nothing_waiting_and_closed_socket(
 ) -> None:
     datagrams, senders = pair
     assert datagrams.receive() == 0
-    datagrams.flush()  # nothing queued: nothing sent, nothing counted
+    datagrams.send([])  # nothing to answer: nothing sent, nothing counted
     assert datagrams.dropped == 0
     datagrams.close()
     assert datagrams.is_closing()
@@ -141,6 +140,12 @@ def test_server_uses_batched_udp_unless_turned_off(tmp_path: Path) -> None:
                 assert bool(server._batched) == (expected == "batched")
                 assert bool(server._udp) == (expected == "plain")
                 assert server.addresses == [("127.0.0.1", port)]
-                reply = ask(port, "casino.example", source="127.0.1.5")
-                assert [str(rr.rdata) for rr in reply.rr] == ["0.0.0.0"]
-                assert reply.header.rcode == dnslib.RCODE.NOERROR
+                for _ in range(3):
+                    reply = ask(port, "casino.example", source="127.0.1.5")
+                    assert [str(rr.rdata) for rr in reply.rr] == ["0.0.0.0"]
+                    assert reply.header.rcode == dnslib.RCODE.NOERROR
+                metrics = dns.service.metrics
+                assert metrics is not None
+                blocked = [n for (kind, *_), n in metrics.answers.items() if kind == "blocked"]
+                assert blocked == [3]  # every answer counted once, whichever listener
+                assert sum(metrics.latency[:-1]) == 3  # and timed once

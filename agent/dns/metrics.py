@@ -123,6 +123,13 @@ class Metrics:
         latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         latency[-1] += seconds
 
+    def timed(self, count: int, seconds: float) -> None:
+        """Add `count` answers that each took `seconds` to the latency histogram (a batch of
+        UDP answers sent together; their verdicts are counted in `answers` one by one)."""
+        latency = self.latency
+        latency[bisect_left(LATENCY_BUCKETS, seconds)] += count
+        latency[-1] += seconds * count
+
     def dropped(self, reason: str) -> None:
         """Count a packet that could not be answered (too short, or a response)."""
         dropped = self._callbacks.dropped

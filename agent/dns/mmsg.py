@@ -123,9 +123,9 @@ def _field(
 class Datagrams:
     """One bound UDP socket, read and answered in batches.
 
-    receive() fills slots 0..n-1; data(i) and client(i) describe slot i; reply(i, wire)
-    queues an answer to slot i's sender, and flush() sends all queued answers in one call.
-    sendto() sends one answer at once (for answers that finish later). Errors are counted in
+    receive() fills slots 0..n-1; packets(n), clients(n) and peer(i) describe them; send()
+    answers any of them in one call, and sendto() one answer at once (for answers that finish
+    after their batch). Errors are counted in
     `dropped`, never raised: the server must keep answering.
     """
 
@@ -142,7 +142,6 @@ class Datagrams:
         self.size = size
         self._in = _Slots(slots, size, self.namelen)
         self._out = _Slots(slots, size, self.namelen)
-        self._queued = 0
         self._clients: dict[int | bytes, str] = {}
         self._v4 = self._in.name.cast("I") if self.namelen == 16 else None
         self.dropped = 0  # answers the kernel would not take
@@ -163,27 +162,27 @@ class Datagrams:
                 self.truncated += 1
         return n
 
-    def data(self, i: int) -> bytes:
-        """The bytes of datagram i."""
-        start = i * self.size
-        return self._in.data[start : start + self._in.lengths[i]].tobytes()
+    def packets(self, n: int) -> list[bytes]:
+        """The bytes of datagrams 0..n-1 (one call a batch: per-packet calls cost more)."""
+        data, lengths, size = self._in.data, self._in.lengths, self.size
+        return [data[i * size : i * size + lengths[i]].tobytes() for i in range(n)]
 
-    def client(self, i: int) -> str:
-        """The source address of datagram i as text (as asyncio would give it)."""
-        v4 = self._v4
-        key: int | bytes
-        if v4 is not None:
-            key = v4[4 * i + 1]  # sin_addr: bytes 4..7 of a 16-byte sockaddr_in
-        else:
-            start = i * self.namelen
-            key = self._in.name[start + 8 : start + 28].tobytes()  # address and scope
-        text = self._clients.get(key)
-        if text is None:
-            text = self.peer(i)[0]
-            if len(self._clients) >= CLIENT_MEMO:
-                self._clients.clear()
-            self._clients[key] = text
-        return text
+    def clients(self, n: int) -> list[str]:
+        """The source addresses of datagrams 0..n-1 as text (as asyncio would give them)."""
+        memo = self._clients
+        if self._v4 is not None:  # sin_addr: bytes 4..7 of each 16-byte sockaddr_in
+            keys: list[int | bytes] = list(self._v4[1 : 4 * n : 4])
+        else:  # address and scope of each sockaddr_in6
+            name = self._in.name
+            keys = [name[i * 28 + 8 : i * 28 + 28].tobytes() for i in range(n)]
+        texts = [memo.get(key) for key in keys]
+        if None in texts:
+            for i, key in enumerate(keys):
+                if texts[i] is None:
+                    if len(memo) >= CLIENT_MEMO:
+                        memo.clear()
+                    texts[i] = memo[key] = self.peer(i)[0]
+        return texts  # type: ignore[return-value]  # no None left
 
     def peer(self, i: int) -> tuple[Any, ...]:
         """The source address of datagram i as a socket address tuple."""
@@ -202,25 +201,28 @@ class Datagrams:
                 host = f"{host}%{scope}"
         return host, port, flowinfo, scope
 
-    def reply(self, i: int, wire: bytes) -> None:
-        """Queue an answer to the sender of datagram i (sent by flush())."""
-        size = len(wire)
-        if size > self.size:  # larger than a slot: on its own
-            self.sendto(wire, self.peer(i))
-            return
-        j = self._queued
-        out = self._out
-        start = j * self.size
-        out.data[start : start + size] = wire
-        out.sizes[j] = size
-        namelen = self.namelen
-        out.name[j * namelen : (j + 1) * namelen] = self._in.name[i * namelen : (i + 1) * namelen]
-        self._queued = j + 1
+    def send(self, replies: list[tuple[int, bytes]]) -> None:
+        """Answer datagrams: (slot, answer) pairs, each to the sender of that slot, all in one
+        call. Answers the kernel refuses are counted in `dropped`."""
+        out, size, namelen = self._out, self.size, self.namelen
+        data, sizes, names, sources = out.data, out.sizes, out.name, self._in.name
+        queued = 0
+        for i, wire in replies:
+            length = len(wire)
+            if length > size:  # larger than a slot: on its own
+                self.sendto(wire, self.peer(i))
+                continue
+            start = queued * size
+            data[start : start + length] = wire
+            sizes[queued] = length
+            names[queued * namelen : (queued + 1) * namelen] = sources[
+                i * namelen : (i + 1) * namelen
+            ]
+            queued += 1
+        self._flush(queued)
 
-    def flush(self) -> None:
-        """Send every queued answer; those the kernel refuses are counted in `dropped`."""
-        queued, sent = self._queued, 0
-        self._queued = 0
+    def _flush(self, queued: int) -> None:
+        sent = 0
         stride = ctypes.sizeof(_Mmsghdr)
         while sent < queued:
             address = self._out.address + sent * stride
