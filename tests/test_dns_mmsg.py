@@ -118,11 +118,14 @@ def test_nothing_waiting_and_closed_socket(
     assert datagrams.receive() == 0  # a closed descriptor: no datagrams, no exception
 
 
-def test_unreachable_destination_is_counted_not_raised() -> None:
-    datagrams = mmsg.Datagrams(bound(socket.AF_INET, "127.0.0.1"), slots=4, size=512)
+def test_unsendable_answer_is_counted_not_raised() -> None:
+    told: list[str] = []
+    sock = bound(socket.AF_INET, "127.0.0.1")
+    datagrams = mmsg.Datagrams(sock, slots=4, size=512, unsent=lambda: told.append("unsent"))
     try:
         datagrams.sendto(b"x" * 70_000, ("127.0.0.1", 9))  # too long for any datagram
         assert datagrams.dropped == 1
+        assert told == ["unsent"]
     finally:
         datagrams.close()
 
@@ -149,3 +152,17 @@ def test_server_uses_batched_udp_unless_turned_off(tmp_path: Path) -> None:
                 blocked = [n for (kind, *_), n in metrics.answers.items() if kind == "blocked"]
                 assert blocked == [3]  # every answer counted once, whichever listener
                 assert sum(metrics.latency[:-1]) == 3  # and timed once
+
+
+def test_one_refused_answer_in_a_batch_does_not_stop_the_others(
+    pair: tuple[mmsg.Datagrams, list[socket.socket]],
+) -> None:
+    datagrams, senders = pair
+    server = datagrams.sock.getsockname()
+    senders[0].sendto(b"hello", server)
+    assert len(receive_all(datagrams, 1)) == 1
+    # Slot 3 never held a datagram: its source address is all zeros, which the kernel refuses.
+    datagrams.send([(0, b"first"), (3, b"nowhere"), (0, b"second")])
+    assert datagrams.dropped == 1
+    assert senders[0].recvfrom(512)[0] == b"first"
+    assert senders[0].recvfrom(512)[0] == b"second"

@@ -21,6 +21,7 @@ import logging
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,13 @@ class Datagrams:
     `dropped`, never raised: the server must keep answering.
     """
 
-    def __init__(self, sock: socket.socket, slots: int = SLOTS, size: int = SLOT_SIZE) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        slots: int = SLOTS,
+        size: int = SLOT_SIZE,
+        unsent: Callable[[], None] | None = None,
+    ) -> None:
         if _CALLS is None:
             raise OSError("batched UDP (recvmmsg) is not available on this platform")
         self._recvmmsg, self._sendmmsg = _CALLS
@@ -145,6 +152,7 @@ class Datagrams:
         self._clients: dict[int | bytes, str] = {}
         self._v4 = self._in.name.cast("I") if self.namelen == 16 else None
         self.dropped = 0  # answers the kernel would not take
+        self._unsent = unsent  # told of each (the server counts it in its metrics)
         self.truncated = 0  # datagrams longer than a slot (answered from what fitted)
         self.closed = False
 
@@ -233,7 +241,7 @@ class Datagrams:
                     continue
                 # EAGAIN/ENOBUFS: the send buffer is full; an error: that one destination.
                 log.debug("sendmmsg: %s", errno.errorcode.get(code, code))
-                self.dropped += 1
+                self._drop()
                 sent += 1
                 continue
             sent += n
@@ -246,7 +254,12 @@ class Datagrams:
             self.sock.sendto(wire, peer)
         except OSError as exc:
             log.debug("sendto %s: %s", peer[0], exc)
-            self.dropped += 1
+            self._drop()
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if self._unsent is not None:
+            self._unsent()
 
     def is_closing(self) -> bool:
         """As asyncio's transports: True once closed."""

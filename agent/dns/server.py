@@ -8,6 +8,7 @@ short to hold a header and responses (answering those could start a loop); both 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import struct
@@ -92,7 +93,9 @@ class DnsServer:
                 raise
             port = sock.getsockname()[1]
             if self.udp_batch:
-                batched = _BatchedUdp(self, mmsg.Datagrams(sock, self.udp_batch))
+                unsent = functools.partial(self.metrics.dropped, "unsent") if self.metrics else None
+                datagrams = mmsg.Datagrams(sock, self.udp_batch, unsent=unsent)
+                batched = _BatchedUdp(self, datagrams)
                 loop.add_reader(sock.fileno(), batched.readable)
                 self._batched.append(batched)
             else:
