@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.dns import packet  # noqa: E402
+from agent.dns.listeners import UdpProtocol  # noqa: E402
 from agent.dns.response import parse_response  # noqa: E402
-from agent.dns.server import _UdpProtocol  # noqa: E402
 from agent.dns.service import Service  # noqa: E402
 
 PUPIL = ("127.0.1.5", 40000)
@@ -172,7 +172,7 @@ async def in_process(args: argparse.Namespace) -> None:
             )
             service.cache.put(("www.school.example", 1, 1, False), stored)
             transport = CountingTransport()
-            protocol = _UdpProtocol(service.server)
+            protocol = UdpProtocol(service.server)
             protocol.connection_made(transport)  # type: ignore[arg-type]
             n = args.queries
             listed = listed_names(Path(tmp), n)

@@ -98,7 +98,7 @@ class Metrics:
     def __init__(self) -> None:
         self._callbacks = _Callbacks()
         self._registry: CollectorRegistry | None = None
-        # The hot path counts into these directly (see server._UdpProtocol).
+        # The hot path counts into these directly (see listeners.py).
         self.answers = self._callbacks.answers
         self.latency = self._callbacks.latency
         self._http: Any = None

@@ -1,5 +1,5 @@
-"""The DNS server: UDP and TCP listeners on asyncio (uvloop), parsing by hand, answering by the
-chain, and handing every answer to metrics, logs and the query-record sinks.
+"""The DNS server: UDP and TCP listeners on asyncio (uvloop; listeners.py), parsing by hand,
+answering by the chain, and handing every answer to metrics, logs and the query-record sinks.
 
 Every packet gets an answer (FORMERR, NOTIMP, REFUSED or SERVFAIL at worst) except ones too
 short to hold a header and responses (answering those could start a loop); both are counted.
@@ -11,7 +11,6 @@ import asyncio
 import functools
 import logging
 import socket
-import struct
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from agent.dns import mmsg, packet
 from agent.dns.chain import Chain
 from agent.dns.config import Endpoint
 from agent.dns.fastpath import FastAnswer
+from agent.dns.listeners import BatchedUdp, TcpProtocol, UdpProtocol
 from agent.dns.metrics import LATENCY_BUCKETS, Metrics
 from agent.dns.querylog import QueryRecord, QuerySink
 from agent.dns.request import Pending, Request
@@ -28,16 +28,20 @@ from agent.dns.verdict import Answer, Kind, Verdict
 
 log = logging.getLogger(__name__)
 _ERROR_KINDS = {packet.FORMERR: Kind.FORMERR, packet.NOTIMP: Kind.NOTIMP}
-_LEN = struct.Struct("!H")
-ROUNDS = 8  # batches read per wake-up before other sockets get a turn
 
 
-class _Datagram(Protocol):
+class Datagram(Protocol):
     """Where a UDP answer goes: asyncio's transport or a batched socket (mmsg.Datagrams)."""
 
     def sendto(self, data: bytes, addr: Any, /) -> None: ...
 
     def is_closing(self) -> bool: ...
+
+
+class Stream(Protocol):
+    """Where a TCP answer goes (listeners.TcpProtocol)."""
+
+    def send(self, wire: bytes, /) -> None: ...
 
 
 class DnsServer:
@@ -66,9 +70,9 @@ class DnsServer:
         self.dropped = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
-        self._batched: list[_BatchedUdp] = []
+        self._batched: list[BatchedUdp] = []
         self._tcp: list[asyncio.Server] = []
-        self._streams: set[_TcpProtocol] = set()
+        self.streams: set[TcpProtocol] = set()  # open TCP connections
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path checks it
 
     @property
@@ -95,17 +99,17 @@ class DnsServer:
             if self.udp_batch:
                 unsent = functools.partial(self.metrics.dropped, "unsent") if self.metrics else None
                 datagrams = mmsg.Datagrams(sock, self.udp_batch, unsent=unsent)
-                batched = _BatchedUdp(self, datagrams)
+                batched = BatchedUdp(self, datagrams)
                 loop.add_reader(sock.fileno(), batched.readable)
                 self._batched.append(batched)
             else:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpProtocol(self), sock=sock
+                    lambda: UdpProtocol(self), sock=sock
                 )
                 self._udp.append(transport)
             self._tcp.append(
                 await loop.create_server(
-                    lambda: _TcpProtocol(self), endpoint.host, port, reuse_address=True
+                    lambda: TcpProtocol(self), endpoint.host, port, reuse_address=True
                 )
             )
             log.info("listening on %s (UDP and TCP)", endpoint.text)
@@ -120,7 +124,7 @@ class DnsServer:
             batched.datagrams.close()
         for server in self._tcp:
             server.close()
-        for stream in list(self._streams):
+        for stream in list(self.streams):
             stream.close()
         for server in self._tcp:
             await server.wait_closed()
@@ -189,14 +193,24 @@ class DnsServer:
             self.record_fast(fast[1], fast[2], fast[3], data, client)
 
     def answer_udp(
-        self, data: bytes, client: str, metered: bool, started: float, udp: _Datagram, peer: Any
+        self, data: bytes, client: str, metered: bool, started: float, udp: Datagram, peer: Any
     ) -> None:
         """The full path for a UDP query: answer now, or when its upstream replies."""
-        result = self.handle(data, client, "udp", metered)
+        deliver = _Deliver(self, client, started, udp=udp, peer=peer)
+        self._answer(data, client, "udp", metered, deliver)
+
+    def answer_tcp(self, message: bytes, client: str, started: float, stream: Stream) -> None:
+        """The full path for one query of a TCP connection."""
+        deliver = _Deliver(self, client, started, stream=stream)
+        self._answer(message, client, "tcp", False, deliver)
+
+    def _answer(
+        self, data: bytes, client: str, transport: str, metered: bool, deliver: _Deliver
+    ) -> None:
+        result = self.handle(data, client, transport, metered)
         if result is None:
             return
         outcome, request = result
-        deliver = _Deliver(self, client, started, udp=udp, peer=peer)
         if isinstance(outcome, Answer):
             deliver(outcome, request)
         else:
@@ -275,9 +289,9 @@ class _Deliver:
         server: DnsServer,
         client: str,
         started: float,
-        udp: _Datagram | None = None,
+        udp: Datagram | None = None,
         peer: Any = None,
-        stream: _TcpProtocol | None = None,
+        stream: Stream | None = None,
     ) -> None:
         self.server = server
         self.client = client
@@ -296,151 +310,3 @@ class _Deliver:
         elif self.stream is not None:
             self.stream.send(wire)
         self.server.finish(answer, request, self.client, self.started)
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        started = time.perf_counter()
-        server = self.server
-        client = addr[0]
-        fast = server.fast(data, client)
-        if self.transport is None:
-            return
-        if isinstance(fast, tuple):
-            self.transport.sendto(fast[0], addr)
-            server.answered_fast(fast, data, client, started)
-        else:
-            server.answer_udp(data, client, fast, started, self.transport, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("UDP error: %s", exc)
-
-
-class _BatchedUdp:
-    """A UDP listener read with recvmmsg and answered with sendmmsg (mmsg.py): the same
-    answers as _UdpProtocol, many datagrams per system call."""
-
-    def __init__(self, server: DnsServer, datagrams: mmsg.Datagrams) -> None:
-        self.server = server
-        self.datagrams = datagrams
-
-    def readable(self) -> None:
-        """The event loop's reader callback: answer what is waiting, a batch at a time."""
-        server = self.server
-        datagrams = self.datagrams
-        metrics = server.metrics
-        answers: dict[tuple[str, str, str], int] = metrics.answers if metrics else {}
-        for _ in range(ROUNDS):
-            n = datagrams.receive()
-            if not n:
-                return
-            started = time.perf_counter()
-            resolve = server.chain.resolve_fast  # per batch: a reload swaps the chain
-            record = server.sinks or server.debug
-            packets = datagrams.packets(n)
-            clients = datagrams.clients(n)
-            replies: list[tuple[int, bytes]] = []
-            try:
-                for i in range(n):
-                    data = packets[i]
-                    client = clients[i]
-                    try:
-                        fast = resolve(data, client)
-                    except Exception:  # never die on one packet: the full path answers it
-                        log.exception("fast path failed on a packet from %s", client)
-                        fast = False
-                    if isinstance(fast, tuple):
-                        replies.append((i, fast[0]))
-                        key = fast[1].labels  # Metrics.answered, inlined; timed per batch
-                        answers[key] = answers.get(key, 0) + 1
-                        if record:
-                            server.record_fast(fast[1], fast[2], fast[3], data, client)
-                    else:
-                        server.answer_udp(data, client, fast, started, datagrams, datagrams.peer(i))
-            finally:
-                datagrams.send(replies)  # what was answered goes out even if a packet raised
-                if metrics is not None and replies:
-                    metrics.timed(len(replies), time.perf_counter() - started)
-            if n < datagrams.slots:
-                return  # drained: the loop calls again when more arrive
-
-
-class _TcpProtocol(asyncio.Protocol):
-    """Several length-prefixed queries per connection; closed when idle."""
-
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.client = ""
-        self.buffer = bytearray()
-        self.idle: asyncio.TimerHandle | None = None
-        self.counted = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.client = peer[0] if peer else ""
-        server = self.server
-        if server.tcp_connections >= server.max_tcp_connections:
-            log.warning("too many TCP connections; closing one from %s", self.client)
-            transport.close()
-            return
-        server.tcp_connections += 1
-        server._streams.add(self)
-        self.counted = True
-        self._touch()
-
-    def _touch(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.server.tcp_idle_timeout_s, self.close)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        if self.counted:
-            self.server.tcp_connections -= 1
-            self.server._streams.discard(self)
-            self.counted = False
-        self.transport = None
-
-    def send(self, wire: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_LEN.pack(len(wire)) + wire)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._touch()
-        buffer = self.buffer
-        while len(buffer) >= 2:
-            size = _LEN.unpack_from(buffer)[0]
-            if len(buffer) < 2 + size:
-                break
-            message = bytes(buffer[2 : 2 + size])
-            del buffer[: 2 + size]
-            self._query(message)
-
-    def _query(self, message: bytes) -> None:
-        started = time.perf_counter()
-        server = self.server
-        result = server.handle(message, self.client, "tcp")
-        if result is None:
-            return
-        outcome, request = result
-        deliver = _Deliver(server, self.client, started, stream=self)
-        if isinstance(outcome, Answer):
-            deliver(outcome, request)
-        else:
-            server.run_later(outcome, request, deliver)

@@ -1,0 +1,161 @@
+"""The listeners: UDP read one datagram per callback (asyncio's transport) or in batches
+(recvmmsg/sendmmsg, mmsg.py), and TCP with several length-prefixed queries per connection.
+They only move bytes: DnsServer (server.py) decides and accounts for every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from agent.dns import mmsg
+
+if TYPE_CHECKING:
+    from agent.dns.server import DnsServer
+
+log = logging.getLogger(__name__)
+_LEN = struct.Struct("!H")
+ROUNDS = 8  # batches read per wake-up before other sockets get a turn
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    """One datagram per event-loop callback (udp_batch = 0, or no recvmmsg)."""
+
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        started = time.perf_counter()
+        server = self.server
+        client = addr[0]
+        fast = server.fast(data, client)
+        if self.transport is None:
+            return
+        if isinstance(fast, tuple):
+            self.transport.sendto(fast[0], addr)
+            server.answered_fast(fast, data, client, started)
+        else:
+            server.answer_udp(data, client, fast, started, self.transport, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class BatchedUdp:
+    """A UDP listener read with recvmmsg and answered with sendmmsg (mmsg.py): the same
+    answers as UdpProtocol, many datagrams per system call."""
+
+    def __init__(self, server: DnsServer, datagrams: mmsg.Datagrams) -> None:
+        self.server = server
+        self.datagrams = datagrams
+
+    def readable(self) -> None:
+        """The event loop's reader callback: answer what is waiting, a batch at a time."""
+        server = self.server
+        datagrams = self.datagrams
+        metrics = server.metrics
+        answers: dict[tuple[str, str, str], int] = metrics.answers if metrics else {}
+        for _ in range(ROUNDS):
+            n = datagrams.receive()
+            if not n:
+                return
+            started = time.perf_counter()
+            resolve = server.chain.resolve_fast  # per batch: a reload swaps the chain
+            record = server.sinks or server.debug
+            packets = datagrams.packets(n)
+            clients = datagrams.clients(n)
+            replies: list[tuple[int, bytes]] = []
+            try:
+                for i in range(n):
+                    data = packets[i]
+                    client = clients[i]
+                    try:
+                        fast = resolve(data, client)
+                    except Exception:  # never die on one packet: the full path answers it
+                        log.exception("fast path failed on a packet from %s", client)
+                        fast = False
+                    if isinstance(fast, tuple):
+                        replies.append((i, fast[0]))
+                        key = fast[1].labels  # Metrics.answered, inlined; timed per batch
+                        answers[key] = answers.get(key, 0) + 1
+                        if record:
+                            server.record_fast(fast[1], fast[2], fast[3], data, client)
+                    else:
+                        server.answer_udp(data, client, fast, started, datagrams, datagrams.peer(i))
+            finally:
+                datagrams.send(replies)  # what was answered goes out even if a packet raised
+                if metrics is not None and replies:
+                    metrics.timed(len(replies), time.perf_counter() - started)
+            if n < datagrams.slots:
+                return  # drained: the loop calls again when more arrive
+
+
+class TcpProtocol(asyncio.Protocol):
+    """Several length-prefixed queries per connection; closed when idle."""
+
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self.buffer = bytearray()
+        self.idle: asyncio.TimerHandle | None = None
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else ""
+        server = self.server
+        if server.tcp_connections >= server.max_tcp_connections:
+            log.warning("too many TCP connections; closing one from %s", self.client)
+            transport.close()
+            return
+        server.tcp_connections += 1
+        server.streams.add(self)
+        self.counted = True
+        self._touch()
+
+    def _touch(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.server.tcp_idle_timeout_s, self.close)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.counted:
+            self.server.tcp_connections -= 1
+            self.server.streams.discard(self)
+            self.counted = False
+        self.transport = None
+
+    def send(self, wire: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_LEN.pack(len(wire)) + wire)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._touch()
+        buffer = self.buffer
+        while len(buffer) >= 2:
+            size = _LEN.unpack_from(buffer)[0]
+            if len(buffer) < 2 + size:
+                break
+            message = bytes(buffer[2 : 2 + size])
+            del buffer[: 2 + size]
+            self._query(message)
+
+    def _query(self, message: bytes) -> None:
+        self.server.answer_tcp(message, self.client, time.perf_counter(), self)
