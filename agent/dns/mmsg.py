@@ -99,6 +99,7 @@ class _Slots:
             header.msg_iov = ctypes.addressof(self.iovecs[i])
             header.msg_iovlen = 1
         self.address = ctypes.addressof(self.headers)
+        self.names_at = names  # where slot 0's address is; slot i's is i * namelen further
         self.data = memoryview(self.buffers).cast("B")
         self.name = memoryview(self.names).cast("B")
         stride = ctypes.sizeof(_Mmsghdr)
@@ -107,6 +108,8 @@ class _Slots:
         flags_at = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_flags.offset
         self.flags = _field(self.headers, flags_at, "i", stride, slots)
         self.sizes = _field(self.iovecs, _Iovec.iov_len.offset, "L", ctypes.sizeof(_Iovec), slots)
+        name_at = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_name.offset  # a pointer: unsigned long
+        self.name_pointers = _field(self.headers, name_at, "L", stride, slots)
 
 
 def _field(
@@ -172,8 +175,10 @@ class Datagrams:
 
     def packets(self, n: int) -> list[bytes]:
         """The bytes of datagrams 0..n-1 (one call a batch: per-packet calls cost more)."""
-        data, lengths, size = self._in.data, self._in.lengths, self.size
-        return [data[i * size : i * size + lengths[i]].tobytes() for i in range(n)]
+        # Slicing the ctypes array gives bytes in one step (a memoryview slice takes two).
+        data: Any = self._in.buffers  # typeshed has a slice of it as list[bytes]; it is bytes
+        lengths, size = self._in.lengths, self.size
+        return [data[i * size : i * size + lengths[i]] for i in range(n)]
 
     def clients(self, n: int) -> list[str]:
         """The source addresses of datagrams 0..n-1 as text (as asyncio would give them)."""
@@ -213,7 +218,8 @@ class Datagrams:
         """Answer datagrams: (slot, answer) pairs, each to the sender of that slot, all in one
         call. Answers the kernel refuses are counted in `dropped`."""
         out, size, namelen = self._out, self.size, self.namelen
-        data, sizes, names, sources = out.data, out.sizes, out.name, self._in.name
+        data, sizes, pointers = out.data, out.sizes, out.name_pointers
+        sources = self._in.names_at  # each answer's header points at its query's source
         queued = 0
         for i, wire in replies:
             length = len(wire)
@@ -223,9 +229,7 @@ class Datagrams:
             start = queued * size
             data[start : start + length] = wire
             sizes[queued] = length
-            names[queued * namelen : (queued + 1) * namelen] = sources[
-                i * namelen : (i + 1) * namelen
-            ]
+            pointers[queued] = sources + i * namelen
             queued += 1
         self._flush(queued)
 
