@@ -282,3 +282,26 @@ def test_full_memos_forget_their_oldest_slice_not_everything(
     again = query_bytes("casino.example", packet.A, 9, 0x0100, None, False, 0)
     assert chain.resolve_fast(again, "127.0.1.5") is not False
     assert full_answer(chain, again, "127.0.1.5") is not None
+
+
+def test_a_retired_fast_path_empties_its_memos_a_slice_at_a_time(setup: Setup) -> None:
+    """forget() (used on the fast path a reload replaced) frees at most `count` entries a call,
+    oldest first, and the fast path still answers right afterwards."""
+    chain = setup.chain()
+    fast = chain.fast
+    for i in range(50):
+        name = f"n{i}.unlisted.example" if i % 2 else "casino.example"
+        chain.resolve_fast(query_bytes(name, packet.A, i, 0x0100, None, False, 0), "127.0.1.5")
+    held = len(fast._parsed) + len(fast._names) + len(fast._clients) + len(fast._shapes)
+    assert held > 10
+    calls = 0
+    while fast.forget(10):
+        calls += 1
+        assert calls < 1000
+    assert not (fast._parsed or fast._names or fast._clients or fast._shapes)
+    assert calls >= held // 10  # never more than 10 entries a call
+    again = query_bytes("casino.example", packet.A, 99, 0x0100, None, False, 0)
+    answered = chain.resolve_fast(again, "127.0.1.5")
+    assert isinstance(answered, tuple) and answered[1].kind.value == "blocked"
+    full = full_answer(chain, again, "127.0.1.5")
+    assert full is not None and answered[0] == full.wire

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
+import time
 from pathlib import Path
 
 import dnslib
@@ -177,7 +178,15 @@ def test_reload_loses_no_query_and_bad_config_keeps_old(tmp_path: Path) -> None:
                     "0.0.0.0 adult.example\nnew.example\n"
                 )
                 path.write_text(text)
+                server = dns.service.server
+                assert server is not None
+                retired = server.chain.fast  # answered the load: its memos are full
+                assert retired._parsed
                 assert dns.call(dns.service.reload) is True
+                deadline = time.monotonic() + 10
+                while (retired._parsed or retired._names) and time.monotonic() < deadline:
+                    time.sleep(0.01)  # emptied a slice at a time between packets
+                assert not retired._parsed and not retired._names
             finally:
                 stop.set()
                 thread.join(30)

@@ -246,6 +246,17 @@ class FastPath:
         verdict = group.cached if entry_name is None else group.cached_allowed(entry_name)
         return wire, verdict, qname, qtype
 
+    def forget(self, count: int) -> bool:
+        """Drop up to `count` memo entries, oldest first; False once the memos are empty. A
+        fast path retired by a reload is emptied this way, a slice between two batches of
+        packets: freeing its ~25,000 entries at once held the event loop about 6 ms."""
+        memos: tuple[dict[Any, Any], ...] = (self._parsed, self._names, self._clients, self._shapes)
+        for memo in memos:
+            if memo:
+                _drop_oldest(memo, count)
+                return True
+        return False
+
     def _classify(self, client: str) -> GroupFast:
         assert self._table is not None
         policy = self._table.classify(client)
@@ -334,7 +345,11 @@ def _forget_oldest(memo: dict[Any, Any]) -> None:
     """Drop the oldest 1/FORGET_FRACTION of a full memo (dicts keep insertion order). Clearing
     it whole freed 16,384 names at once, a pause of a few ms between two packets; a slice of
     them costs a fraction of a millisecond."""
-    for key in list(islice(memo, max(1, len(memo) // FORGET_FRACTION))):
+    _drop_oldest(memo, max(1, len(memo) // FORGET_FRACTION))
+
+
+def _drop_oldest(memo: dict[Any, Any], count: int) -> None:
+    for key in list(islice(memo, count)):
         del memo[key]
 
 
