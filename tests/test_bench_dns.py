@@ -14,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.dns import dnsperf, probe, systems
+from bench.dns.dnsperf import DnsperfResult
 from bench.dns.dnswire import TYPE_A, build_query, read_question
 from bench.dns.lists import generate_names, write_bench_data
-from bench.dns.process import start
-from bench.dns.report import latency_verdict
-from bench.dns.scenarios import sanity
+from bench.dns.process import Memory, start
+from bench.dns.report import interleaved_medians, interleaved_table, latency_verdict
+from bench.dns.scenarios import MixResult, sanity
 from bench.dns.upstream import ANSWER_A, ANSWER_AAAA, answer
 
 
@@ -161,3 +162,21 @@ def test_latency_target_verdict(
     mine: float, references: list[tuple[str, float]], verdict: str
 ) -> None:
     assert latency_verdict(mine, 0.5, references)[0] == verdict
+
+
+def _mix(qps: float, cpu: float) -> MixResult:
+    result = DnsperfResult(1, 1, 0, qps, 0.1, 0.2, 0.1, 0.2, 0.2, {"NOERROR": 1})
+    return MixResult("mix", result, Memory(50.0, 60.0), cpu)
+
+
+def test_interleaved_rounds_report_median_ratios() -> None:
+    rounds = [
+        {"hedgerow-dns": _mix(900.0, 10.0), "unbound": _mix(1000.0, 9.0)},
+        {"hedgerow-dns": _mix(1100.0, 10.0), "unbound": _mix(1000.0, 11.0)},
+        {"hedgerow-dns": _mix(1000.0, 10.0), "unbound": _mix(1000.0, 10.0)},
+    ]
+    qps, cpu = interleaved_medians(rounds)
+    assert qps == pytest.approx(1.0) and cpu == pytest.approx(1.0)
+    table = interleaved_table(rounds)
+    assert table[2].startswith("| 1 | 900 | 1,000 | 0.90x | 10.0 | 9.0 | 0.90x |")
+    assert table[-1] == "Median over the rounds: QPS ratio 1.00x, CPU ratio 1.00x."

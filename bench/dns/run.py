@@ -25,6 +25,7 @@ from bench.dns.scenarios import (
     MixResult,
     ReloadResult,
     SystemResult,
+    interleave,
     measure_reload,
     measure_run,
     measure_system,
@@ -50,10 +51,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dnsmasq-cache", type=int, default=20_000, help="dnsmasq cache-size")
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated")
     parser.add_argument("--workdir", type=Path, help="keep lists and configs here")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved mix rounds, unbound and hedgerow-dns up at once (0: none)",
+    )
     parser.add_argument("--quick", action="store_true", help="20,000 domains, 3 s runs")
     args = parser.parse_args(argv)
     if args.quick:
         args.blocked, args.allowed, args.duration = 20_000, 2_000, 3.0
+        args.rounds = min(args.rounds, 1)
     return args
 
 
@@ -101,6 +109,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     reloads: list[ReloadResult] = []
     ceiling: MixResult | None = None
     floor: DnsperfResult | None = None
+    interleaved: list[dict[str, MixResult]] = []
 
     upstream_port = free_port()
     upstream = process.start(
@@ -141,6 +150,9 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
                 print(f"  {name} stopped mid-run: {exc}")
             finally:
                 server.stop()
+        names = args.systems.split(",")
+        if args.rounds and "unbound" in names and "hedgerow-dns" in names:
+            interleaved = _interleaved(args, workdir, data, upstream_port, load)
     finally:
         upstream.stop()
 
@@ -156,7 +168,27 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
         mix_descriptions=tuple((m.name, m.description) for m in data.mixes),
         notes=tuple(notes),
     )
-    return render(ctx, upstream.first_answer_s, ceiling, floor, results, reloads)
+    return render(ctx, upstream.first_answer_s, ceiling, floor, results, reloads, interleaved)
+
+
+def _interleaved(
+    args: argparse.Namespace, workdir: Path, data: BenchData, upstream_port: int, load: Load
+) -> list[dict[str, MixResult]]:
+    """unbound and hedgerow-dns up at once, the mix against each in alternating rounds."""
+    print(f"interleaved mix, {args.rounds} rounds: unbound and hedgerow-dns ...")
+    running: list[RunningServer] = []
+    try:
+        for name in ("unbound", "hedgerow-dns"):
+            spec = _spec_for(name, args, workdir, data, upstream_port)
+            running.append(process.start(spec, data.probe_blocked, blocked=True))
+        mix = next(m for m in data.mixes if m.name == "mix")
+        return interleave(running, mix, load, args.rounds, workdir)
+    except (ProbeError, DnsperfError, OSError) as exc:
+        print(f"  interleaved rounds stopped: {exc}")
+        return []
+    finally:
+        for server in running:
+            server.stop()
 
 
 def _reloads(

@@ -114,6 +114,30 @@ def measure_system(
     return result
 
 
+def interleave(
+    servers: list[RunningServer], mix: Mix, load: Load, rounds: int, workdir: Path
+) -> list[dict[str, MixResult]]:
+    """The mix against every server in alternating rounds (the order flips each round), all
+    servers up at once and warmed first: a ratio taken round by round shares the machine's
+    drift, which one run per system in turn does not."""
+    warm = Load(duration_s=120, clients=load.clients, threads=load.threads, runs=1)
+    for server in servers:
+        dnsperf.run(server.spec.port, mix.path, warm, workdir / "interleave-warm.out")
+    results: list[dict[str, MixResult]] = []
+    for k in range(rounds):
+        order = servers if k % 2 == 0 else servers[::-1]
+        this: dict[str, MixResult] = {}
+        for server in order:
+            out = workdir / f"interleave-{server.spec.port}.out"
+            this[server.spec.name] = measured = measure_run(server, mix, load, out)
+            print(
+                f"  round {k + 1} {server.spec.name:13} {measured.result.qps:>10,.0f} QPS  "
+                f"CPU {measured.cpu_us_per_query:.1f} us/q"
+            )
+        results.append(this)
+    return results
+
+
 def measure_reload(
     server: RunningServer,
     data: BenchData,
