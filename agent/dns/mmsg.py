@@ -129,8 +129,8 @@ class Datagrams:
 
     receive() fills slots 0..n-1; packets(n), clients(n) and peer(i) describe them; send()
     answers any of them in one call, and sendto() one answer at once (for answers that finish
-    after their batch). Errors are counted in
-    `dropped`, never raised: the server must keep answering.
+    after their batch). Errors are counted in `dropped`, never raised: the server must keep
+    answering.
     """
 
     def __init__(
@@ -146,7 +146,6 @@ class Datagrams:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
-        self.family = sock.family
         self.namelen = 16 if sock.family == socket.AF_INET else 28
         self.slots = slots
         self.size = size
