@@ -15,7 +15,6 @@ the server then uses asyncio's datagram transport instead (server.py).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import socket
@@ -59,12 +58,20 @@ def _libc() -> tuple[Any, Any] | None:
     socket is non-blocking), or None where there are none."""
     if not sys.platform.startswith("linux"):
         return None
+    # PyDLL: keep the GIL across the call; releasing and taking it back costs more than a
+    # non-blocking system call. glibc's soname first: find_library runs ldconfig (~7 ms).
     try:
-        # PyDLL: keep the GIL across the call; releasing and taking it back costs more than
-        # a non-blocking system call.
-        libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.PyDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        try:
+            libc = ctypes.PyDLL(find_library("c"), use_errno=True)
+        except OSError:
+            return None
+    try:
         recv, send = libc.recvmmsg, libc.sendmmsg
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
     recv.restype = ctypes.c_int
