@@ -64,6 +64,11 @@ def test_check_ok(config: Path) -> None:
             "rate_limit_qps = 0\nratelimit = 5",
             "[server] ratelimit = 5: is not a known key",
         ),
+        (
+            "rate_limit_qps = 0",
+            "rate_limit_qps = 0\nudp_batch = 5000",
+            "[server] udp_batch = 5000",
+        ),
         ('allow = ["bbc.co.uk"', 'allow = ["iwf", "bbc.co.uk"', "'iwf': is a statutory category"),
         ('clients = ["127.0.2.0/24"]', 'clients = ["127.0.2.0/33"]', "not a CIDR network"),
         (
