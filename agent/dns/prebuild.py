@@ -67,8 +67,7 @@ async def prebuild(config_path: Path, timeout_s: float = TIMEOUT_S) -> Built:
     ran = await asyncio.to_thread(_run_child, [str(config_path)], None, timeout_s)
     if ran is None:
         return Built.UNAVAILABLE
-    returncode, _, err = ran
-    tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
+    returncode, _, tail = ran
     if returncode == EXIT_REFUSED:
         raise HedgerowError(f"the list builder refused the config or lists: {tail}")
     if returncode != 0:
@@ -93,8 +92,7 @@ async def refresh(
         return None
     if ran is None:
         return None
-    returncode, out, err = ran
-    tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
+    returncode, out, tail = ran
     if returncode != 0:
         log.warning("the list refresher failed (%s): %s", returncode, tail)
         return None
@@ -109,8 +107,9 @@ async def refresh(
 
 def _run_child(
     args: list[str], job: bytes | None, timeout_s: float
-) -> tuple[int, bytes, bytes] | None:
-    """The child's exit status, stdout and stderr; None if it could not start. Blocking."""
+) -> tuple[int, bytes, str] | None:
+    """The child's exit status, stdout and the last lines of its stderr (for the log); None if
+    it could not start. Blocking."""
     argv = [sys.executable, "-m", "agent.dns.prebuild", *args]
     try:
         child = subprocess.Popen(
@@ -128,7 +127,8 @@ def _run_child(
         child.kill()
         child.communicate()
         raise HedgerowError(f"the list builder took over {timeout_s:.0f} s (killed)") from None
-    return child.returncode, out, err
+    tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
+    return child.returncode, out, tail
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ import functools
 import logging
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -21,7 +20,7 @@ from agent.dns.chain import Chain
 from agent.dns.config import Endpoint
 from agent.dns.fastpath import FastAnswer
 from agent.dns.listeners import BatchedUdp, TcpProtocol, UdpProtocol
-from agent.dns.metrics import LATENCY_BUCKETS, Metrics
+from agent.dns.metrics import Metrics
 from agent.dns.querylog import QueryRecord, QuerySink
 from agent.dns.request import Pending, Request
 from agent.dns.verdict import Answer, Kind, Verdict
@@ -180,15 +179,8 @@ class DnsServer:
 
     def answered_fast(self, fast: FastAnswer, data: bytes, client: str, started: float) -> None:
         """Account for a fast-path answer: metrics, then (if wanted) the log and records."""
-        metrics = self.metrics
-        if metrics is not None:  # Metrics.answered, inlined
-            key = fast[1].labels
-            answers = metrics.answers
-            answers[key] = answers.get(key, 0) + 1
-            elapsed = time.perf_counter() - started
-            latency = metrics.latency
-            latency[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-            latency[-1] += elapsed
+        if self.metrics is not None:
+            self.metrics.answered(fast[1], time.perf_counter() - started)
         if self.sinks or self.debug:
             self.record_fast(fast[1], fast[2], fast[3], data, client)
 
