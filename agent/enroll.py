@@ -1,6 +1,6 @@
 """Device-side enrolment: online with a technician's token over MQTT, or offline from a bundle.
 
-Both end the same way: an identity directory (agent/identity.py) holding the device's own
+Both end the same way: an identity directory (common/identity.py) holding the device's own
 Ed25519 key, the hub's public keys, MQTT credentials and the first signed policy.
 The protocol and the token format are in docs/enrolment.md.
 """
@@ -20,90 +20,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.errors import HedgerowError
-from agent.identity import DEVICE_CLASSES, Identity, MqttCredentials, parse_hub_document
 from agent.policy_client import accept_policy
 from agent.report.errors import LinkError
 from agent.report.mqtt import Message, MqttSession
-from agent.wire import topics
-from agent.wire.envelope import enroll_request_id, seal, split, unseal
-from agent.wire.errors import OpenError, WireError
-from agent.wire.header import Kind, SuiteId, valid_name
-from agent.wire.keyfile import b64, read_json, unb64
-from agent.wire.signed import open_signed
-from agent.wire.signing import SigningKey, VerifyKey
-from agent.wire.suites import OpeningKey, SealingKey
+from common.enrolment import (
+    BUNDLE_TYPE,
+    ENROLL_PASSWORD,
+    ENROLL_USER,
+    HUB_KEYS_SITE,
+    EnrollError,
+    EnrollRefused,
+    EnrollToken,
+    hub_fingerprint,
+)
+from common.identity import DEVICE_CLASSES, Identity, MqttCredentials, parse_hub_document
+from common.wire import topics
+from common.wire.envelope import enroll_request_id, seal, split, unseal
+from common.wire.errors import OpenError, WireError
+from common.wire.header import Kind, SuiteId, valid_name
+from common.wire.keyfile import b64, read_json, unb64
+from common.wire.signed import open_signed
+from common.wire.signing import SigningKey, VerifyKey
+from common.wire.suites import OpeningKey, SealingKey
 
 log = logging.getLogger(__name__)
-
-TOKEN_PREFIX = "HW1"
-FINGERPRINT_CHARS = 12  # 60 bits of the hub signing key's id
-SECRET_CHARS = 16  # 80 random bits
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
-HUB_KEYS_SITE = "hub"  # header site of the retained hub-keys message
-ENROLL_USER = "enroll"  # the broker account of devices not yet enrolled (not a secret)
-ENROLL_PASSWORD = "enroll"
-BUNDLE_TYPE = "hedgerow-enroll-bundle"
-
-
-class EnrollError(HedgerowError):
-    """Enrolment could not be completed (bad token, no hub, bad bundle, already enrolled)."""
-
-
-class EnrollRefused(EnrollError):
-    """The hub answered and refused: `reason` is a short code (docs/enrolment.md)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"hub refused enrolment: {reason}" + (f" ({detail})" if detail else ""))
-
-
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=")
-
-
-def hub_fingerprint(key: VerifyKey) -> str:
-    """The short fingerprint of a hub signing key carried in tokens (base32 of its key id)."""
-    return _b32(key.key_id)[:FINGERPRINT_CHARS]
-
-
-@dataclass(frozen=True, slots=True)
-class EnrollToken:
-    """A technician's token: the hub key fingerprint and a random secret."""
-
-    fingerprint: str
-    secret: str
-
-    @property
-    def canonical(self) -> str:
-        """What the hub hashes: fingerprint then secret, upper-case base32."""
-        return self.fingerprint + self.secret
-
-    @property
-    def text(self) -> str:
-        """The printed form: HW1-XXXX-XXXX-... in groups of four."""
-        body = self.canonical
-        return "-".join([TOKEN_PREFIX, *(body[i : i + 4] for i in range(0, len(body), 4))])
-
-    @classmethod
-    def generate(cls, hub_key: VerifyKey) -> EnrollToken:
-        """A fresh token for this hub."""
-        secret = "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_CHARS))
-        return cls(hub_fingerprint(hub_key), secret)
-
-    @classmethod
-    def parse(cls, text: str) -> EnrollToken:
-        """Read a typed token: case, spaces, dashes and 0/1/8 look-alikes are forgiven."""
-        compact = "".join(text.split()).upper().replace("-", "")
-        if not compact.startswith(TOKEN_PREFIX):
-            raise EnrollError(f"a token starts with {TOKEN_PREFIX}-")
-        body = compact[len(TOKEN_PREFIX) :].translate(_LOOKALIKES)
-        if len(body) != FINGERPRINT_CHARS + SECRET_CHARS or set(body) - set(_ALPHABET):
-            raise EnrollError("the token is mistyped (wrong length or characters)")
-        return cls(body[:FINGERPRINT_CHARS], body[FINGERPRINT_CHARS:])
-
 
 def check_hub_keys(data: bytes, fingerprint: str) -> tuple[SealingKey, tuple[VerifyKey, ...]]:
     """Verify the retained hub-keys message against the fingerprint in a token.

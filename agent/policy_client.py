@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from agent.identity import Identity, hub_document, parse_hub_document
-from agent.wire.errors import OpenError, Reason, WireError
-from agent.wire.header import decode_header
-from agent.wire.keyfile import PUBLIC_MODE, read_json, write_atomic, write_json
-from agent.wire.signed import SignedMessage, open_signed
+from common.identity import Identity, hub_document, parse_hub_document
+from common.wire.errors import OpenError, Reason, WireError
+from common.wire.header import decode_header
+from common.wire.keyfile import PUBLIC_MODE, read_json, write_atomic, write_json
+from common.wire.signed import SignedMessage, open_signed
 
 log = logging.getLogger(__name__)
 

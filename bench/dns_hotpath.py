@@ -41,10 +41,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.dns import packet  # noqa: E402
-from agent.dns.listeners import UdpProtocol  # noqa: E402
-from agent.dns.response import parse_response  # noqa: E402
 from agent.dns.service import Service  # noqa: E402
+from agent.filter import packet  # noqa: E402
+from agent.filter.listeners import UdpProtocol  # noqa: E402
+from agent.filter.response import parse_response  # noqa: E402
 
 PUPIL = ("127.0.1.5", 40000)
 OUTSIDER = ("127.200.0.1", 40000)
@@ -369,8 +369,8 @@ def memory(args: argparse.Namespace) -> None:
 
 def _add_school_sections(path: Path, identity_dir: Path) -> None:
     """[report], [beacon] and [server] metrics, with an identity as enrolment would write."""
-    from agent.identity import Identity, MqttCredentials
-    from agent.wire import OpeningKey, SigningKey
+    from common.identity import Identity, MqttCredentials
+    from common.wire import OpeningKey, SigningKey
 
     Identity(
         site="bench-site",

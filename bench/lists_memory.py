@@ -30,7 +30,7 @@ def rss_kb(field="VmRSS:"):
     raise RuntimeError("no VmRSS")
 
 mode, list_path, query_path = sys.argv[1:4]
-import agent.dns.lists as lists
+import agent.filter.lists as lists
 before = rss_kb()
 start = time.perf_counter()
 if mode == "index":

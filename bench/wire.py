@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.wire import (
+from common.wire import (
     DeviceRecord,
     Kind,
     OpeningKey,
@@ -27,7 +27,7 @@ from agent.wire import (
     open_envelope,
     seal,
 )
-from agent.wire.header import decode_header
+from common.wire.header import decode_header
 from tests.wire_fixtures import DEVICE, SITE, SUMMARY, Directory, Ring
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.cli import run
+from common.cli import run
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from agent.tomlreader import Section, load_toml
-from agent.wire.header import SuiteId, valid_name
-from agent.wire.suites import SUITE_NAMES
+from common.tomlconfig import Section, load_toml
+from common.wire.header import SuiteId, valid_name
+from common.wire.suites import SUITE_NAMES
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.wire.header import SuiteId, valid_name
-from agent.wire.keyfile import write_atomic
-from agent.wire.suites import suite_name
+from common.wire.header import SuiteId, valid_name
+from common.wire.keyfile import write_atomic
+from common.wire.suites import suite_name
 from hub.errors import HubError
 from hub.keys import create_keys
 from hub.store import Database, sqlite_url

@@ -1,6 +1,6 @@
 """The root exception of the hub package."""
 
-from agent.errors import ConfigError, HedgerowError
+from common.errors import ConfigError, HedgerowError
 
 
 class HubError(HedgerowError):

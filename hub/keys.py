@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.wire.header import SuiteId
-from agent.wire.keyfile import (
+from common.wire.header import SuiteId
+from common.wire.keyfile import (
     load_opening_key,
     load_signing_key,
     opening_key_document,
@@ -19,8 +19,8 @@ from agent.wire.keyfile import (
     signing_key_document,
     write_json,
 )
-from agent.wire.signing import SigningKey
-from agent.wire.suites import OpeningKey, SealingKey
+from common.wire.signing import SigningKey
+from common.wire.suites import OpeningKey, SealingKey
 from hub.errors import HubError
 
 SIGNING_FILE = "signing.json"
@@ -39,7 +39,7 @@ class _Dated:
 
 
 class HubKeys:
-    """All the hub's private keys; implements agent.wire.Keyring."""
+    """All the hub's private keys; implements common.wire.Keyring."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from agent.tomlreader import Section
+from common.tomlconfig import Section
 from hub.config import HubConfig
 from hub.errors import HubError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.wire.header import Kind
+from common.wire.header import Kind
 from hub.store import Database
 
 DEVICE_CLASSES = ("pupil-laptop", "staff-laptop", "sinkhole")

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.wire.topics import up_filter
+from common.wire.topics import up_filter
 from hub.config import MqttConfig
 from hub.errors import HubError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from agent.errors import HedgerowError
+from common.errors import HedgerowError
 from hub.config import HubConfig, load_config
 from hub.enroll.service import EnrollService
 from hub.ingest.hooks import ReportRules

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from agent.enroll import EnrollToken, build_request, finish
-from agent.identity import Identity, MqttCredentials
+from agent.enroll import build_request, finish
 from agent.report.mqtt import MqttSession
-from agent.wire import OpenError
+from common.enrolment import EnrollToken
+from common.identity import Identity, MqttCredentials
+from common.wire import OpenError
 from hub.config import HubConfig, load_config
 from hub.datadir import init_data_dir
 from hub.enroll.service import EnrollService

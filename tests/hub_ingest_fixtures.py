@@ -16,8 +16,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.wire import Kind, SealingKey, SigningKey, seal
-from agent.wire.topics import up
+from common.wire import Kind, SealingKey, SigningKey, seal
+from common.wire.topics import up
 from hub.config import HubConfig, load_config
 from hub.datadir import init_data_dir
 from hub.keys import HubKeys

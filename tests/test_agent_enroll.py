@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import EnrollError, EnrollToken, enroll_from_bundle, hub_fingerprint
-from agent.identity import Identity
+from agent.enroll import enroll_from_bundle
 from agent.policy_client import current_policy
-from agent.wire.keyfile import b64
+from common.enrolment import EnrollError, EnrollToken, hub_fingerprint
+from common.identity import Identity
+from common.wire.keyfile import b64
 from hub.cli import main
 from hub.enroll.broker import verify_password
 from hub.store.devices import get_device

@@ -14,7 +14,7 @@ import pytest
 
 from agent.dns.cli import main
 from agent.dns.config import load_config
-from agent.errors import ConfigError
+from common.errors import ConfigError
 from tests.dns_support import FakeUpstream, ask, free_dns_port, write_config
 from tests.services import stop_process
 
@@ -189,8 +189,8 @@ async def main() -> None:
 
 
 asyncio.run(main())
-heavy = ("cryptography", "paho", "prometheus_client", "dnslib", "agent.report", "agent.wire",
-         "agent.beacon", "agent.enroll", "agent.identity", "urllib.request")
+heavy = ("cryptography", "paho", "prometheus_client", "dnslib", "agent.report", "common.wire",
+         "common.beacon", "agent.enroll", "common.identity", "urllib.request")
 print(" ".join(sorted(m for m in sys.modules if m.startswith(heavy))))
 """
 

@@ -1,4 +1,4 @@
-"""The fast path (agent/dns/fastpath.py) against the full chain: for generated queries, clients,
+"""The fast path (agent/filter/fastpath.py) against the full chain: for generated queries, clients,
 times and cache ages, whenever the fast path answers, its reply is byte-identical to the full
 chain's and its verdict equal. Plus: it does answer the common cases, and rate limiting spends
 one token per query whichever path answers."""
@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.dns import packet
-from agent.dns.cache import AnswerCache
-from agent.dns.chain import Chain, build_chain
-from agent.dns.request import Request
-from agent.dns.resolvers.ratelimit import TokenBuckets
-from agent.dns.resolvers.upstream import Forwarder
-from agent.dns.response import Stored, parse_response
 from agent.dns.service import load_all
-from agent.dns.upstream import Upstreams
-from agent.dns.verdict import Answer, Kind
+from agent.filter import packet
+from agent.filter.answer_cache import AnswerCache
+from agent.filter.chain import Chain, build_chain
+from agent.filter.request import Request
+from agent.filter.resolvers.forward import Forwarder
+from agent.filter.resolvers.ratelimit import TokenBuckets
+from agent.filter.response import Stored, parse_response
+from agent.filter.upstreams import Upstreams
+from agent.filter.verdict import Answer, Kind
 from tests.dns_support import Clock, saturday, term_time, write_config
 
 NAMES = [
@@ -55,7 +55,7 @@ class Setup:
 
     def chain(self, buckets: TokenBuckets | None = None) -> Chain:
         return build_chain(
-            self.loaded.config,
+            self.loaded.config.spec,
             self.loaded.index,
             self.forwarder,
             clock=self.policy_clock,
@@ -193,7 +193,7 @@ def test_rate_limit_spends_one_token_per_query_on_either_path(
 
 
 def test_fast_path_refuses_to_compile_an_unknown_link(setup: Setup) -> None:
-    from agent.dns.fastpath import FastPath
+    from agent.filter.fastpath import FastPath
 
     class Odd:
         name = "odd"
@@ -252,7 +252,7 @@ def test_any_label_bytes_answer_like_the_full_chain(
 
 
 def test_a_full_cache_evicts_the_oldest_in_batches() -> None:
-    from agent.dns.cache import EVICT_FRACTION
+    from agent.filter.answer_cache import EVICT_FRACTION
 
     cache = AnswerCache(EVICT_FRACTION * 4, 86400, clock=lambda: 0.0)
     stored = _stored("cached.example", packet.A)
@@ -267,7 +267,7 @@ def test_full_memos_forget_their_oldest_slice_not_everything(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full name memo drops its oldest sixteenth: recent names stay, answers stay right."""
-    from agent.dns import fastpath
+    from agent.filter import fastpath
 
     monkeypatch.setattr(fastpath, "NAME_MEMO", 64)
     chain = setup.chain()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.dns.lists import (
+from agent.filter.lists import (
     CategoryIndex,
     ListError,
     ListSpec,

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.dns.lists import ListError, ListSpec, check_lists, load_lists, normalise, suffixes
+from agent.filter.lists import ListError, ListSpec, check_lists, load_lists, normalise, suffixes
 
 LABELS = ["a", "b", "ex", "com", "xn--bcher-kva", "z-9", "_s"]
 names = st.lists(st.sampled_from(LABELS), min_size=1, max_size=4).map(".".join)

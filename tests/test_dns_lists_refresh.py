@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.dns.lists import ListError, ListRefresher, ListSpec, check_lists, explain, load_lists
-from agent.dns.lists.cache import slot
-from agent.dns.lists.handoff import handoff_of, job_of, run_job
-from agent.dns.lists.snapshot import FILE
+from agent.filter.lists import ListError, ListRefresher, ListSpec, check_lists, explain, load_lists
+from agent.filter.lists.copies import slot
+from agent.filter.lists.handoff import handoff_of, job_of, run_job
+from agent.filter.lists.snapshot import FILE
 
 GOOD = "".join(f"site{i}.example\n" for i in range(100))
 
@@ -243,7 +243,7 @@ def test_a_handed_off_refresh_fetches_only_due_lists_and_the_server_adopts_it(
         handed = handoff_of(run_job(job_of(serving, serving.due(), clock.now)))
         assert handed.rebuilt and len(other.served.requests) == asked  # not due: not fetched
         assert serving.index is first  # nothing changes in the server until it adopts
-        with caplog.at_level(logging.INFO, logger="agent.dns.lists"):
+        with caplog.at_level(logging.INFO, logger="agent.filter.lists"):
             second = serving.adopt(handed.status, handed.stats, handed.rebuilt)
         assert "refreshed lists loaded from the compiled index" in caplog.text
         assert "lists reloaded" not in caplog.text  # loaded, not parsed
@@ -258,7 +258,7 @@ def test_a_handed_off_refresh_fetches_only_due_lists_and_the_server_adopts_it(
         handed = handoff_of(run_job(job_of(serving, serving.due(), clock.now)))
         assert not handed.rebuilt
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="agent.dns.lists"):
+        with caplog.at_level(logging.WARNING, logger="agent.filter.lists"):
             assert serving.adopt(handed.status, handed.stats, handed.rebuilt) is second
         assert "still serving the last good copy" in caplog.text
         status = serving.status()[0]
@@ -298,7 +298,7 @@ def test_adopt_parses_here_if_the_childs_compiled_index_is_gone(
     server.served.body = (GOOD + "new.example\n").encode()
     handed = handoff_of(run_job(job_of(serving, serving.due(), clock.now)))
     (tmp_path / FILE).unlink()  # e.g. the child could not write it (disk full)
-    with caplog.at_level(logging.WARNING, logger="agent.dns.lists"):
+    with caplog.at_level(logging.WARNING, logger="agent.filter.lists"):
         index = serving.adopt(handed.status, handed.stats, handed.rebuilt)
     assert "parsing here" in caplog.text
     assert index.lookup("new.example") == 1 and serving.stats()[0].entries == 101

@@ -1,4 +1,4 @@
-"""The compiled index on disk (agent/dns/lists/snapshot.py) and the installation hash seed: a
+"""The compiled index on disk (agent/filter/lists/snapshot.py) and the installation hash seed: a
 warm start serves exactly what a fresh build would, and anything stale, corrupt, foreign or
 not private is ignored with a log line and rebuilt from the lists."""
 
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.dns.hashseed import ENV, installation_seed, pinned
-from agent.dns.lists import CategoryIndex, ListRefresher, ListSpec
-from agent.dns.lists.model import StaleIndex
-from agent.dns.lists.snapshot import FILE
+from agent.filter.hashseed import ENV, installation_seed, pinned
+from agent.filter.lists import CategoryIndex, ListRefresher, ListSpec
+from agent.filter.lists.model import StaleIndex
+from agent.filter.lists.snapshot import FILE
 from tests.dns_support import FakeUpstream, ask, free_dns_port, write_config
 from tests.services import stop_process
 from tests.test_dns_cli import CLI
@@ -51,7 +51,7 @@ def _load(
 ) -> tuple[CategoryIndex, bool]:
     """Load with a fresh refresher; True if it was served from the compiled index."""
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="agent.dns.lists"):
+    with caplog.at_level(logging.INFO, logger="agent.filter.lists"):
         index, _ = ListRefresher(specs, cache, compiled=True).load()
     return index, "loaded from the compiled index" in caplog.text
 
@@ -201,7 +201,7 @@ def test_an_index_built_under_another_hash_seed_is_foreign(
     cache = tmp_path / "cache"
     # A real other process, with a hash seed of its own, writes the compiled index.
     script = (
-        "import sys; from agent.dns.lists import ListRefresher, ListSpec; "
+        "import sys; from agent.filter.lists import ListRefresher, ListSpec; "
         "ListRefresher([ListSpec('cat0', sys.argv[1])], __import__('pathlib').Path(sys.argv[2]),"
         " compiled=True).load()"
     )

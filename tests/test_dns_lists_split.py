@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
-from agent.dns.lists import index as I, reader as R, split as S
-from agent.dns.lists.model import ListError
+from agent.filter.lists import index as I, reader as R, split as S
+from agent.filter.lists.model import ListError
 
 started = []
 original = S.Forked.__init__

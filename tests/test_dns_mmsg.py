@@ -1,4 +1,4 @@
-"""Batched UDP (agent/dns/mmsg.py) on real loopback sockets: what recvmmsg takes is what was
+"""Batched UDP (agent/filter/mmsg.py) on real loopback sockets: what recvmmsg takes is what was
 sent, from whom, and answers reach the right sender; and the server uses it by default."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import dnslib
 import pytest
 
-from agent.dns import mmsg
+from agent.filter import mmsg
 from tests.dns_support import FakeUpstream, ask, free_dns_port, running_dns, write_config
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg is Linux-only")

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.dns import dnscodec, packet
-from agent.dns.cache import AnswerCache
-from agent.dns.resolvers.ratelimit import TokenBuckets
-from agent.dns.response import parse_response, render
-from agent.dns.schedule import ScheduleError, parse_schedule
+from agent.filter import dnscodec, packet
+from agent.filter.answer_cache import AnswerCache
+from agent.filter.resolvers.ratelimit import TokenBuckets
+from agent.filter.response import parse_response, render
+from agent.filter.schedule import ScheduleError, parse_schedule
 
 LABEL = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",

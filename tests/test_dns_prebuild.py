@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.dns.lists import ListRefresher, ListSpec
-from agent.dns.lists.cache import slot
 from agent.dns.prebuild import Built, prebuild, refresh
-from agent.errors import HedgerowError
+from agent.filter.lists import ListRefresher, ListSpec
+from agent.filter.lists.copies import slot
+from common.errors import HedgerowError
 from tests.dns_support import Clock, write_config
 
 

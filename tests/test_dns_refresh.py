@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.dns.config import load_config
-from agent.dns.hashseed import ENV, installation_seed, pinned
+from agent.filter.hashseed import ENV, installation_seed, pinned
 from tests.dns_support import Clock, FakeUpstream, ask, free_dns_port, running_dns, write_config
 from tests.services import free_port, stop_process
 from tests.test_dns_lists_refresh import ListServer
@@ -97,7 +97,7 @@ def test_url_list_refreshes_when_due_and_bad_copy_keeps_old(
             assert metrics.value("hedgerow_dns_lists_with_problems") == 0
             # A broken refresh (server error) keeps the old list, logged and counted.
             lists_server.served.status = 500
-            with caplog.at_level(logging.INFO, logger="agent.dns.lists.refresh"):
+            with caplog.at_level(logging.INFO, logger="agent.filter.lists.refresh"):
                 list_clock.now += HOUR + 1
                 _until(lambda: metrics.value("hedgerow_dns_lists_with_problems") == 1, "problem")
             assert any("still serving the last good copy" in r.message for r in caplog.records)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dnslib
 
-from agent.dns.lists.cache import slot
+from agent.filter.lists.copies import slot
 from tests.dns_support import FakeUpstream, free_dns_port, write_config
 from tests.services import stop_process
 from tests.test_dns_cli import CLI

@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from agent.dns.querylog import QueryRecord, QuerySink
-from agent.dns.report import DnsReporter
-from agent.dns.report_arp import read_arp
-from agent.dns.report_window import (
+from agent.dns.arp import read_arp
+from agent.dns.client_reports import DnsReporter
+from agent.dns.client_window import (
     ImmediateEvents,
     Window,
     WindowLimits,
     registrable_domain,
 )
-from agent.errors import ConfigError
-from agent.wire import Kind, payload
+from agent.filter.querylog import QueryRecord, QuerySink
+from common.errors import ConfigError
+from common.wire import Kind, payload
 from tests.services import Mosquitto
 from tests.test_report_publisher import opened_in_order
 from tests.test_report_support import make_device, subscriber

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import dnslib
 
-from agent.beacon import verify_statement
-from agent.identity import Identity, MqttCredentials
-from agent.wire.header import SuiteId
-from agent.wire.signing import SigningKey
-from agent.wire.suites import OpeningKey
+from common.beacon import verify_statement
+from common.identity import Identity, MqttCredentials
+from common.wire.header import SuiteId
+from common.wire.signing import SigningKey
+from common.wire.suites import OpeningKey
 from tests.dns_support import (
     FakeUpstream,
     ask,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.dns.selftest import local_addresses
+from agent.dns.probe import local_addresses
 from tests.dns_support import FakeUpstream, free_dns_port, running_dns, write_config
 from tests.test_dns_cli import run
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import dnslib
 import pytest
 
-from agent.dns.querylog import QueryRecord
+from agent.filter.querylog import QueryRecord
 from tests.dns_support import (
     SAFE_ADDRESS,
     Clock,

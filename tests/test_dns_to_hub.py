@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.dns.cli import main as dns_main
-from agent.identity import Identity
+from common.identity import Identity
 from hub.cli import main as hub_main
 from hub.config import HubConfig
 from tests.dns_support import FakeUpstream, dig, free_dns_port, write_config

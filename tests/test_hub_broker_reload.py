@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.enroll import enroll_from_bundle, enroll_online
-from agent.identity import Identity, MqttCredentials
 from agent.report.errors import LinkError
 from agent.report.mqtt import MqttSession
+from common.identity import Identity, MqttCredentials
 from hub.cli import main
 from hub.config import load_config
 from hub.enroll.reload import run_reload

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
+from common.errors import ConfigError
 from hub.cli import main
 from hub.config import HubConfig, load_config
 from hub.store import Database

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import EnrollError, EnrollRefused, EnrollToken, enroll_online
-from agent.identity import Identity, MqttCredentials
+from agent.enroll import enroll_online
 from agent.policy_client import accepted_versions, current_policy
 from agent.report.mqtt import MqttSession
-from agent.wire.keyfile import b64
+from common.enrolment import EnrollError, EnrollRefused, EnrollToken
+from common.identity import Identity, MqttCredentials
+from common.wire.keyfile import b64
 from hub.store.devices import get_device, list_devices
 from tests.enroll_fixtures import DAY, SITE, T0, Hub, HubLoop, make_hub
 from tests.services import Mosquitto

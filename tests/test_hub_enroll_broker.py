@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import ENROLL_PASSWORD, ENROLL_USER, enroll_from_bundle
-from agent.identity import Identity, MqttCredentials
+from agent.enroll import enroll_from_bundle
 from agent.report.errors import LinkError
 from agent.report.mqtt import MqttSession
+from common.enrolment import ENROLL_PASSWORD, ENROLL_USER
+from common.identity import Identity, MqttCredentials
 from hub.cli import main
 from hub.config import load_config
 from hub.enroll.broker import hash_password, render_acl, verify_password, write_broker_files

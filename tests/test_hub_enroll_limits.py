@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import EnrollRefused, EnrollToken, build_request
+from agent.enroll import build_request
+from common.enrolment import EnrollRefused, EnrollToken
 from hub.enroll.ratelimit import RateLimiter
 from hub.enroll.service import EnrollService
 from hub.enroll.tokens import parse_duration, token_hash

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.enroll import enroll_online
-from agent.identity import Identity
 from agent.policy_client import current_policy
+from common.identity import Identity
 from hub.serve import HubService
 from tests.enroll_fixtures import SITE, make_hub
 from tests.services import Mosquitto

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.wire import Kind, SigningKey
+from common.wire import Kind, SigningKey
 from hub.config import HubConfig
 from hub.ingest.worker import BatchLimits, IngestWorker
 from hub.keys import HubKeys

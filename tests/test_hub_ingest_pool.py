@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.wire import Header, Kind, SigningKey
-from agent.wire.envelope import Duplicate, Opened
+from common.wire import Header, Kind, SigningKey
+from common.wire.envelope import Duplicate, Opened
 from hub.config import HubConfig
 from hub.ingest.ahead import jobs_of, merge, screen_batch
 from hub.ingest.commit import Committer

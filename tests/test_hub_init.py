@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.wire import DeviceRecord, Kind, Opened, ReplayWindow, SigningKey, open_envelope, seal
+from common.wire import DeviceRecord, Kind, Opened, ReplayWindow, SigningKey, open_envelope, seal
 from hub.cli import main
 from hub.config import load_config
 from hub.keys import HubKeys

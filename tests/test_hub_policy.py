@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import EnrollError, check_hub_keys, enroll_from_bundle, hub_fingerprint
-from agent.identity import Identity, MqttCredentials
+from agent.enroll import check_hub_keys, enroll_from_bundle
 from agent.policy_client import accept_policy, accepted_versions
 from agent.report.mqtt import MqttSession
-from agent.wire import OpenError, Reason, SigningKey, sign_message, topics
-from agent.wire.keyfile import b64
+from common.enrolment import EnrollError, hub_fingerprint
+from common.identity import Identity, MqttCredentials
+from common.wire import OpenError, Reason, SigningKey, sign_message, topics
+from common.wire.keyfile import b64
 from hub.cli import main
 from hub.errors import ConfigError
 from hub.keys import HubKeys, add_hpke_key

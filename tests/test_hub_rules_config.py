@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
+from common.errors import ConfigError
 from hub.config import load_config
 from hub.datadir import init_data_dir
 from hub.rules import RuleEngine, RulesConfig, load_rules, parse_rules

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.wire.header import Kind
-from agent.wire.payload import encode
+from common.wire.header import Kind
+from common.wire.payload import encode
 from hub.model import Alert, StoredReport
 from hub.rules.attempts import blocked_attempts
 from hub.store import Database, sqlite_url

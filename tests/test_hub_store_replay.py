@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.wire import Header, Kind, OpenError, SuiteId
+from common.wire import Header, Kind, OpenError, SuiteId
 from hub.store import Database, sqlite_url
 from hub.store.replay import StoreReplayGuard
 from hub.store.reports import NewReport, insert_reports

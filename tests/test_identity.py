@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.identity import Identity, IdentityError, MqttCredentials
 from agent.laptop.cli import main as agent_main
-from agent.wire import OpeningKey, SigningKey
+from common.identity import Identity, IdentityError, MqttCredentials
+from common.wire import OpeningKey, SigningKey
 
 
 def make_identity(beacon: bool = False) -> Identity:

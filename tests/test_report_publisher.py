@@ -16,7 +16,7 @@ import pytest
 from agent.report import Publisher
 from agent.report.errors import LinkError
 from agent.report.mqtt import BrokerAddress
-from agent.wire import Duplicate, Kind, open_envelope
+from common.wire import Duplicate, Kind, open_envelope
 from tests.services import Mosquitto
 from tests.test_report_support import Device, HubSide, Received, TcpProxy, make_device, subscriber
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from agent.report.errors import SpoolError
 from agent.report.spool import Spool
-from agent.wire import Kind, OpeningKey, SigningKey, seal
-from agent.wire.header import SuiteId
+from common.wire import Kind, OpeningKey, SigningKey, seal
+from common.wire.header import SuiteId
 
 HUB = OpeningKey.generate(SuiteId.X25519)
 SIGNER = SigningKey.generate()

@@ -1,7 +1,7 @@
 """Shared pieces for the report tests: generated identities and a plain paho subscriber.
 
 The subscriber stands in for the hub's side of the broker; tests open what it receives with the
-real agent.wire functions. (No tests here; the name keeps it among the report tests' files.)
+real common.wire functions. (No tests here; the name keeps it among the report tests' files.)
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.identity import Identity, MqttCredentials
-from agent.wire import (
+from common.identity import Identity, MqttCredentials
+from common.wire import (
     DeviceRecord,
     Header,
     Kind,
@@ -31,7 +31,7 @@ from agent.wire import (
     open_envelope,
     unseal,
 )
-from agent.wire.header import SuiteId
+from common.wire.header import SuiteId
 
 SITE = "test-school"
 DEVICE = "pi-1"

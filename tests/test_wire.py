@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.wire import (
+from common.wire import (
     MAX_ENVELOPE,
     DeviceRecord,
     Duplicate,
@@ -19,7 +19,7 @@ from agent.wire import (
     open_envelope,
     unseal,
 )
-from agent.wire.header import Header, decode_header
+from common.wire.header import Header, decode_header
 from tests.wire_fixtures import DEVICE, SITE, SUMMARY, World, header_len, make_world
 
 SUITES = [SuiteId.MLKEM768_X25519, SuiteId.X25519]
@@ -207,7 +207,7 @@ def test_schema_violations_cannot_be_sealed(doc: dict[str, object]) -> None:
 
 def test_schema_violation_from_a_third_party_is_rejected() -> None:
     """A device that skips our encoder still meets the schema check on the hub."""
-    from agent.wire.header import Header as H
+    from common.wire.header import Header as H
 
     world = make_world(SuiteId.X25519)
     header = H(Kind.SUMMARY, SuiteId.X25519, SITE, DEVICE, 1, 0, world.hub.key_id).encode()
@@ -219,7 +219,7 @@ def test_schema_violation_from_a_third_party_is_rejected() -> None:
 
 def test_policy_kind_is_not_a_device_report() -> None:
     world = make_world()
-    from agent.wire import sign_message
+    from common.wire import sign_message
 
     hub_signer = SigningKey.generate()
     msg = sign_message(

@@ -7,9 +7,9 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.wire import Duplicate, Opened, OpenError, SuiteId, open_envelope, open_signed
-from agent.wire.header import Kind
-from agent.wire.payload import decode
+from common.wire import Duplicate, Opened, OpenError, SuiteId, open_envelope, open_signed
+from common.wire.header import Kind
+from common.wire.payload import decode
 from tests.wire_fixtures import DEVICE, SITE, make_world
 
 WORLD = make_world(SuiteId.X25519)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.wire import (
+from common.wire import (
     Kind,
     OpenError,
     OpeningKey,
@@ -20,7 +20,7 @@ from agent.wire import (
     sign_message,
     topics,
 )
-from agent.wire.sequence import Sequence
+from common.wire.sequence import Sequence
 from tests.wire_fixtures import DEVICE, SITE, Ring
 
 POLICY = {"v": 1, "site": SITE, "document": {"groups": {"pupils": {"block": ["adult"]}}}}

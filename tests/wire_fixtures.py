@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.wire import (
+from common.wire import (
     DeviceRecord,
     Header,
     Kind,
@@ -92,7 +92,7 @@ def make_world(suite: SuiteId = SuiteId.MLKEM768_X25519) -> World:
 
 def header_len(envelope: bytes) -> int:
     """Length of the header at the front of an envelope."""
-    from agent.wire.header import decode_header
+    from common.wire.header import decode_header
 
     return decode_header(envelope)[1]
 

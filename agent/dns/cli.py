@@ -37,13 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hedgerow-dns console script."""
     if argv is None:
         _pin_before_imports(sys.argv[1:])
-    from agent.cli import run
+    from common.cli import run
 
     return run("hedgerow-dns", build_parser(argv).parse_args(argv))
 
 
 def _pin_before_imports(argv: Sequence[str]) -> None:
-    """`serve` re-executes itself under the installation's hash seed (agent/dns/hashseed.py):
+    """`serve` re-executes itself under the installation's hash seed (agent/filter/hashseed.py):
     doing it before the command modules are imported makes the discarded first process cheap."""
     if _command_of(argv) != "serve":
         return
@@ -53,7 +53,7 @@ def _pin_before_imports(argv: Sequence[str]) -> None:
     if config:
         from pathlib import Path
 
-        from agent.dns.hashseed import pin_early
+        from agent.dns.early import pin_early
 
         pin_early(Path(config))
 

@@ -4,7 +4,7 @@ writes the compiled index (lists/snapshot.py); the serving process then only loa
 Why a process and not a thread: parsing 1,000,000 names and filling the table is CPU work that
 holds the GIL (C-level loops such as map(hash, ...) hold it for their whole run), so in a
 thread it held answers back for 80-310 ms per reload and raised the peak to old index + new
-index + parse buffers. The child inherits the pinned hash seed (agent/dns/hashseed.py), so what it
+index + parse buffers. The child inherits the pinned hash seed (agent/filter/hashseed.py), so what it
 writes is what the server's own load() accepts. If a list changes while the child builds, the
 index it wrote is stale: the server runs it again, up to ATTEMPTS times (service.py). Only if no
 child can run at all (it cannot start, or dies of a signal or a bug) does the server parse in a
@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 
 from agent.dns.config import load_config
-from agent.dns.hashseed import pinned
-from agent.dns.lists import ListRefresher
-from agent.dns.lists.handoff import Handoff, handoff_of, job_of, run_job
-from agent.errors import HedgerowError
+from agent.filter.hashseed import pinned
+from agent.filter.lists import ListRefresher
+from agent.filter.lists.handoff import Handoff, handoff_of, job_of, run_job
+from common.errors import HedgerowError
 
 log = logging.getLogger(__name__)
 

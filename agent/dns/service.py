@@ -15,23 +15,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.dns import prebuild
-from agent.dns.cache import AnswerCache
-from agent.dns.catalog import load_index
-from agent.dns.chain import Chain, build_chain
 from agent.dns.config import DnsConfig, load_config
-from agent.dns.fastpath import FastPath
-from agent.dns.groups import CategoryLookup, wall_clock
-from agent.dns.lists import CategoryIndex, ListRefresher
-from agent.dns.lists.model import ListStats, StaleIndex
-from agent.dns.metrics import Metrics
-from agent.dns.querylog import QuerySink
-from agent.dns.resolvers.upstream import Forwarder
-from agent.dns.server import DnsServer
-from agent.dns.upstream import Upstreams
-from agent.errors import HedgerowError
+from agent.filter.answer_cache import AnswerCache
+from agent.filter.catalog import load_index
+from agent.filter.chain import Chain, build_chain
+from agent.filter.fastpath import FastPath
+from agent.filter.groups import CategoryLookup, wall_clock
+from agent.filter.lists import CategoryIndex, ListRefresher
+from agent.filter.lists.model import ListStats, StaleIndex
+from agent.filter.metrics import Metrics
+from agent.filter.querylog import QuerySink
+from agent.filter.resolvers.forward import Forwarder
+from agent.filter.server import DnsServer
+from agent.filter.upstreams import Upstreams
+from common.errors import HedgerowError
 
 if TYPE_CHECKING:
-    from agent.wire.signing import SigningKey
+    from common.wire.signing import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def load_all(
     `save_later`: see load_index."""
     config = load_config(path)
     refresher, index, stats = load_index(
-        config, list_clock, compiled_only=compiled_only, save_later=save_later
+        config.spec, list_clock, compiled_only=compiled_only, save_later=save_later
     )
     return Loaded(config, index, tuple(stats), beacon_key_of(config), refresher)
 
@@ -72,7 +72,7 @@ def beacon_key_of(config: DnsConfig) -> SigningKey | None:
     if config.beacon is None:
         return None
     # Only a configured beacon loads the identity (and with it cryptography, ~7 MB resident).
-    from agent.identity import Identity, IdentityError
+    from common.identity import Identity, IdentityError
 
     try:
         identity = Identity.load(config.beacon.identity)
@@ -157,7 +157,7 @@ class Service:
         self.cache.resize(config.cache.max_entries, config.cache.max_ttl_s)
         assert self._forwarder is not None
         return build_chain(
-            config, loaded.index, self._forwarder, clock=self.clock, beacon_key=loaded.beacon_key
+            config.spec, loaded.index, self._forwarder, clock=self.clock, beacon_key=loaded.beacon_key
         )
 
     @staticmethod

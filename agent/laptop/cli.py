@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.cli import run
 from agent.enroll import add_enroll_arguments, enroll_from_args
-from agent.identity import Identity
+from common.cli import run
+from common.identity import Identity
 
 DEFAULT_IDENTITY = Path("/var/lib/hedgerow/agent")
 

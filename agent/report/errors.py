@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.errors import HedgerowError
+from common.errors import HedgerowError
 
 
 class ReportError(HedgerowError):

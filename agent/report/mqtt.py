@@ -26,8 +26,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.identity import MqttCredentials
 from agent.report.errors import LinkError
+from common.identity import MqttCredentials
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The Publisher: seal each report, spool it, and drain the spool to the broker in order.
 
-offer() -> bounded in-memory inbox -> worker thread: seal (agent.wire.seal, persistent Sequence)
+offer() -> bounded in-memory inbox -> worker thread: seal (common.wire.seal, persistent Sequence)
 -> Spool (fsync) -> MqttLink publish at QoS 1 -> PUBACK -> delete from the spool.
 
 Sealing happens before anything touches disk, so the spool only ever holds sealed envelopes.
@@ -21,15 +21,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.identity import Identity
 from agent.report.errors import LinkError, SpoolError
 from agent.report.mqtt import Ack, LinkState, MqttLink, Will
 from agent.report.spool import Spool, SpoolEntry
-from agent.wire import topics
-from agent.wire.envelope import seal
-from agent.wire.errors import WireError
-from agent.wire.header import Kind
-from agent.wire.sequence import Sequence
+from common.identity import Identity
+from common.wire import topics
+from common.wire.envelope import seal
+from common.wire.errors import WireError
+from common.wire.header import Kind
+from common.wire.sequence import Sequence
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.report.errors import SpoolError
-from agent.wire.envelope import split
-from agent.wire.errors import OpenError
-from agent.wire.header import Header, SuiteId
-from agent.wire.keyfile import write_atomic
+from common.wire.envelope import split
+from common.wire.errors import OpenError
+from common.wire.header import Header, SuiteId
+from common.wire.keyfile import write_atomic
 
 log = logging.getLogger(__name__)
 

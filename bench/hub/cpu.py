@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from agent.wire import payload
-from agent.wire.envelope import split
+from common.wire import payload
+from common.wire.envelope import split
 from hub.keys import HubKeys
 from tests.hub_ingest_fixtures import SimDevice
 from tests.services import Postgres

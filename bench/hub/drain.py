@@ -14,9 +14,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.wire.topics import up_filter
 from bench.hub.cpu import children_cpu, own_cpu, postgres_cpu, process_cpu, self_cpu
 from bench.hub.workload import Items, metric, publish
+from common.wire.topics import up_filter
 from hub.config import HubConfig
 from hub.mqtt import RECEIVE_MAXIMUM
 from tests.hub_ingest_fixtures import report_count, serving

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from agent.identity import DEVICE_CLASSES
+from common.identity import DEVICE_CLASSES
 from hub.config import load_config
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.bundle import make_bundle

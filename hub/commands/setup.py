@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.errors import HedgerowError
-from agent.wire.header import valid_name
-from agent.wire.suites import SUITE_NAMES, suite_name
+from common.errors import HedgerowError
+from common.wire.header import valid_name
+from common.wire.suites import SUITE_NAMES, suite_name
 from hub.config import load_config
 from hub.datadir import init_data_dir
 from hub.enroll.settings import load_enroll_settings

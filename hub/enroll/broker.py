@@ -19,8 +19,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.enroll import ENROLL_PASSWORD, ENROLL_USER
-from agent.wire.keyfile import PRIVATE_MODE, write_atomic
+from common.enrolment import ENROLL_PASSWORD, ENROLL_USER
+from common.wire.keyfile import PRIVATE_MODE, write_atomic
 from hub.config import HubConfig
 from hub.enroll.reload import ReloadOutcome, run_reload
 from hub.enroll.settings import load_enroll_settings

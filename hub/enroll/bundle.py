@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.enroll import BUNDLE_TYPE
-from agent.identity import hub_document
-from agent.wire.keyfile import b64, write_json
-from agent.wire.signing import SigningKey
+from common.enrolment import BUNDLE_TYPE
+from common.identity import hub_document
+from common.wire.keyfile import b64, write_json
+from common.wire.signing import SigningKey
 from hub.config import HubConfig
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.registry import register

@@ -11,9 +11,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from agent.enroll import ENROLL_USER
-from agent.identity import DEVICE_CLASSES
-from agent.wire.header import valid_name
+from common.enrolment import ENROLL_USER
+from common.identity import DEVICE_CLASSES
+from common.wire.header import valid_name
 from hub.config import HubConfig
 from hub.enroll.broker import hash_password, new_password
 from hub.enroll.settings import load_enroll_settings

@@ -1,7 +1,7 @@
 """The hub's answer to an enrolment request on hedgerow/v1/enroll/<request_id>/request.
 
 Order (cheap checks before expensive ones): size and header, topic matches header, rate limits,
-proof of possession and decryption (agent.wire.open_enroll_request), token (scrypt), register.
+proof of possession and decryption (common.wire.open_enroll_request), token (scrypt), register.
 Every request that opens gets an answer sealed to its reply key, "ok" or "refused" with a
 reason; requests that do not open raise OpenError (ingest counts them); requests over the rate
 limit get no answer and are counted.
@@ -19,14 +19,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from agent.identity import hub_document
-from agent.wire import topics
-from agent.wire.envelope import enroll_request_key, open_enroll_request, seal, split
-from agent.wire.errors import OpenError, Reason, WireError
-from agent.wire.header import Kind, SuiteId, valid_name
-from agent.wire.keyfile import b64, unb64
-from agent.wire.signing import PUBLIC_LEN
-from agent.wire.suites import SealingKey
+from common.identity import hub_document
+from common.wire import topics
+from common.wire.envelope import enroll_request_key, open_enroll_request, seal, split
+from common.wire.errors import OpenError, Reason, WireError
+from common.wire.header import Kind, SuiteId, valid_name
+from common.wire.keyfile import b64, unb64
+from common.wire.signing import PUBLIC_LEN
+from common.wire.suites import SealingKey
 from hub.config import HubConfig
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.ratelimit import RateLimiter

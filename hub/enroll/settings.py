@@ -16,8 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.tomlreader import Section
-from agent.wire.header import valid_name
+from common.tomlconfig import Section
+from common.wire.header import valid_name
 from hub.config import HubConfig
 
 RELOAD_EXAMPLE = '["systemctl", "reload", "mosquitto"]'

@@ -2,7 +2,7 @@
 
 The hash is scrypt over the canonical token with a fixed salt: the token itself carries 80
 random bits, so the hash need not be salted per row, and a fixed salt lets the hub find a row
-by hash. The printed format is in agent/enroll.py (EnrollToken) and docs/enrolment.md.
+by hash. The printed format is in common/enrolment.py (EnrollToken) and docs/enrolment.md.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-from agent.enroll import EnrollError, EnrollToken
-from agent.identity import DEVICE_CLASSES
-from agent.wire.header import valid_name
+from common.enrolment import EnrollError, EnrollToken
+from common.identity import DEVICE_CLASSES
+from common.wire.header import valid_name
 from hub.errors import HubError
 from hub.keys import HubKeys
 from hub.store import Database

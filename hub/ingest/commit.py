@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from agent.wire.errors import OpenError, Reason
+from common.wire.errors import OpenError, Reason
 from hub.errors import StoreError
 from hub.ingest.hooks import EnrollHandler, Publish, ReportRules
 from hub.ingest.pipeline import (

@@ -1,4 +1,4 @@
-"""A DeviceDirectory (agent.wire.DeviceDirectory) over the devices table, cached briefly.
+"""A DeviceDirectory (common.wire.DeviceDirectory) over the devices table, cached briefly.
 
 Ingest loads every device a batch names with one query before opening the batch (load()), so
 a revocation or a new enrolment made by another process (hedgerow-hub revoke, the enrolment
@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.wire.envelope import DeviceRecord
-from agent.wire.errors import WireError
-from agent.wire.signing import VerifyKey
+from common.wire.envelope import DeviceRecord
+from common.wire.errors import WireError
+from common.wire.signing import VerifyKey
 from hub.model import DeviceInfo
 from hub.store.database import Database
 from hub.store.devices import get_device, get_devices

@@ -1,5 +1,5 @@
 """The CPU part of opening, run in worker processes (hub.ingest.pool): signature, decryption
-and schema, through agent.wire.open_envelope itself, so its order stays the one contract.
+and schema, through common.wire.open_envelope itself, so its order stays the one contract.
 
 The ingest thread has already run the steps before the signature (Opener.screen: size,
 header, device known and not revoked) and sends each envelope with its device's public key,
@@ -23,10 +23,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
-from agent.wire.errors import OpenError
-from agent.wire.header import Header
-from agent.wire.signing import VerifyKey
+from common.wire.envelope import DeviceRecord, Duplicate, Keyring, Opened, open_envelope
+from common.wire.errors import OpenError
+from common.wire.header import Header
+from common.wire.signing import VerifyKey
 from hub.keys import HubKeys
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def result_of(reply: Reply, header: Header) -> Result:
 
 
 class _Screened:
-    """agent.wire's DeviceDirectory and ReplayGuard for one screened envelope: its device is
+    """common.wire's DeviceDirectory and ReplayGuard for one screened envelope: its device is
     known and not revoked, and the replay check notes that the signature verified and answers
     "duplicate" for a verify-only job, so that open_envelope stops before decrypting."""
 

@@ -1,7 +1,7 @@
 """What each broker message is: a new report, a redelivery, a rejection, an enrolment request,
 or one of our own publications echoed back. The only place the order of checks is set.
 
-Order (docs/protocol.md): topic shape, then agent.wire.open_envelope's own order (size, header,
+Order (docs/protocol.md): topic shape, then common.wire.open_envelope's own order (size, header,
 device known and not revoked, signature, replay window, decrypt, schema), then the topic's
 site/device/kind against the signed header: a device may only speak for itself.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.wire.envelope import (
+from common.wire.envelope import (
     DeviceRecord,
     Duplicate,
     Keyring,
@@ -25,9 +25,9 @@ from agent.wire.envelope import (
     open_envelope,
     screen,
 )
-from agent.wire.errors import OpenError, Reason
-from agent.wire.header import Header
-from agent.wire.topics import ROOT, UpTopic, parse_up
+from common.wire.errors import OpenError, Reason
+from common.wire.header import Header
+from common.wire.topics import ROOT, UpTopic, parse_up
 from hub.errors import StoreError
 from hub.ingest.directory import CachedDirectory
 from hub.ingest.opening import Job, Refused, Result
@@ -58,7 +58,7 @@ class Redelivered:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Refused, with the reason code of agent.wire.Reason."""
+    """Refused, with the reason code of common.wire.Reason."""
 
     message: Incoming
     reason: str

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from agent.wire.envelope import Opened
-from agent.wire.header import Kind
-from agent.wire.topics import UP_KINDS
+from common.wire.envelope import Opened
+from common.wire.header import Kind
+from common.wire.topics import UP_KINDS
 from hub.model import DeviceInfo
 from hub.rules.attempts import blocked_attempts
 from hub.store.reports import BlockedEntry, NewReport
@@ -75,7 +75,7 @@ def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
         document = counts_only(header.kind, document)
     if stripped or not opened.body:
         body = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    else:  # as sealed: no second encoding (UTF-8, since agent.wire.payload decoded it)
+    else:  # as sealed: no second encoding (UTF-8, since common.wire.payload decoded it)
         body = opened.body.decode("utf-8")
     client = document.get("client")
     client = client if isinstance(client, dict) else {}

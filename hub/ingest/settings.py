@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from agent.tomlreader import Section
+from common.tomlconfig import Section
 from hub.config import HubConfig
 
 AUTO = "auto"

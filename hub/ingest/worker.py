@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.wire.envelope import Keyring
+from common.wire.envelope import Keyring
 from hub.ingest.ahead import Ahead, OpeningAhead
 from hub.ingest.commit import Committer, now_ms
 from hub.ingest.directory import CachedDirectory

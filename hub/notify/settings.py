@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from agent.tomlreader import Section
-from agent.wire.header import valid_name
+from common.tomlconfig import Section
+from common.wire.header import valid_name
 from hub.config import HubConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -2,7 +2,7 @@
 
 Site document (payload "document" of hedgerow/v1/<site>/policy):
   site, default_group, groups {name: {block: [...]}}, beacon_keys [base64 Ed25519 public],
-  hub (agent.identity.hub_document: the HPKE key to seal to now, and the signing keys),
+  hub (common.identity.hub_document: the HPKE key to seal to now, and the signing keys),
   reporting {summary_interval_s}
 A device document adds: device, class, group, block (its group's list) and
 reporting.counts_only.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.identity import hub_document
-from agent.wire.keyfile import b64
+from common.identity import hub_document
+from common.wire.keyfile import b64
 from hub.keys import HubKeys
 from hub.model import DeviceInfo
 from hub.policy.settings import PolicySettings

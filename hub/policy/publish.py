@@ -11,10 +11,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent.enroll import HUB_KEYS_SITE
-from agent.identity import hub_document
-from agent.wire import topics
-from agent.wire.signed import sign_message
+from common.enrolment import HUB_KEYS_SITE
+from common.identity import hub_document
+from common.wire import topics
+from common.wire.signed import sign_message
 from hub.config import HubConfig
 from hub.keys import HubKeys
 from hub.model import DeviceInfo

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.identity import DEVICE_CLASSES
-from agent.tomlreader import Section, load_toml
-from agent.wire.header import valid_name
+from common.identity import DEVICE_CLASSES
+from common.tomlconfig import Section, load_toml
+from common.wire.header import valid_name
 from hub.config import HubConfig
 
 DEFAULT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -10,8 +10,8 @@ import json
 import logging
 from typing import Any
 
-from agent.wire.signed import sign_message
-from agent.wire.signing import SigningKey
+from common.wire.signed import sign_message
+from common.wire.signing import SigningKey
 from hub.store import Database
 
 log = logging.getLogger(__name__)

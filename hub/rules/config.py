@@ -12,8 +12,8 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.tomlreader import Section
-from agent.wire.errors import Reason
+from common.tomlconfig import Section
+from common.wire.errors import Reason
 from hub.alerts import AlertPolicy
 from hub.config import HubConfig
 from hub.rules.hours import Hours, parse_hours

@@ -6,7 +6,7 @@ delivered in the morning is still judged as night-time use.
 
 from __future__ import annotations
 
-from agent.wire.header import Kind
+from common.wire.header import Kind
 from hub.alerts import Finding
 from hub.model import StoredReport
 from hub.rules.config import OffsiteRule, RulesConfig

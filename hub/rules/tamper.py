@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any
 
-from agent.wire.header import Kind
+from common.wire.header import Kind
 from hub.alerts import Finding, find_active, resolve
 from hub.model import StoredReport
 from hub.rules.config import RulesConfig

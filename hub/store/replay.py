@@ -1,4 +1,4 @@
-"""A ReplayGuard (agent.wire.ReplayGuard) over the reports table, with a per-device memory.
+"""A ReplayGuard (common.wire.ReplayGuard) over the reports table, with a per-device memory.
 
 The rules are docs/protocol.md's "Replay": the same (site, device, seq) with the same digest is
 a duplicate (acknowledge, store nothing); a different digest is a replay; a seq older than
@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agent.wire.header import Header
-from agent.wire.replay import DEFAULT_WINDOW, judge
+from common.wire.header import Header
+from common.wire.replay import DEFAULT_WINDOW, judge
 from hub.store.database import Database
 from hub.store.reports import max_seq, max_seqs, stored_digest
 
@@ -30,7 +30,7 @@ class _State:
 
 
 class StoreReplayGuard:
-    """Implements agent.wire.ReplayGuard for one ingest thread's database connection."""
+    """Implements common.wire.ReplayGuard for one ingest thread's database connection."""
 
     def __init__(self, db: Database, window: int = DEFAULT_WINDOW) -> None:
         self.db = db

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from agent.tomlreader import Section
+from common.tomlconfig import Section
 from hub.config import HubConfig
 from hub.store.database import Database
 

@@ -17,9 +17,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Print what was checked; errors raise (exit 1 via the CLI)."""
     from agent.dns.config import load_config
-    from agent.dns.lists import check_lists
-    from agent.dns.lists import explain as explain_lists
     from agent.dns.service import beacon_key_of
+    from agent.filter.lists import check_lists
+    from agent.filter.lists import explain as explain_lists
 
     config = load_config(args.config)
     stats = check_lists(config.lists, config.server.list_cache_dir)

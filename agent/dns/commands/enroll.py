@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.errors import ConfigError
+from common.errors import ConfigError
 
 
 def register(

@@ -9,10 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.errors import HedgerowError
+from common.errors import HedgerowError
 
 if TYPE_CHECKING:
-    from agent.dns.explain import Explanation
+    from agent.dns.dryrun import Explanation
 
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
 TYPES |= {"SRV": 33, "SVCB": 64, "HTTPS": 65, "ANY": 255}
@@ -40,9 +40,9 @@ def qtype_of(text: str) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the explanation for each group (or the client's group)."""
-    from agent.dns.explain import explain_query
-    from agent.dns.lists import explain as explain_lists
+    from agent.dns.dryrun import explain_query
     from agent.dns.service import load_all
+    from agent.filter.lists import explain as explain_lists
 
     loaded = load_all(args.config)
     name = args.name.strip(".").lower()

@@ -9,11 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.errors import HedgerowError
+from common.errors import HedgerowError
 
 if TYPE_CHECKING:
     from agent.dns.config import Endpoint
-    from agent.dns.selftest import GroupResult
+    from agent.dns.probe import GroupResult
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +40,7 @@ def server_of(text: str | None, listen: tuple[Endpoint, ...]) -> tuple[str, int]
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """Run every check; exit 0 if every testable check passed, 1 otherwise."""
-    from agent.dns.selftest import run
+    from agent.dns.probe import run
     from agent.dns.service import load_all
 
     loaded = load_all(args.config)

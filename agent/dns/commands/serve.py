@@ -1,7 +1,7 @@
 """serve: run the filter until SIGTERM; SIGHUP reloads config and lists.
 
 Before anything else, serve makes sure it hashes with the installation's secret seed
-(agent/dns/hashseed.py explains why and what it costs): if PYTHONHASHSEED is not that
+(agent/filter/hashseed.py explains why and what it costs): if PYTHONHASHSEED is not that
 seed, the process re-executes itself once with it set (same PID, same arguments). Under
 systemd, `EnvironmentFile=` with `PYTHONHASHSEED=<the seed>` avoids the second start.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from agent.dns.client_reports import DnsReporter
     from agent.dns.config import ReportConfig
-    from agent.dns.querylog import QuerySink
-    from agent.dns.report import DnsReporter
+    from agent.filter.querylog import QuerySink
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from agent.dns.config import load_config
-    from agent.dns.hashseed import pin
+    from agent.filter.hashseed import pin
 
     pin(load_config(args.config).server.list_cache_dir)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -48,7 +48,7 @@ def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
         log.info("no [report] section: nothing is reported to a hub")
         return None
     # Only a reporting filter carries cryptography and paho (about 13 MB resident).
-    from agent.dns.report import DnsReporter
+    from agent.dns.client_reports import DnsReporter
 
     return DnsReporter(
         report.identity,

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.dns.lists.model import ListSpec
 from agent.dns.paths import LIST_CACHE_DIR
-from agent.dns.schedule import Schedule
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An IP address and port; `text` is how the config wrote it."""
-
-    host: str
-    port: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamServer:
-    """One upstream resolver: plain DNS (UDP, TCP on truncation) or DNS over TLS."""
-
-    host: str
-    port: int
-    tls: bool = False
-    server_name: str | None = None  # TLS name to verify ("tls://9.9.9.9:853#dns.quad9.net")
-    text: str = ""
+from agent.filter.lists.model import ListSpec
+from agent.filter.spec import (
+    CacheSpec,
+    Endpoint,
+    FilterSpec,
+    GroupSpec,
+    Network,
+    UpstreamSpec,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,41 +31,6 @@ class ServerConfig:
     max_udp_size: int = 1232
     blocked_ttl_s: int = 60
     list_cache_dir: Path = LIST_CACHE_DIR
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamConfig:
-    """[upstream]: resolvers tried in order."""
-
-    servers: tuple[UpstreamServer, ...]
-    timeout_ms: int = 1500
-    tls_ca: Path | None = None
-
-
-DEFAULT_CACHE_ENTRIES = 10_000  # ~430 bytes each (cache.py): ~4 MB, inside 64 MB with 1M names
-
-
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    """[cache]: answer cache bounds."""
-
-    max_entries: int = DEFAULT_CACHE_ENTRIES
-    max_ttl_s: int = 86_400
-
-
-@dataclass(frozen=True, slots=True)
-class GroupConfig:
-    """[groups.NAME]: who is in the group and what they may reach."""
-
-    name: str
-    clients: tuple[Network, ...]
-    block: tuple[str, ...] = ()
-    allow: tuple[str, ...] = ()
-    safesearch: bool = False
-    youtube: str = "off"
-    block_ech: bool = False
-    block_bypass: bool = True
-    schedule: tuple[tuple[str, Schedule], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +57,10 @@ class DnsConfig:
 
     path: Path
     server: ServerConfig
-    upstream: UpstreamConfig
-    cache: CacheConfig
+    upstream: UpstreamSpec
+    cache: CacheSpec
     lists: tuple[ListSpec, ...]
-    groups: tuple[GroupConfig, ...]
+    groups: tuple[GroupSpec, ...]
     default_group: str
     blocked_answer: str  # "null", "nxdomain" or an IP address
     report: ReportConfig | None = None
@@ -128,6 +76,25 @@ class DnsConfig:
         """Categories that block for everyone and can never be allowed."""
         return frozenset(spec.category for spec in self.lists if spec.statutory)
 
-    def group(self, name: str) -> GroupConfig:
+    def group(self, name: str) -> GroupSpec:
         """The group called `name`."""
         return next(g for g in self.groups if g.name == name)
+
+    @property
+    def spec(self) -> FilterSpec:
+        """What the filter engine is built from: this file's lists, groups, upstreams and
+        limits, without the Pi's listeners, metrics, reports or identity paths."""
+        return FilterSpec(
+            lists=self.lists,
+            groups=self.groups,
+            default_group=self.default_group,
+            upstream=self.upstream,
+            allow_clients=self.server.allow_clients,
+            list_cache_dir=self.server.list_cache_dir,
+            blocked_answer=self.blocked_answer,
+            blocked_ttl_s=self.server.blocked_ttl_s,
+            rate_limit_qps=self.server.rate_limit_qps,
+            max_udp_size=self.server.max_udp_size,
+            cache=self.cache,
+            beacon_site=self.beacon.site if self.beacon else None,
+        )

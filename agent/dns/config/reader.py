@@ -9,23 +9,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.dns.config.model import (
-    DEFAULT_CACHE_ENTRIES,
-    BeaconConfig,
-    CacheConfig,
-    DnsConfig,
-    Endpoint,
-    GroupConfig,
-    Network,
-    ReportConfig,
-    ServerConfig,
-    UpstreamConfig,
-    UpstreamServer,
-)
-from agent.dns.lists.model import ListError, ListSpec, is_url, url_problem
+from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
 from agent.dns.paths import LIST_CACHE_DIR
-from agent.dns.schedule import Schedule, ScheduleError, parse_schedule
-from agent.tomlreader import Section, load_toml
+from agent.filter.lists.model import ListError, ListSpec, is_url, url_problem
+from agent.filter.schedule import Schedule, ScheduleError, parse_schedule
+from agent.filter.spec import (
+    DEFAULT_CACHE_ENTRIES,
+    CacheSpec,
+    Endpoint,
+    GroupSpec,
+    Network,
+    UpstreamServer,
+    UpstreamSpec,
+)
+from common.tomlconfig import Section, load_toml
 
 NAME = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,62}$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z0-9_-]{1,63}$")
@@ -112,7 +109,7 @@ def _server(sec: Section) -> ServerConfig:
     return config
 
 
-def _upstream_config(sec: Section) -> UpstreamConfig:
+def _upstream_config(sec: Section) -> UpstreamSpec:
     values = sec.text_list("servers")
     if not values:
         sec.fail("servers", values, "needs at least one upstream resolver")
@@ -121,7 +118,7 @@ def _upstream_config(sec: Section) -> UpstreamConfig:
         if problem:
             sec.fail("servers", value, problem)
     ca = sec.text("tls_ca", "")
-    config = UpstreamConfig(
+    config = UpstreamSpec(
         servers=tuple(_upstream(v) for v in values),
         timeout_ms=sec.integer("timeout_ms", 1500, 10, 60_000),
         tls_ca=Path(ca) if ca else None,
@@ -130,8 +127,8 @@ def _upstream_config(sec: Section) -> UpstreamConfig:
     return config
 
 
-def _cache(sec: Section) -> CacheConfig:
-    config = CacheConfig(
+def _cache(sec: Section) -> CacheSpec:
+    config = CacheSpec(
         max_entries=sec.integer("max_entries", DEFAULT_CACHE_ENTRIES, 0, 100_000_000),
         max_ttl_s=sec.integer("max_ttl_s", 86_400, 0, 604_800),
     )
@@ -192,7 +189,7 @@ def _schedule(sec: Section, block: tuple[str, ...]) -> tuple[tuple[str, Schedule
 
 def _group(
     name: str, table: Any, source: str, known: tuple[str, ...], statutory: frozenset[str]
-) -> GroupConfig:
+) -> GroupSpec:
     sec = Section(f"groups.{name}", table, source)
     if not NAME.match(name):
         sec.fail("", name, "a group name must be lower-case letters, digits, '_' or '-'")
@@ -222,7 +219,7 @@ def _group(
         "strict" if safesearch else "off",
         lambda v: None if v in YOUTUBE_MODES else f"must be one of {', '.join(YOUTUBE_MODES)}",
     )
-    config = GroupConfig(
+    config = GroupSpec(
         name=name,
         clients=_networks(sec, "clients", []),
         block=block,
@@ -268,7 +265,7 @@ def _report(sec: Section) -> ReportConfig:
     return config
 
 
-def _check_groups(root: Section, groups: list[GroupConfig], allow: tuple[Network, ...]) -> None:
+def _check_groups(root: Section, groups: list[GroupSpec], allow: tuple[Network, ...]) -> None:
     seen: dict[Network, str] = {}
     for group in groups:
         for net in group.clients:
@@ -301,7 +298,7 @@ def load_config(path: Path) -> DnsConfig:
     raw_groups = root.table("groups", {})
     groups = [_group(n, t, source, known, statutory) for n, t in raw_groups.items()]
     if not groups:
-        groups = [GroupConfig(name="default", clients=())]
+        groups = [GroupSpec(name="default", clients=())]
     _check_groups(root, groups, server.allow_clients)
     default_sec = Section("default", root.table("default", {}), source)
     names = [g.name for g in groups]

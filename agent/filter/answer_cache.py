@@ -1,0 +1,173 @@
+"""The answer cache: wire bytes keyed by (qname, qtype, qclass, DO), TTLs counted down on hit.
+
+Negative answers are cached for the SOA minimum (RFC 2308); answers with no usable TTL are not
+cached. When full, the oldest insertions are evicted, 1/64 of the cache at a time (cheap, and
+expiry keeps the set fresh).
+
+Entries are small tuples of atomic values (see Entry; bytes per entry are measured in
+docs/dns.md), untracked by the garbage collector, and remember their records rendered for one
+age, so the fast path re-patches TTLs only when the age in whole seconds changes.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+
+from agent.filter.response import Stored
+
+CacheKey = tuple[str, int, int, bool]
+# (expires_at, stored_at, body, meta, offsets, age, records): the records as received, rcode and
+# flags and counts packed in `meta` (pack_meta), the TTL offsets in the records (2 bytes each),
+# and the records as last rendered for `age` seconds. A tuple of atomic values: the garbage
+# collector stops tracking it, so a full cache adds nothing to a collection's work.
+Entry = tuple[float, float, bytes, int, bytes, int, bytes]
+_TTL = struct.Struct("!I")
+_OFFSET = struct.Struct("!H")
+EVICT_FRACTION = 64  # a full cache drops its oldest 1/64 at once
+_SHARED_MAX = 4096  # distinct offset layouts shared between entries
+
+
+def pack_meta(rcode: int, aa: bool, ad: bool, counts: tuple[int, int, int]) -> int:
+    """rcode (12 bits), AA, AD and the three section counts in one int."""
+    an, ns, ar = counts
+    return rcode | aa << 12 | ad << 13 | an << 16 | ns << 32 | ar << 48
+
+
+def unpack_meta(meta: int) -> tuple[int, bool, bool, tuple[int, int, int]]:
+    """(rcode, aa, ad, counts) from pack_meta."""
+    counts = (meta >> 16 & 0xFFFF, meta >> 32 & 0xFFFF, meta >> 48 & 0xFFFF)
+    return meta & 0xFFF, bool(meta >> 12 & 1), bool(meta >> 13 & 1), counts
+
+
+_layouts: dict[bytes, bytes] = {}
+
+
+def _offsets(stored: Stored) -> bytes:
+    raw = b"".join(_OFFSET.pack(offset) for offset, _ in stored.ttls)
+    shared = _layouts.get(raw)
+    if shared is None:
+        shared = raw
+        if len(_layouts) < _SHARED_MAX:
+            _layouts[raw] = raw
+    return shared
+
+
+def records_at(body: bytes, offsets: bytes, age: int) -> bytes:
+    """The record bytes with every TTL lowered by `age` seconds (not below 0)."""
+    if not age or not offsets:
+        return body
+    patched = bytearray(body)
+    for (offset,) in _OFFSET.iter_unpack(offsets):
+        ttl = _TTL.unpack_from(body, offset)[0]
+        _TTL.pack_into(patched, offset, ttl - age if ttl > age else 0)
+    return bytes(patched)
+
+
+def _stored(entry: Entry) -> Stored:
+    expires_at, stored_at, body, meta, offsets, _, _ = entry
+    rcode, aa, ad, counts = unpack_meta(meta)
+    ttls = tuple(
+        (offset, _TTL.unpack_from(body, offset)[0]) for (offset,) in _OFFSET.iter_unpack(offsets)
+    )
+    return Stored(rcode, aa, ad, False, counts, body, ttls, int(expires_at - stored_at))
+
+
+class AnswerCache:
+    """A bounded TTL cache of upstream answers."""
+
+    def __init__(
+        self, max_entries: int, max_ttl_s: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_ttl_s = max_ttl_s
+        self._clock = clock
+        self._entries: dict[CacheKey, Entry] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        """Entries held (some may have expired but not yet been dropped)."""
+        return len(self._entries)
+
+    def entry(self, key: CacheKey) -> tuple[int, bytes] | None:
+        """(meta, records rendered for the entry's age) of a live entry, or None if absent or
+        expired (the fast path's lookup). Counts hits only: after a miss the full chain asks
+        get(), which counts it once."""
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now >= entry[0]:
+            del entries[key]
+            return None
+        self.hits += 1
+        age = int(now - entry[1])
+        if age != entry[5]:
+            expires_at, stored_at, body, meta, offsets, _, _ = entry
+            entry = (
+                expires_at,
+                stored_at,
+                body,
+                meta,
+                offsets,
+                age,
+                records_at(body, offsets, age),
+            )
+            entries[key] = entry  # an existing key keeps its place in the eviction order
+        return entry[3], entry[6]
+
+    def get(self, key: CacheKey) -> tuple[Stored, int] | None:
+        """The stored answer and its age in whole seconds, or None if absent or expired."""
+        entry = self._entries.get(key)
+        now = self._clock()
+        if entry is None or now >= entry[0]:
+            if entry is not None:
+                del self._entries[key]
+            self.misses += 1
+            return None
+        self.hits += 1
+        return _stored(entry), int(now - entry[1])
+
+    def put(self, key: CacheKey, stored: Stored) -> None:
+        """Keep an answer for min(its TTL, max_ttl_s) seconds."""
+        ttl = min(stored.ttl, self.max_ttl_s)
+        if ttl <= 0 or self.max_entries <= 0 or stored.truncated:
+            return
+        entries = self._entries
+        if key in entries:
+            del entries[key]  # re-inserted below: it becomes the newest
+        elif len(entries) >= self.max_entries:
+            # Evict a batch of the oldest: one scan from the front per batch, not per insert.
+            self._evict(self.max_entries - max(1, self.max_entries // EVICT_FRACTION))
+        now = self._clock()
+        meta = pack_meta(stored.rcode, stored.aa, stored.ad, stored.counts)
+        entries[key] = (now + ttl, now, stored.body, meta, _offsets(stored), 0, stored.body)
+
+    def _evict(self, keep: int) -> None:
+        """Drop the oldest insertions until at most `keep` entries remain."""
+        entries = self._entries
+        excess = len(entries) - max(keep, 0)
+        if excess <= 0:
+            return
+        # Iterating from the front finds the oldest live entries (after the slots of entries
+        # already deleted, until the dict next compacts): hence batches, not one per insert.
+        oldest = []
+        for key in entries:
+            oldest.append(key)
+            if len(oldest) >= excess:
+                break
+        for key in oldest:
+            del entries[key]
+
+    def resize(self, max_entries: int, max_ttl_s: int) -> None:
+        """Apply new bounds on reload, evicting the oldest entries if needed."""
+        self.max_entries = max_entries
+        self.max_ttl_s = max_ttl_s
+        self._evict(max_entries)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()

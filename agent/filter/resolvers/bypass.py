@@ -1,0 +1,44 @@
+"""Anti-bypass: names browsers and phones use to switch to their own encrypted DNS or relay,
+and HTTPS/SVCB records (ECH) where the group blocks encrypted client hello."""
+
+from __future__ import annotations
+
+from agent.filter import packet
+from agent.filter.request import Outcome, Request
+from agent.filter.verdict import Answer, Kind, Verdict
+
+# NXDOMAIN tells the product to stay on the network's resolver.
+NXDOMAIN_NAMES = {
+    "use-application-dns.net": "Firefox DoH canary",
+    "mask.icloud.com": "iCloud Private Relay",
+    "mask-h2.icloud.com": "iCloud Private Relay",
+}
+DDR_ZONE = "resolver.arpa"  # RFC 9462 discovery of designated (encrypted) resolvers
+EDE_TEXT = "filtered: anti-bypass"
+
+
+class BypassLink:
+    """NXDOMAIN for canaries, NODATA for resolver.arpa and (with block_ech) HTTPS/SVCB."""
+
+    name = "bypass"
+
+    def resolve(self, request: Request) -> Outcome:
+        """Answer bypass names; pass everything else on."""
+        group = request.group
+        if group is None or (not group.block_bypass and not group.block_ech):
+            return None
+        q = request.query
+        if group.block_bypass:
+            reason = NXDOMAIN_NAMES.get(q.qname)
+            if reason is not None:
+                verdict = Verdict(Kind.BYPASS, group.name, "bypass", reason)
+                ede = (packet.EDE_FILTERED, EDE_TEXT)
+                return Answer(packet.error(q, packet.NXDOMAIN, ede), verdict)
+            if q.qname == DDR_ZONE or q.qname.endswith("." + DDR_ZONE):
+                verdict = Verdict(Kind.BYPASS, group.name, "bypass", "DDR (resolver.arpa)")
+                return Answer(packet.nodata(q, (packet.EDE_FILTERED, EDE_TEXT)), verdict)
+        if group.block_ech and q.qtype in (packet.HTTPS, packet.SVCB):
+            verdict = Verdict(Kind.FILTERED, group.name, "ech", "block_ech")
+            ede = (packet.EDE_FILTERED, "filtered: HTTPS/SVCB withheld (ECH)")
+            return Answer(packet.nodata(q, ede), verdict)
+        return None

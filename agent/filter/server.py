@@ -1,0 +1,323 @@
+"""The DNS server: UDP and TCP listeners on asyncio (uvloop; listeners.py), parsing by hand,
+answering by the chain, and handing every answer to metrics, logs and the query-record sinks.
+
+Every packet gets an answer (FORMERR, NOTIMP, REFUSED or SERVFAIL at worst) except ones too
+short to hold a header and responses (answering those could start a loop); both are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agent.filter import mmsg, packet
+from agent.filter.chain import Chain
+from agent.filter.fastpath import FastAnswer
+from agent.filter.listeners import BatchedUdp, Datagram, Stream, TcpProtocol, UdpProtocol
+from agent.filter.metrics import Metrics
+from agent.filter.querylog import QueryRecord, QuerySink
+from agent.filter.request import Pending, Request
+from agent.filter.spec import Endpoint
+from agent.filter.verdict import Answer, Kind, Verdict
+
+log = logging.getLogger(__name__)
+_ERROR_KINDS = {packet.FORMERR: Kind.FORMERR, packet.NOTIMP: Kind.NOTIMP}
+
+
+class DnsServer:
+    """Listens, answers, and lets a reload swap the chain between two packets."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        *,
+        sinks: Sequence[QuerySink] = (),
+        metrics: Metrics | None = None,
+        max_udp_size: int = packet.OUR_UDP_SIZE,
+        tcp_idle_timeout_s: float = 10.0,
+        max_tcp_connections: int = 256,
+        udp_batch: int = mmsg.SLOTS,
+    ) -> None:
+        self.chain = chain  # replaced whole on reload; in-flight queries keep the old one
+        self.sinks = tuple(sinks)
+        self.metrics = metrics
+        self.max_udp_size = max_udp_size
+        self.tcp_idle_timeout_s = tcp_idle_timeout_s
+        self.max_tcp_connections = max_tcp_connections
+        # Datagrams per recvmmsg/sendmmsg (mmsg.py); 0 or no such calls: asyncio's transport.
+        self.udp_batch = udp_batch if mmsg.available() else 0
+        self.tcp_connections = 0
+        self.dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._batched: list[BatchedUdp] = []
+        self._tcp: list[asyncio.Server] = []
+        self.streams: set[Stream] = set()  # open TCP connections
+        self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path checks it
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where the UDP listeners are bound (useful with port 0)."""
+        bound = [t.get_extra_info("sockname") for t in self._udp]
+        bound += [b.datagrams.sock.getsockname() for b in self._batched]
+        return [(host, port) for host, port, *_ in bound]
+
+    async def start(self, listen: Sequence[Endpoint]) -> None:
+        """Bind UDP and TCP on every endpoint; raises OSError if one cannot be bound."""
+        loop = asyncio.get_running_loop()
+        for endpoint in listen:
+            family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((endpoint.host, endpoint.port))
+            except OSError:
+                sock.close()
+                raise
+            port = sock.getsockname()[1]
+            if self.udp_batch:
+                unsent = functools.partial(self.metrics.dropped, "unsent") if self.metrics else None
+                datagrams = mmsg.Datagrams(sock, self.udp_batch, unsent=unsent)
+                batched = BatchedUdp(self, datagrams)
+                loop.add_reader(sock.fileno(), batched.readable)
+                self._batched.append(batched)
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpProtocol(self), sock=sock
+                )
+                self._udp.append(transport)
+            self._tcp.append(
+                await loop.create_server(
+                    lambda: TcpProtocol(self), endpoint.host, port, reuse_address=True
+                )
+            )
+            log.info("listening on %s (UDP and TCP)", endpoint.text)
+
+    async def stop(self) -> None:
+        """Close listeners and connections, then let in-flight answers finish."""
+        for transport in self._udp:
+            transport.close()
+        loop = asyncio.get_running_loop()
+        for batched in self._batched:
+            loop.remove_reader(batched.datagrams.fd)
+            batched.datagrams.close()
+        for server in self._tcp:
+            server.close()
+        for stream in list(self.streams):
+            stream.close()
+        for server in self._tcp:
+            await server.wait_closed()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+        self._udp.clear()
+        self._batched.clear()
+        self._tcp.clear()
+
+    def handle(
+        self, data: bytes, client: str, transport: str, metered: bool = False
+    ) -> tuple[Answer | Pending, Request | None] | None:
+        """Parse and decide (the full path); None means drop (counted). `metered`: the fast
+        path already took this query's rate-limit token."""
+        try:
+            try:
+                q = packet.parse_query(data)
+            except packet.Unusual:
+                # dnslib only for the unusual packets packet.py leaves to it (slow path).
+                from agent.filter import dnscodec
+
+                q = dnscodec.parse_query(data)
+        except packet.PacketError as exc:
+            if exc.rcode is None:
+                self.dropped += 1
+                if self.metrics:
+                    self.metrics.dropped("short" if len(data) < 12 else "response")
+                return None
+            verdict = Verdict(_ERROR_KINDS.get(exc.rcode, Kind.FORMERR), rule=str(exc))
+            return Answer(packet.header_error(exc.msg_id, exc.flags, exc.rcode), verdict), None
+        chain = self.chain
+        request = Request(q, client, transport, chain.clock())
+        request.metered = metered
+        if q.edns and q.edns_version:
+            verdict = Verdict(Kind.FORMERR, rule=f"EDNS version {q.edns_version}")
+            return Answer(packet.error(q, packet.BADVERS), verdict), request
+        try:
+            return chain.resolve(request), request
+        except Exception:  # one bad query must never take the server down
+            log.exception("resolving %s for %s failed", q.qname, client)
+            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+            return Answer(packet.error(q, packet.SERVFAIL), verdict), request
+
+    def fast_resolver(self) -> Callable[[bytes, str], FastAnswer | bool]:
+        """The current chain's fast path (listeners read it once per batch)."""
+        return self.chain.resolve_fast
+
+    def tcp_opened(self, stream: Stream) -> bool:
+        """Count a new TCP connection; False when max_tcp_connections are open."""
+        if self.tcp_connections >= self.max_tcp_connections:
+            return False
+        self.tcp_connections += 1
+        self.streams.add(stream)
+        return True
+
+    def tcp_closed(self, stream: Stream) -> None:
+        """Forget a connection tcp_opened counted."""
+        self.tcp_connections -= 1
+        self.streams.discard(stream)
+
+    def fast(self, data: bytes, client: str) -> FastAnswer | bool:
+        """The compiled chain's answer, or False/True for the full path (see fastpath.py)."""
+        try:
+            return self.chain.resolve_fast(data, client)
+        except Exception:  # never die on one packet: let the full path answer it
+            log.exception("fast path failed on a packet from %s", client)
+            return False
+
+    def answered_fast(self, fast: FastAnswer, data: bytes, client: str, started: float) -> None:
+        """Account for a fast-path answer: metrics, then (if wanted) the log and records."""
+        if self.metrics is not None:
+            self.metrics.answered(fast[1], time.perf_counter() - started)
+        if self.sinks or self.debug:
+            self.record_fast(fast[1], fast[2], fast[3], data, client)
+
+    def answered_batch(
+        self, fast: list[FastAnswer], data: list[bytes], clients: list[str], started: float
+    ) -> None:
+        """Account for a batch of fast-path answers already sent: counted one by one, timed
+        once for the batch (Metrics.answered's count, inlined: this runs per packet)."""
+        metrics = self.metrics
+        if metrics is not None:
+            answers = metrics.answers
+            for answer in fast:
+                key = answer[1].labels
+                answers[key] = answers.get(key, 0) + 1
+            metrics.timed(len(fast), time.perf_counter() - started)
+        if self.sinks or self.debug:
+            for answer, wire, client in zip(fast, data, clients, strict=True):
+                self.record_fast(answer[1], answer[2], answer[3], wire, client)
+
+    def answer_udp(
+        self, data: bytes, client: str, metered: bool, started: float, udp: Datagram, peer: Any
+    ) -> None:
+        """The full path for a UDP query: answer now, or when its upstream replies."""
+        deliver = _Deliver(self, client, started, udp=udp, peer=peer)
+        self._answer(data, client, "udp", metered, deliver)
+
+    def answer_tcp(self, message: bytes, client: str, started: float, stream: Stream) -> None:
+        """The full path for one query of a TCP connection."""
+        deliver = _Deliver(self, client, started, stream=stream)
+        self._answer(message, client, "tcp", False, deliver)
+
+    def _answer(
+        self, data: bytes, client: str, transport: str, metered: bool, deliver: _Deliver
+    ) -> None:
+        result = self.handle(data, client, transport, metered)
+        if result is None:
+            return
+        outcome, request = result
+        if isinstance(outcome, Answer):
+            deliver(outcome, request)
+        else:
+            self.run_later(outcome, request, deliver)
+
+    def finish(self, answer: Answer, request: Request | None, client: str, started: float) -> None:
+        """Account for an answer: metrics, debug log, query records."""
+        verdict = answer.verdict
+        if self.metrics is not None:
+            self.metrics.answered(verdict, time.perf_counter() - started)
+        if request is not None:
+            q = request.query
+            self._record(request.now, client, verdict, q.qname, q.qtype)
+
+    def record_fast(
+        self, verdict: Verdict, qname: str | None, qtype: int, data: bytes, client: str
+    ) -> None:
+        """Log and record a fast-path answer like finish() does for a full-path one."""
+        if qname is None:  # refused before the name was looked at
+            qname = packet.parse_query(data).qname
+        self._record(self.chain.clock(), client, verdict, qname, qtype)
+
+    def _record(self, now: float, client: str, verdict: Verdict, qname: str, qtype: int) -> None:
+        """The debug line and the query record of one answer, from either path."""
+        if self.debug:
+            log.debug("%s %s %s: %s", client, qname, qtype, verdict.describe())
+        if not self.sinks:
+            return
+        record = QueryRecord(
+            int(now * 1000),
+            client,
+            verdict.group,
+            qname,
+            qtype,
+            verdict.kind.value,
+            verdict.category,
+            verdict.rule,
+        )
+        for sink in self.sinks:
+            try:
+                sink.offer(record)
+            except Exception:  # a sink must not raise; if one does, the query still counts
+                log.exception("query sink %r failed", sink)
+
+    def run_later(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
+        """Finish a network-bound answer in a task we keep a reference to."""
+        task = asyncio.ensure_future(self._complete(pending, request, deliver))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
+        try:
+            answer = await pending.run()
+        except Exception:
+            log.exception("answering %s failed", request.query.qname if request else "?")
+            if request is None:
+                return
+            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+            answer = Answer(packet.error(request.query, packet.SERVFAIL), verdict)
+        deliver(answer, request)
+
+    def udp_limit(self, request: Request | None) -> int:
+        """Largest UDP reply for this client: its EDNS size (at least 512), capped by ours."""
+        if request is None:
+            return 512
+        return max(512, min(request.query.reply_limit, self.max_udp_size))
+
+
+class _Deliver:
+    """Sends a finished answer back on the transport it came from."""
+
+    __slots__ = ("client", "peer", "server", "started", "stream", "udp")
+
+    def __init__(
+        self,
+        server: DnsServer,
+        client: str,
+        started: float,
+        udp: Datagram | None = None,
+        peer: Any = None,
+        stream: Stream | None = None,
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.started = started
+        self.udp = udp
+        self.peer = peer
+        self.stream = stream
+
+    def __call__(self, answer: Answer, request: Request | None) -> None:
+        wire = answer.wire
+        if self.udp is not None:
+            if len(wire) > self.server.udp_limit(request) and request is not None:
+                wire = packet.truncated(request.query)
+            if not self.udp.is_closing():
+                self.udp.sendto(wire, self.peer)
+        elif self.stream is not None:
+            self.stream.send(wire)
+        self.server.finish(answer, request, self.client, self.started)

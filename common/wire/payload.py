@@ -1,0 +1,240 @@
+"""Payload documents: canonical JSON, checked against a small versioned schema per kind.
+
+JSON (not CBOR) because it needs no extra dependency on a Pi, a safeguarding lead can read a
+decrypted record, and a third party can implement it from docs/protocol.md alone. Bodies are small
+(a summary is a few KiB) so CBOR's size gain would not matter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from common.wire.errors import OpenError, Reason, WireError
+from common.wire.header import Kind
+
+PAYLOAD_VERSION = 1
+Check = Callable[[Any, str], None]
+
+
+class _SchemaViolation(Exception):
+    pass
+
+
+def _fail(path: str, rule: str) -> None:
+    raise _SchemaViolation(f"{path}: {rule}")
+
+
+def _int(value: Any, path: str) -> None:
+    if type(value) is not int or value < 0:
+        _fail(path, "must be a non-negative integer")
+
+
+def _bool(value: Any, path: str) -> None:
+    if type(value) is not bool:
+        _fail(path, "must be true or false")
+
+
+def _str(max_len: int = 255) -> Check:
+    def check(value: Any, path: str) -> None:
+        if type(value) is not str or len(value) > max_len:
+            _fail(path, f"must be a string of at most {max_len} characters")
+
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any, path: str) -> None:
+        if value not in choices:
+            _fail(path, f"must be one of {', '.join(choices)}")
+
+    return check
+
+
+def _scalar(value: Any, path: str) -> None:
+    if type(value) not in (str, int, bool) or (type(value) is str and len(value) > 1024):
+        _fail(path, "must be a string (<=1024), integer or boolean")
+
+
+def _list(item: Check, max_len: int) -> Check:
+    def check(value: Any, path: str) -> None:
+        if type(value) is not list or len(value) > max_len:
+            _fail(path, f"must be a list of at most {max_len} items")
+        for i, element in enumerate(value):
+            item(element, f"{path}[{i}]")
+
+    return check
+
+
+def _map(item: Check, max_len: int = 256) -> Check:
+    def check(value: Any, path: str) -> None:
+        if type(value) is not dict or len(value) > max_len:
+            _fail(path, f"must be an object of at most {max_len} entries")
+        for key, element in value.items():
+            if len(key) > 255:
+                _fail(path, "keys must be at most 255 characters")
+            item(element, f"{path}.{key}")
+
+    return check
+
+
+def _obj(required: Mapping[str, Check], optional: Mapping[str, Check] | None = None) -> Check:
+    optional = optional or {}
+
+    def check(value: Any, path: str) -> None:
+        if type(value) is not dict:
+            _fail(path, "must be an object")
+        for key in required:
+            if key not in value:
+                _fail(f"{path}.{key}", "is required")
+        for key, element in value.items():
+            rule = required.get(key) or optional.get(key)
+            if rule is None:
+                _fail(f"{path}.{key}", "is not a known field")
+            else:
+                rule(element, f"{path}.{key}")
+
+    return check
+
+
+def _version(value: Any, path: str) -> None:
+    if value != PAYLOAD_VERSION or type(value) is not int:
+        _fail(path, f"must be {PAYLOAD_VERSION}")
+
+
+_CLIENT = _obj(
+    {"ip": _str(64), "group": _str(63)},
+    {"mac": _str(32), "user": _str(255), "hostname": _str(255)},
+)
+_BLOCKED = _obj({"name": _str(255), "category": _str(63), "count": _int})
+_ALLOWED = _obj({"domain": _str(255), "count": _int})
+
+_ENROLL_REQUEST = _obj(
+    {"v": _version, "token": _str(255), "class": _str(63), "reply_key": _str(64)},
+    {
+        "hostname": _str(255),
+        "group": _str(63),
+        "beacon_key": _str(64),
+        "detail": _map(_scalar, 64),
+    },
+)
+# The hub answers with the same kind, sealed to the request's reply key (docs/enrolment.md).
+_ENROLL_REPLY = _obj(
+    {"v": _version, "status": _one_of("ok", "refused")},
+    {
+        "reason": _str(63),
+        "detail": _str(255),
+        "site": _str(63),
+        "device": _str(63),
+        "class": _str(63),
+        "group": _str(63),
+        "hub": _map(lambda v, p: None, 16),  # common.identity.hub_document; parsed by the device
+        "policy": _str(400_000),  # base64 of the device's signed policy
+        "mqtt": _map(_scalar, 8),
+    },
+)
+
+
+def _enroll(value: Any, path: str) -> None:
+    is_reply = type(value) is dict and "status" in value
+    (_ENROLL_REPLY if is_reply else _ENROLL_REQUEST)(value, path)
+
+
+SCHEMAS: dict[Kind, Check] = {
+    Kind.SUMMARY: _obj(
+        {
+            "v": _version,
+            "source": _one_of("dns", "agent"),
+            "start": _int,
+            "end": _int,
+            "client": _CLIENT,
+            "counts": _map(_int),
+            "categories": _map(_int),
+            "blocked": _list(_BLOCKED, 10_000),
+            "first_seen": _int,
+            "last_seen": _int,
+        },
+        {
+            "top_allowed": _list(_ALLOWED, 1_000),
+            "location": _one_of("onsite", "offsite", "unknown"),
+            "policy_version": _int,
+            "counts_only": _bool,
+        },
+    ),
+    Kind.EVENT: _obj(
+        {"v": _version, "type": _str(63), "at": _int},
+        {
+            "category": _str(63),
+            "name": _str(255),
+            "client": _CLIENT,
+            "count": _int,
+            "detail": _map(_scalar, 64),
+        },
+    ),
+    Kind.HEARTBEAT: _obj(
+        {"v": _version, "uptime_s": _int, "policy_version": _int},
+        {
+            "location": _one_of("onsite", "offsite", "unknown"),
+            "clean_stop": _bool,
+            "filter_active": _bool,
+            "resolver": _str(255),
+            "software": _str(63),
+        },
+    ),
+    Kind.ENROLL: _enroll,
+    # Policies are hub-authored; hub/policy checks their full shape. The wire layer checks the frame.
+    Kind.POLICY: _obj(
+        {"v": _version, "site": _str(63)}, {"document": _map(lambda v, p: None, 1024)}
+    ),
+}
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _SchemaViolation(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise _SchemaViolation(f"{name} is not valid JSON")
+
+
+def validate(kind: Kind, document: Any) -> None:
+    """Raise OpenError(schema) unless `document` fits the schema of `kind`."""
+    try:
+        SCHEMAS[kind](document, "$")
+    except _SchemaViolation as exc:
+        raise OpenError(Reason.SCHEMA, str(exc)) from exc
+    except RecursionError as exc:
+        raise OpenError(Reason.SCHEMA, "nested too deeply") from exc
+
+
+def encode(kind: Kind, document: Mapping[str, Any]) -> bytes:
+    """Canonical JSON bytes of a valid document; raises WireError if it does not fit the schema."""
+    try:
+        validate(kind, dict(document))
+    except OpenError as exc:
+        raise WireError(
+            f"payload does not fit the {kind.name.lower()} schema: {exc.detail}"
+        ) from exc
+    text = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def decode(kind: Kind, body: bytes) -> dict[str, Any]:
+    """Parse and check a body; raises OpenError(schema) for anything that is not a valid document."""
+    try:
+        document = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+        )
+    except (UnicodeDecodeError, ValueError, _SchemaViolation, RecursionError) as exc:
+        raise OpenError(Reason.SCHEMA, f"not a JSON document: {exc}") from exc
+    validate(kind, document)
+    assert isinstance(document, dict)  # validate() guarantees an object
+    return document
