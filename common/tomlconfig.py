@@ -6,103 +6,209 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
 from common.errors import ConfigError
 
-T = TypeVar("T")
-_MISSING: Any = object()
+Check = Callable[[str], str | None]  # returns the rule a value breaks, or None
 
 
-def load_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning I/O and syntax errors into ConfigError."""
+class _Missing:
+    """The default of a required key (None is a real default for optional getters)."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Missing()
+
+
+def load_toml(path: Path) -> dict[str, object]:
+    """Parse a TOML file, turning I/O and syntax errors into ConfigError. A UTF-8 byte-order
+    mark (Windows Notepad writes one) is accepted."""
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        return tomllib.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-class Section:
-    """One TOML table being read. Call done() at the end to reject unknown keys."""
+def toml_value(value: object) -> str:
+    """A value as TOML would write it (messages show what the user wrote, not Python's repr)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "(missing)"
+    return str(value)
 
-    def __init__(self, name: str, table: Any, source: str = "") -> None:
+
+class Section:
+    """One TOML table being read, with one typed getter per kind of value. Call done() at the
+    end to reject unknown keys."""
+
+    def __init__(self, name: str, table: object, source: str = "") -> None:
         self.name = name
         self.source = source
         if not isinstance(table, dict):
             self.fail("", table, "must be a table")
-        self._table: dict[str, Any] = table
+        self._table: dict[str, object] = table
         self._seen: set[str] = set()
 
-    def fail(self, key: str, value: Any, rule: str) -> NoReturn:
+    def fail(self, key: str, value: object, rule: str) -> NoReturn:
         """Raise a ConfigError naming where, what and why."""
         where = f"[{self.name}]" + (f" {key}" if key else "")
         prefix = f"{self.source}: " if self.source else ""
-        raise ConfigError(f"{prefix}{where} = {value!r}: {rule}")
+        raise ConfigError(f"{prefix}{where} = {toml_value(value)}: {rule}")
 
     def has(self, key: str) -> bool:
         """True if the key is present."""
         return key in self._table
 
-    def _get(self, key: str, default: Any, kind: type | tuple[type, ...], rule: str) -> Any:
+    def _value(self, key: str, required: bool) -> object:
+        """The raw value, None if absent and optional; marks the key as read."""
         self._seen.add(key)
         if key not in self._table:
-            if default is _MISSING:
+            if required:
                 self.fail(key, None, "is required")
-            return default
-        value = self._table[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
-            self.fail(key, value, rule)
-        return value
+            return None
+        return self._table[key]
 
-    def text(
-        self, key: str, default: Any = _MISSING, check: Callable[[str], str | None] | None = None
-    ) -> Any:
-        """A string; `check` returns an error rule or None."""
-        value = self._get(key, default, str, "must be a string")
-        if check is not None and isinstance(value, str):
+    def _text(self, key: str, required: bool, check: Check | None) -> str | None:
+        value = self._value(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(key, value, "must be a string")
+        if check is not None:
             problem = check(value)
             if problem:
                 self.fail(key, value, problem)
         return value
 
-    def integer(
-        self, key: str, default: Any = _MISSING, lo: int | None = None, hi: int | None = None
-    ) -> Any:
-        """An integer within [lo, hi]."""
-        value = self._get(key, default, int, "must be an integer")
-        if isinstance(value, int) and not isinstance(value, bool):
-            if lo is not None and value < lo:
-                self.fail(key, value, f"must be at least {lo}")
-            if hi is not None and value > hi:
-                self.fail(key, value, f"must be at most {hi}")
+    def text(self, key: str, default: str | _Missing = REQUIRED, check: Check | None = None) -> str:
+        """A string (required unless a default is given); `check` returns a rule or None."""
+        value = self._text(key, isinstance(default, _Missing), check)
+        if value is None:
+            assert isinstance(default, str)
+            return default
         return value
 
-    def flag(self, key: str, default: Any = _MISSING) -> Any:
-        """true or false."""
-        return self._get(key, default, bool, "must be true or false")
+    def optional_text(self, key: str, check: Check | None = None) -> str | None:
+        """A string, or None when the key is absent."""
+        return self._text(key, False, check)
+
+    def _integer(self, key: str, required: bool, lo: int | None, hi: int | None) -> int | None:
+        value = self._value(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.fail(key, value, "must be an integer")
+        if lo is not None and value < lo:
+            self.fail(key, value, f"must be at least {lo}")
+        if hi is not None and value > hi:
+            self.fail(key, value, f"must be at most {hi}")
+        return value
+
+    def integer(
+        self,
+        key: str,
+        default: int | _Missing = REQUIRED,
+        lo: int | None = None,
+        hi: int | None = None,
+    ) -> int:
+        """An integer within [lo, hi] (required unless a default is given)."""
+        value = self._integer(key, isinstance(default, _Missing), lo, hi)
+        if value is None:
+            assert isinstance(default, int)
+            return default
+        return value
+
+    def optional_integer(self, key: str, lo: int | None = None, hi: int | None = None) -> int | None:
+        """An integer within [lo, hi], or None when the key is absent."""
+        return self._integer(key, False, lo, hi)
+
+    def flag(self, key: str, default: bool | _Missing = REQUIRED) -> bool:
+        """true or false (required unless a default is given)."""
+        value = self._value(key, isinstance(default, _Missing))
+        if value is None:
+            assert isinstance(default, bool)
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, value, "must be true or false")
+        return value
 
     def text_list(
-        self, key: str, default: Any = _MISSING, rule: str = "must be a list of strings"
-    ) -> Any:
+        self,
+        key: str,
+        default: list[str] | _Missing = REQUIRED,
+        rule: str = "must be a list of strings",
+    ) -> list[str]:
         """A list of strings (`rule` is the message when it is not one)."""
-        value = self._get(key, default, list, rule)
-        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        value = self._value(key, isinstance(default, _Missing))
+        if value is None:
+            assert isinstance(default, list)
+            return list(default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.fail(key, value, rule)
+        return [str(v) for v in value]
+
+    def optional_text_list(
+        self, key: str, rule: str = "must be a list of strings"
+    ) -> list[str] | None:
+        """A list of strings, or None when the key is absent."""
+        if not self.has(key):
+            self._seen.add(key)
+            return None
+        return self.text_list(key, rule=rule)
+
+    def table(self, key: str, default: dict[str, object] | _Missing = REQUIRED) -> dict[str, object]:
+        """A sub-table, raw (wrap it in a Section to read it)."""
+        value = self.optional_table(key) if isinstance(default, dict) else self._table_of(key)
+        return dict(default) if value is None and isinstance(default, dict) else value or {}
+
+    def optional_table(self, key: str) -> dict[str, object] | None:
+        """A sub-table, or None when the key is absent."""
+        value = self._value(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(key, value, "must be a table")
         return value
 
-    def table(self, key: str, default: Any = _MISSING) -> Any:
-        """A sub-table (returned raw; wrap it in a Section to read it)."""
-        return self._get(key, default, dict, "must be a table")
+    def _table_of(self, key: str) -> dict[str, object]:
+        value = self._value(key, True)
+        if not isinstance(value, dict):
+            self.fail(key, value, "must be a table")
+        return value
 
-    def tables(self, key: str) -> list[Any]:
+    def section(self, key: str) -> Section:
+        """A sub-table as a Section of its own (an absent one reads as empty)."""
+        return Section(f"{self.name}.{key}", self.table(key, {}), self.source)
+
+    def tables(self, key: str) -> list[dict[str, object]]:
         """An array of tables ([[key]]); empty if absent."""
-        value = self._get(key, [], list, "must be an array of tables ([[...]])")
-        if not all(isinstance(v, dict) for v in value):
+        value = self._value(key, False)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             self.fail(key, value, "must be an array of tables ([[...]])")
         return list(value)
+
+    def keys(self) -> list[str]:
+        """The keys present in this table, in file order."""
+        return list(self._table)
 
     def done(self) -> None:
         """Reject keys nobody asked for: a typo must not silently fall back to a default."""

@@ -12,10 +12,10 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from hub.errors import HubError, StoreError
-from hub.model import Alert, AlertListener
+from hub.model import Alert
 from hub.store import Database, Row
 from hub.store.devices import devices_where
 
@@ -30,6 +30,14 @@ _COLUMNS = (
     "id, rule, severity, site, device, device_class, grp, status, first_seen_ms, last_seen_ms, "
     "count, summary, evidence, dedup_key"
 )
+
+
+class AlertListener(Protocol):
+    """Told about every new or escalated alert, inside the transaction that wrote it, so that
+    follow-up rows (notification outbox) commit atomically with the alert."""
+
+    def on_alert(self, db: Database, alert: Alert, escalated: bool) -> None:
+        """Record whatever must follow from this alert (e.g. queue notifications)."""
 
 
 class AlertError(HubError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from common.tomlconfig import Section, load_toml
@@ -38,9 +37,17 @@ class HubConfig:
     suite: SuiteId = SuiteId.MLKEM768_X25519
     web_listen: str = "127.0.0.1:8080"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
-    extra: dict[str, Any] = field(
-        default_factory=dict
-    )  # sections later issues read (rules, notify)
+    # The sections each part of the hub reads for itself (rules, notify, policy...), raw.
+    extra: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def section(self, name: str) -> Section:
+        """One of the sections the hub's parts read for themselves, as a Section (an absent
+        one reads as empty)."""
+        return Section(name, self.extra.get(name, {}), str(self.path))
+
+    def table(self, name: str) -> dict[str, object]:
+        """The raw table of one of those sections (empty when absent)."""
+        return self.extra.get(name, {})
 
     @property
     def keys_dir(self) -> Path:
@@ -112,11 +119,11 @@ def load_config(path: Path) -> HubConfig:
         url=m.text("url", "mqtt://127.0.0.1:1883", check=_mqtt_url),
         client_id=m.text("client_id", "hedgerow-hub"),
         shared=m.flag("shared", False),
-        username=m.text("username", None),
-        password_file=_path(m.text("password_file", None), base),
-        ca=_path(m.text("ca", None), base),
-        cert=_path(m.text("cert", None), base),
-        key=_path(m.text("key", None), base),
+        username=m.optional_text("username"),
+        password_file=_path(m.optional_text("password_file"), base),
+        ca=_path(m.optional_text("ca"), base),
+        cert=_path(m.optional_text("cert"), base),
+        key=_path(m.optional_text("key"), base),
         session_expiry_s=m.integer("session_expiry_s", 7 * 86400, lo=86400),
     )
     m.done()

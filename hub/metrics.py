@@ -12,7 +12,6 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from common.tomlconfig import Section
 from hub.config import HubConfig
 from hub.errors import HubError
 
@@ -23,7 +22,7 @@ DEFAULT_LISTEN = "127.0.0.1:9154"
 
 def metrics_listen(config: HubConfig) -> tuple[str, int] | None:
     """[metrics] listen = "host:port" (default 127.0.0.1:9154); "" turns the endpoint off."""
-    section = Section("metrics", config.extra.get("metrics", {}), str(config.path))
+    section = config.section("metrics")
     listen = section.text("listen", DEFAULT_LISTEN)
     section.done()
     if listen == "":

@@ -7,10 +7,9 @@ read Alert. Keeping them here lets each part be written and tested on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from common.wire.header import Kind
-from hub.store import Database
 
 DEVICE_CLASSES = ("pupil-laptop", "staff-laptop", "sinkhole")
 ALERT_STATUSES = ("open", "acknowledged", "closed")
@@ -94,11 +93,3 @@ class Alert:
             "summary": self.summary,
             "evidence": list(self.evidence),
         }
-
-
-class AlertListener(Protocol):
-    """Told about every new or escalated alert, inside the transaction that wrote it, so that
-    follow-up rows (notification outbox) commit atomically with the alert."""
-
-    def on_alert(self, db: Database, alert: Alert, escalated: bool) -> None:
-        """Record whatever must follow from this alert (e.g. queue notifications)."""

@@ -85,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     attempt(lambda: keys.append(HubKeys(config.keys_dir)))
     attempt(lambda: load_rules(config))
     attempt(lambda: load_notify_settings(config))  # [notify] and [contacts.*]
-    attempt(lambda: parse_policy(config.extra.get("policy", {}), str(config.path)))
+    attempt(lambda: parse_policy(config.table("policy"), str(config.path)))
     attempt(lambda: load_retention(config))
     attempt(lambda: metrics_listen(config))
     attempt(lambda: load_ingest_settings(config))

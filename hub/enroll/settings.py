@@ -39,7 +39,7 @@ def load_enroll_settings(config: HubConfig, *, find_program: bool = False) -> En
     """Read [enroll] strictly (defaults when absent). With `find_program` (hedgerow-hub
     check), broker_reload's program must also exist now; serve and the commands only report
     a missing program when they run it, so an enrolment never fails for it."""
-    sec = Section("enroll", config.extra.get("enroll", {}), str(config.path))
+    sec = config.section("enroll")
     rate = sec.integer("rate_per_minute", 10, lo=1, hi=10_000)
     site_rate = sec.integer("site_rate_per_minute", 10, lo=1, hi=10_000)
     broker_dir = config.data / sec.text("broker_dir", "mosquitto")
@@ -56,8 +56,8 @@ def load_enroll_settings(config: HubConfig, *, find_program: bool = False) -> En
 
 def _reload_command(sec: Section, find_program: bool) -> tuple[str, ...] | None:
     key = "broker_reload"
-    argv = sec.text_list(
-        key, None, rule=f"must be an argv list such as {RELOAD_EXAMPLE}, never a shell string"
+    argv = sec.optional_text_list(
+        key, rule=f"must be an argv list such as {RELOAD_EXAMPLE}, never a shell string"
     )
     if argv is None:
         return None

@@ -33,7 +33,7 @@ def auto_workers(cores: int | None = None) -> int:
 
 def load_ingest_settings(config: HubConfig) -> IngestSettings:
     """Read [ingest] strictly: workers = "auto" (the default) or 0..64."""
-    table = config.extra.get("ingest", {})
+    table = config.table("ingest")
     section = Section("ingest", table, str(config.path))
     value = table.get("workers", AUTO)
     if value == AUTO:

@@ -35,7 +35,7 @@ def next_digest_ms(now_ms: int, hour_utc: int) -> int:
 
 
 class NotificationOutbox:
-    """An AlertListener (hub.model) that queues notifications for every matching contact."""
+    """An AlertListener (hub.alerts) that queues notifications for every matching contact."""
 
     def __init__(self, config: HubConfig, *, clock: Callable[[], int] = wall_ms) -> None:
         self.settings: NotifySettings = load_notify_settings(config)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from common.tomlconfig import Section
@@ -107,15 +106,15 @@ def _file(raw: str | None, base: Path) -> Path | None:
     return None if raw is None else (base / raw).resolve()
 
 
-def _smtp(table: Any, source: str, base: Path) -> SmtpSettings:
+def _smtp(table: object, source: str, base: Path) -> SmtpSettings:
     sec = Section("notify.smtp", table, source)
     smtp = SmtpSettings(
         host=sec.text("host"),
         port=sec.integer("port", 587, lo=1, hi=65535),
         starttls=sec.flag("starttls", True),
-        username=sec.text("username", None),
-        password_file=_file(sec.text("password_file", None), base),
-        ca_file=_file(sec.text("ca_file", None), base),
+        username=sec.optional_text("username"),
+        password_file=_file(sec.optional_text("password_file"), base),
+        ca_file=_file(sec.optional_text("ca_file"), base),
         timeout_s=sec.integer("timeout_s", 30, lo=1, hi=600),
     )
     sec.done()
@@ -124,15 +123,15 @@ def _smtp(table: Any, source: str, base: Path) -> SmtpSettings:
     return smtp
 
 
-def _contact(contact_id: str, table: Any, source: str) -> Contact:
+def _contact(contact_id: str, table: object, source: str) -> Contact:
     sec = Section(f"contacts.{contact_id}", table, source)
     if not valid_name(contact_id):
         sec.fail("", contact_id, "contact ids must be 1-63 chars of [a-z0-9._-]")
     contact = Contact(
         id=contact_id,
         name=sec.text("name", contact_id),
-        email=sec.text("email", None, check=_email),
-        webhook=sec.text("webhook", None, check=_webhook),
+        email=sec.optional_text("email", check=_email),
+        webhook=sec.optional_text("webhook", check=_webhook),
         min_severity=sec.integer("min_severity", 3, lo=1, hi=5),
         sites=tuple(sec.text_list("sites", [])),
     )
@@ -146,8 +145,8 @@ def load_notify_settings(config: HubConfig) -> NotifySettings:
     """Read [notify] and [contacts]; raises ConfigError naming section, key, value and rule."""
     source = str(config.path)
     base = config.path.parent
-    sec = Section("notify", config.extra.get("notify", {}), source)
-    raw_smtp = sec.table("smtp", None)
+    sec = config.section("notify")
+    raw_smtp = sec.optional_table("smtp")
     settings = NotifySettings(
         sender=sec.text("from", "hedgerow@localhost", check=_email),
         base_url=sec.text("base_url", f"http://{config.web_listen}").rstrip("/"),
@@ -159,7 +158,7 @@ def load_notify_settings(config: HubConfig) -> NotifySettings:
         smtp=None if raw_smtp is None else _smtp(raw_smtp, source, base),
         contacts=tuple(
             _contact(cid, table, source)
-            for cid, table in sorted(config.extra.get("contacts", {}).items())
+            for cid, table in sorted(config.table("contacts").items())
         ),
     )
     sec.done()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from common.identity import DEVICE_CLASSES
 from common.tomlconfig import Section, load_toml
@@ -53,7 +52,7 @@ def _name(value: str) -> str | None:
     return None if valid_name(value) else "must be 1-63 chars of [a-z0-9._-]"
 
 
-def parse_policy(table: Any, source: str) -> PolicySettings:
+def parse_policy(table: object, source: str) -> PolicySettings:
     """Read a [policy] table strictly; raises ConfigError naming the key and the rule."""
     sec = Section("policy", table, source)
     default_group = sec.text("default_group", "pupils", check=_name)
@@ -62,7 +61,7 @@ def parse_policy(table: Any, source: str) -> PolicySettings:
         if cls not in DEVICE_CLASSES:
             sec.fail("counts_only_classes", cls, f"must be one of {', '.join(DEVICE_CLASSES)}")
     interval = sec.integer("summary_interval_s", 300, lo=30, hi=86400)
-    raw_groups = sec.table("groups", None)
+    raw_groups = sec.optional_table("groups")
     groups: list[GroupPolicy] = []
     if raw_groups is None:
         groups = [GroupPolicy(n, b) for n, b in DEFAULT_GROUPS]
@@ -97,4 +96,4 @@ def load_policy_settings(config: HubConfig, site: str) -> PolicySettings:
         settings = parse_policy(root.table("policy"), str(path))
         root.done()
         return settings
-    return parse_policy(config.extra.get("policy", {}), str(config.path))
+    return parse_policy(config.table("policy"), str(config.path))

@@ -9,7 +9,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.tomlconfig import Section
@@ -170,7 +169,7 @@ def _severity(section: Section, key: str, default: int) -> int:
 
 
 def _hours(section: Section, key: str, default: Hours | None) -> Hours | None:
-    text = section.text(key, None)
+    text = section.optional_text(key)
     if text is None:
         return default
     parsed = parse_hours(text)
@@ -317,7 +316,7 @@ def _security(s: Section) -> SecurityRule:
     return rule
 
 
-def parse_rules(raw: Any, source: str = "") -> RulesConfig:
+def parse_rules(raw: object, source: str = "") -> RulesConfig:
     """Validate a raw [rules] table. Raises ConfigError naming section, key, value and rule."""
     root = Section("rules", raw, source)
     bypass = _bypass(_sub(root, "bypass"))

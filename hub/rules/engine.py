@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec
 
-from hub.alerts import Finding, record_many
+from hub.alerts import AlertListener, Finding, record_many
 from hub.config import load_config
 from hub.errors import StoreError
-from hub.model import AlertListener, StoredReport
+from hub.model import StoredReport
 from hub.rules import blocked, bypass, offsite, security, silent, tamper
 from hub.rules.config import RulesConfig, load_rules
 from hub.store import Database

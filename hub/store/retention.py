@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from common.tomlconfig import Section
 from hub.config import HubConfig
 from hub.store.database import Database
 
@@ -43,7 +42,7 @@ class PurgeCounts:
 
 def load_retention(config: HubConfig) -> Retention:
     """Read [retention] strictly (unknown keys and out-of-range values are ConfigErrors)."""
-    section = Section("retention", config.extra.get("retention", {}), str(config.path))
+    section = config.section("retention")
     retention = Retention(
         summaries_days=section.integer("summaries_days", 90, lo=1, hi=36_500),
         alerts_days=section.integer("alerts_days", 456, lo=1, hi=36_500),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
@@ -53,7 +53,7 @@ def _upstream(text: str) -> UpstreamServer:
     return UpstreamServer(endpoint.host, endpoint.port, tls, server_name or None, text)
 
 
-def _problem(check: Any, value: str) -> str | None:
+def _problem(check: Callable[[str], object], value: str) -> str | None:
     try:
         check(value)
     except ValueError as exc:
@@ -61,7 +61,7 @@ def _problem(check: Any, value: str) -> str | None:
     return None
 
 
-def _networks(sec: Section, key: str, default: Any = None) -> tuple[Network, ...]:
+def _networks(sec: Section, key: str, default: list[str] | None = None) -> tuple[Network, ...]:
     values = sec.text_list(key, default) if default is not None else sec.text_list(key)
     out = []
     for value in values:
@@ -188,7 +188,7 @@ def _schedule(sec: Section, block: tuple[str, ...]) -> tuple[tuple[str, Schedule
 
 
 def _group(
-    name: str, table: Any, source: str, known: tuple[str, ...], statutory: frozenset[str]
+    name: str, table: object, source: str, known: tuple[str, ...], statutory: frozenset[str]
 ) -> GroupSpec:
     sec = Section(f"groups.{name}", table, source)
     if not NAME.match(name):
@@ -302,11 +302,11 @@ def load_config(path: Path) -> DnsConfig:
     _check_groups(root, groups, server.allow_clients)
     default_sec = Section("default", root.table("default", {}), source)
     names = [g.name for g in groups]
-    default_group = default_sec.text(
-        "group",
-        names[0] if len(names) == 1 else None,
-        lambda v: None if v in names else f"no [groups.{v}] is defined",
+    default_group = default_sec.optional_text(
+        "group", lambda v: None if v in names else f"no [groups.{v}] is defined"
     )
+    if default_group is None and len(names) == 1:
+        default_group = names[0]
     if default_group is None:
         default_sec.fail("group", None, "is required when there is more than one group")
     blocked = default_sec.text("blocked_answer", "null", _blocked_answer)
