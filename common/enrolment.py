@@ -1,7 +1,7 @@
 """Enrolment as both sides speak it: the token format, the broker account of devices not yet
 enrolled, the bundle's type and the enrolment errors (docs/enrolment.md).
 
-The device's enrolment client is agent/enroll.py; the hub's side is hub/enroll/.
+The device's enrolment client is agent/enrolment_client.py; the hub's side is hub/enroll/.
 """
 
 from __future__ import annotations

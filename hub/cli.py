@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import run
+from common.cli_runner import run
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from agent.enroll import build_request, finish
+from agent.enrolment_client import build_request, finish
 from agent.report.mqtt import MqttSession
 from common.enrolment import EnrollToken
 from common.identity import Identity, MqttCredentials
 from common.wire import OpenError
 from hub.config import HubConfig, load_config
 from hub.datadir import init_data_dir
-from hub.enroll.service import EnrollService
+from hub.enroll.answer import EnrollService
 from hub.enroll.tokens import create_token
 from hub.keys import HubKeys
 from hub.policy.publish import publish_all

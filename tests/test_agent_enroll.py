@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import enroll_from_bundle
+from agent.enrolment_client import enroll_from_bundle
 from agent.policy_client import current_policy
 from common.enrolment import EnrollError, EnrollToken, hub_fingerprint
 from common.identity import Identity
@@ -118,7 +118,7 @@ def test_token_create_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_enroll_arguments_for_the_device_clis(tmp_path: Path) -> None:
     import argparse
 
-    from agent.enroll import add_enroll_arguments, enroll_from_args
+    from agent.enrolment_client import add_enroll_arguments, enroll_from_args
 
     parser = argparse.ArgumentParser()
     add_enroll_arguments(parser, "sinkhole")

@@ -190,7 +190,7 @@ async def main() -> None:
 
 asyncio.run(main())
 heavy = ("cryptography", "paho", "prometheus_client", "dnslib", "agent.report", "common.wire",
-         "common.beacon", "agent.enroll", "common.identity", "urllib.request")
+         "common.beacon_statement", "agent.enrolment_client", "common.identity", "urllib.request")
 print(" ".join(sorted(m for m in sys.modules if m.startswith(heavy))))
 """
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
-from agent.filter.lists import index as I, reader as R, split as S
+from agent.filter.lists import index as I, parser as R, split as S
 from agent.filter.lists.model import ListError
 
 started = []

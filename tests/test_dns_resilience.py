@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dnslib
 
-from common.beacon import verify_statement
+from common.beacon_statement import verify_statement
 from common.identity import Identity, MqttCredentials
 from common.wire.header import SuiteId
 from common.wire.signing import SigningKey

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import enroll_from_bundle, enroll_online
+from agent.enrolment_client import enroll_from_bundle, enroll_online
 from agent.report.errors import LinkError
 from agent.report.mqtt import MqttSession
 from common.identity import Identity, MqttCredentials
 from hub.cli import main
 from hub.config import load_config
+from hub.daemon import HubService
 from hub.enroll.reload import run_reload
-from hub.serve import HubService
 from hub.store.devices import get_device
 from tests.enroll_fixtures import SITE, Hub, make_hub
 from tests.services import Mosquitto, mosquitto

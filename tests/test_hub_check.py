@@ -9,9 +9,9 @@ import pytest
 
 from hub.cli import main
 from hub.config import load_config
+from hub.daemon import HubService
 from hub.datadir import init_data_dir
 from hub.ingest.settings import WORKERS_RULE, auto_workers, load_ingest_settings
-from hub.serve import HubService
 
 SITE = "cape-primary"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import enroll_online
+from agent.enrolment_client import enroll_online
 from agent.policy_client import accepted_versions, current_policy
 from agent.report.mqtt import MqttSession
 from common.enrolment import EnrollError, EnrollRefused, EnrollToken

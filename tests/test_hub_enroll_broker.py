@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import enroll_from_bundle
+from agent.enrolment_client import enroll_from_bundle
 from agent.report.errors import LinkError
 from agent.report.mqtt import MqttSession
 from common.enrolment import ENROLL_PASSWORD, ENROLL_USER

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import build_request
+from agent.enrolment_client import build_request
 from common.enrolment import EnrollRefused, EnrollToken
+from hub.enroll.answer import EnrollService
 from hub.enroll.ratelimit import RateLimiter
-from hub.enroll.service import EnrollService
 from hub.enroll.tokens import parse_duration, token_hash
 from hub.errors import HubError
 from hub.store.devices import list_devices

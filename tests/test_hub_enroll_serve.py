@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.enroll import enroll_online
+from agent.enrolment_client import enroll_online
 from agent.policy_client import current_policy
 from common.identity import Identity
-from hub.serve import HubService
+from hub.daemon import HubService
 from tests.enroll_fixtures import SITE, make_hub
 from tests.services import Mosquitto
 

@@ -12,12 +12,12 @@ import pytest
 
 from common.wire import Kind, SigningKey
 from hub.config import HubConfig
+from hub.daemon import HubService
 from hub.ingest.worker import BatchLimits, IngestWorker
 from hub.keys import HubKeys
 from hub.metrics import HubMetrics
 from hub.model import StoredReport
 from hub.mqtt import MqttConnection, report_filter
-from hub.serve import HubService
 from hub.store import Database
 from hub.store.devices import revoke_device
 from hub.store.rejections import rejection_counts
@@ -312,7 +312,7 @@ def test_bad_site_policy_file_is_logged_and_ingest_still_starts(
     (policy_dir / f"{SITE}.toml").write_text("[policy]\nsummary_interval_s = 5\n")
     device = enrol(hub_config)
     service = HubService(hub_config, rules=rules)
-    with caplog.at_level(logging.ERROR, logger="hub.serve"):
+    with caplog.at_level(logging.ERROR, logger="hub.daemon"):
         service.start()
     try:
         assert service.wait_ready(30)

@@ -13,6 +13,7 @@ import pytest
 from common.wire import Header, Kind, SigningKey
 from common.wire.envelope import Duplicate, Opened
 from hub.config import HubConfig
+from hub.daemon import HubService
 from hub.ingest.ahead import jobs_of, merge, screen_batch
 from hub.ingest.commit import Committer
 from hub.ingest.directory import CachedDirectory
@@ -21,10 +22,9 @@ from hub.ingest.pipeline import Opener, Rejected, ToOpen
 from hub.keys import HubKeys
 from hub.metrics import HubMetrics
 from hub.mqtt import Incoming
-from hub.serve import HubService
 from hub.store import Database
 from hub.store.devices import revoke_device
-from hub.store.replay import StoreReplayGuard
+from hub.store.replay_guard import StoreReplayGuard
 from tests.hub_ingest_fixtures import (
     SimDevice,
     enrol,

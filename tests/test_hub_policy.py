@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.enroll import check_hub_keys, enroll_from_bundle
+from agent.enrolment_client import check_hub_keys, enroll_from_bundle
 from agent.policy_client import accept_policy, accepted_versions
 from agent.report.mqtt import MqttSession
 from common.enrolment import EnrollError, hub_fingerprint

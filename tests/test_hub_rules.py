@@ -11,8 +11,8 @@ import pytest
 
 from hub.errors import StoreError
 from hub.rules import RuleEngine, RulesConfig
-from hub.rules.config import OffsiteRule
 from hub.rules.hours import Hours
+from hub.rules.settings import OffsiteRule
 from hub.store import Database
 from tests.test_hub_rules_support import (
     DAY,

@@ -14,8 +14,8 @@ from common.errors import ConfigError
 from hub.config import load_config
 from hub.datadir import init_data_dir
 from hub.rules import RuleEngine, RulesConfig, load_rules, parse_rules
-from hub.rules.config import CategoryRule
 from hub.rules.hours import Hours, parse_hours
+from hub.rules.settings import CategoryRule
 
 BAD_RULES: list[tuple[dict[str, Any], str]] = [
     ({"timezone": "Mars/Olympus"}, "[rules] timezone = \"Mars/Olympus\": must be an IANA time zone"),

@@ -10,7 +10,7 @@ import pytest
 
 from common.wire import Header, Kind, OpenError, SuiteId
 from hub.store import Database, sqlite_url
-from hub.store.replay import StoreReplayGuard
+from hub.store.replay_guard import StoreReplayGuard
 from hub.store.reports import NewReport, insert_reports
 
 

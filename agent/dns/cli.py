@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hedgerow-dns console script."""
     if argv is None:
         _pin_before_imports(sys.argv[1:])
-    from common.cli import run
+    from common.cli_runner import run
 
     return run("hedgerow-dns", build_parser(argv).parse_args(argv))
 

@@ -26,7 +26,7 @@ from agent.filter.groups import GroupPolicy, build_policy
 from agent.filter.lists import ListError
 from agent.filter.lists.load import readable_copy
 from agent.filter.lists.model import SELF_BLOCK
-from agent.filter.lists.reader import read_lines
+from agent.filter.lists.parser import read_lines
 from agent.filter.lists.rules import detect_format, parse_line
 
 SAMPLES = 3  # names per category

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.enroll import add_enroll_arguments, enroll_from_args
-from common.cli import run
+from agent.enrolment_client import add_enroll_arguments, enroll_from_args
+from common.cli_runner import run
 from common.identity import Identity
 
 DEFAULT_IDENTITY = Path("/var/lib/hedgerow/agent")

@@ -32,10 +32,10 @@ from hub.keys import HubKeys
 from hub.metrics import HubMetrics
 from hub.mqtt import Incoming
 from hub.notify.outbox import NotificationOutbox
-from hub.rules.config import load_rules
 from hub.rules.engine import RuleEngine
+from hub.rules.settings import load_rules
 from hub.store import Database
-from hub.store.replay import StoreReplayGuard
+from hub.store.replay_guard import StoreReplayGuard
 from tests.hub_ingest_fixtures import enrol, make_hub
 from tests.services import postgres
 

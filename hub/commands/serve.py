@@ -10,8 +10,8 @@ from pathlib import Path
 from types import FrameType
 
 from hub.config import load_config
+from hub.daemon import HubService
 from hub.errors import HubError
-from hub.serve import HubService
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from hub.keys import HubKeys, add_hpke_key
 from hub.metrics import metrics_listen
 from hub.notify.settings import load_notify_settings
 from hub.policy.settings import load_policy_settings, parse_policy
-from hub.rules.config import load_rules
+from hub.rules.settings import load_rules
 from hub.store.retention import load_retention
 
 

@@ -2,7 +2,7 @@
 
 The hub generates the device's keys (and a sinkhole's beacon key), registers the device as
 online enrolment would, and writes one JSON file, mode 0600, that the device imports with
-agent.enroll.enroll_from_bundle. It holds private keys and the MQTT password: move it on
+agent.enrolment_client.enroll_from_bundle. It holds private keys and the MQTT password: move it on
 encrypted media and delete every copy once imported (docs/enrolment.md).
 """
 

@@ -1,7 +1,7 @@
 """What ingest calls out to: the rules engine and the enrolment service (other packages).
 
-Kept as Protocols so ingest can be built and tested without them; hub/serve.py wires the
-real ones (hub.rules.engine.RuleEngine, hub.enroll.service.EnrollService).
+Kept as Protocols so ingest can be built and tested without them; hub/daemon.py wires the
+real ones (hub.rules.engine.RuleEngine, hub.enroll.answer.EnrollService).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from hub.ingest.directory import CachedDirectory
 from hub.ingest.opening import Job, Refused, Result
 from hub.model import DeviceInfo
 from hub.mqtt import Incoming
-from hub.store.replay import StoreReplayGuard
+from hub.store.replay_guard import StoreReplayGuard
 
 ENROLL_SEGMENT = "enroll"
 _TOPICS_CACHED = 100_000

@@ -27,7 +27,7 @@ from hub.ingest.pool import OpeningPool
 from hub.metrics import HubMetrics
 from hub.mqtt import RECEIVE_MAXIMUM, Incoming
 from hub.store.database import Database
-from hub.store.replay import StoreReplayGuard
+from hub.store.replay_guard import StoreReplayGuard
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ One rule per module; hub/rules/engine.py sets the order they run in. docs/alerts
 every rule and every [rules] key.
 """
 
-from hub.rules.config import RulesConfig, load_rules, parse_rules
 from hub.rules.engine import RuleEngine
+from hub.rules.settings import RulesConfig, load_rules, parse_rules
 
 __all__ = ["RuleEngine", "RulesConfig", "load_rules", "parse_rules"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hub.alerts import Finding
 from hub.model import StoredReport
 from hub.rules.attempts import WindowQuery, attempts_of, blocked_names, window_attempts_many
-from hub.rules.config import CategoryRule, RulesConfig
+from hub.rules.settings import CategoryRule, RulesConfig
 from hub.rules.wording import category_label, client_key, group_of, plural, who
 from hub.store import Database
 

@@ -8,7 +8,7 @@ from typing import Any
 from hub.alerts import Finding
 from hub.model import StoredReport
 from hub.rules.attempts import attempts_of, blocked_names
-from hub.rules.config import RulesConfig
+from hub.rules.settings import RulesConfig
 from hub.rules.wording import category_label, client_key, group_of, who
 from hub.store import Database
 

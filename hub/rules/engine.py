@@ -19,7 +19,7 @@ from hub.config import load_config
 from hub.errors import StoreError
 from hub.model import StoredReport
 from hub.rules import blocked, bypass, offsite, security, silent, tamper
-from hub.rules.config import RulesConfig, load_rules
+from hub.rules.settings import RulesConfig, load_rules
 from hub.store import Database
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from common.wire.header import Kind
 from hub.alerts import Finding
 from hub.model import StoredReport
-from hub.rules.config import OffsiteRule, RulesConfig
 from hub.rules.hours import minute_of_day
+from hub.rules.settings import OffsiteRule, RulesConfig
 from hub.rules.wording import clock, device_label
 from hub.store import Database
 

@@ -8,7 +8,7 @@ a site alerts on the site with device "-"; one spread over sites (or with no sit
 from __future__ import annotations
 
 from hub.alerts import Finding
-from hub.rules.config import RulesConfig
+from hub.rules.settings import RulesConfig
 from hub.store import Database
 
 RULE = "security"

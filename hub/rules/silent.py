@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from hub.alerts import Finding, find_active, resolve
 from hub.model import StoredReport
-from hub.rules.config import RulesConfig, SilentRule
+from hub.rules.settings import RulesConfig, SilentRule
 from hub.rules.wording import device_label, when
 from hub.store import Database
 from hub.store.devices import devices_where

@@ -19,7 +19,7 @@ from typing import Any
 from common.wire.header import Kind
 from hub.alerts import Finding, find_active, resolve
 from hub.model import StoredReport
-from hub.rules.config import RulesConfig
+from hub.rules.settings import RulesConfig
 from hub.rules.wording import device_label, plural
 from hub.store import Database
 

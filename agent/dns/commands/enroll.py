@@ -12,7 +12,7 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], *, arguments: bool = True
 ) -> None:
     """Add enroll to the hedgerow-dns parser; its arguments only if `arguments` (the CLI
-    asks for them only when enroll is the command: agent.enroll brings cryptography and paho,
+    asks for them only when enroll is the command: agent.enrolment_client brings cryptography and paho,
     about 13 MB resident, which `serve` should not carry)."""
     p = sub.add_parser(
         "enroll",
@@ -24,7 +24,7 @@ def register(
     p.set_defaults(func=cmd_enroll)
     if not arguments:
         return
-    from agent.enroll import add_enroll_arguments
+    from agent.enrolment_client import add_enroll_arguments
 
     p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
     add_enroll_arguments(p, default_class="sinkhole")
@@ -33,7 +33,7 @@ def register(
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Enrol and report where the identity went."""
     from agent.dns.config import load_config
-    from agent.enroll import enroll_from_args
+    from agent.enrolment_client import enroll_from_args
 
     config = load_config(args.config)
     if config.report is None:

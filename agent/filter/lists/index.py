@@ -34,7 +34,7 @@ from agent.filter.lists.model import (
     ListError,
     ListSpec,
 )
-from agent.filter.lists.reader import ParsedList
+from agent.filter.lists.parser import ParsedList
 from agent.filter.lists.split import Forked
 
 log = logging.getLogger(__name__)

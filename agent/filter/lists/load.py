@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.filter.lists.copies import slot
 from agent.filter.lists.index import CategoryIndex, index_of
 from agent.filter.lists.model import ListError, ListSpec, ListStats, is_url
-from agent.filter.lists.reader import ParsedList, parse_file
+from agent.filter.lists.parser import ParsedList, parse_file
 from agent.filter.lists.refresh import ListRefresher
 
 log = logging.getLogger(__name__)

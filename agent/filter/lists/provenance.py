@@ -21,7 +21,7 @@ from agent.filter.lists.model import (
     ListSpec,
 )
 from agent.filter.lists.names import normalise, suffixes
-from agent.filter.lists.reader import read_lines
+from agent.filter.lists.parser import read_lines
 from agent.filter.lists.rules import detect_format, parse_line
 
 

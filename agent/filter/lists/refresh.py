@@ -33,7 +33,7 @@ from agent.filter.lists.model import (
     StaleIndex,
     is_url,
 )
-from agent.filter.lists.reader import ParsedList, parse_file
+from agent.filter.lists.parser import ParsedList, parse_file
 
 log = logging.getLogger(__name__)
 

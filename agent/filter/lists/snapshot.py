@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.filter.hashseed import fingerprint
 from agent.filter.lists import index as index_module
-from agent.filter.lists import model, names, reader, rules
+from agent.filter.lists import model, names, parser, rules
 from agent.filter.lists.index import CategoryIndex, categories_of
 from agent.filter.lists.model import ListSpec, ListStats
 
@@ -57,14 +57,14 @@ def code_digest() -> str:
     """SHA-256 of the modules that decide what a list means and how the table is laid out: a
     changed parser or index makes every compiled copy stale."""
     digest = hashlib.sha256(f"{FORMAT}".encode())
-    for module in (names, rules, reader, model, index_module):
+    for module in (names, rules, parser, model, index_module):
         path = getattr(module, "__file__", None)
         digest.update(Path(path).read_bytes() if path else module.__name__.encode())
     return digest.hexdigest()
 
 
 def file_digest(path: Path) -> bytes:
-    """SHA-256 of a file's bytes (the same digest reader.parse_file computes)."""
+    """SHA-256 of a file's bytes (the same digest parser.parse_file computes)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").digest()
 

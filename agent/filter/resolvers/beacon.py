@@ -32,17 +32,17 @@ class BeaconLink:
         if self.key is None or self.site is None:
             verdict = Verdict(Kind.BEACON, request.group_name, rule="no beacon here")
             return Answer(packet.error(q, packet.NXDOMAIN), verdict)
-        # Imported here, not at the top: common.beacon brings cryptography, and a filter without
-        # a beacon key (so without it loaded) never gets this far.
-        from common import beacon
+        # Imported here, not at the top: common.beacon_statement brings cryptography, and a
+        # filter without a beacon key (so without it loaded) never gets this far.
+        from common import beacon_statement
 
-        nonce = beacon.nonce_of(q.qname)
+        nonce = beacon_statement.nonce_of(q.qname)
         if nonce is None:
             verdict = Verdict(Kind.BEACON, request.group_name, rule="no beacon here")
             return Answer(packet.error(q, packet.NXDOMAIN), verdict)
         verdict = Verdict(Kind.BEACON, request.group_name, rule=f"site {self.site}")
         if q.qtype != packet.TXT:
             return Answer(packet.nodata(q), verdict)
-        text = beacon.make_statement(self.key, self.site, nonce, int(request.now * 1000))
+        text = beacon_statement.make_statement(self.key, self.site, nonce, int(request.now * 1000))
         rdata = bytes([len(text)]) + text
         return Answer(packet.answer(q, (rdata,), 0), verdict)

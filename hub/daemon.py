@@ -12,7 +12,7 @@ import logging
 
 from common.errors import HedgerowError
 from hub.config import HubConfig, load_config
-from hub.enroll.service import EnrollService
+from hub.enroll.answer import EnrollService
 from hub.ingest.hooks import ReportRules
 from hub.ingest.settings import load_ingest_settings
 from hub.ingest.worker import IngestWorker
@@ -23,8 +23,8 @@ from hub.notify.outbox import NotificationOutbox
 from hub.notify.sender import NotificationSender
 from hub.notify.settings import load_notify_settings
 from hub.policy.publish import publish_all
-from hub.rules.config import load_rules
 from hub.rules.engine import RuleEngine
+from hub.rules.settings import load_rules
 from hub.store import Database
 
 log = logging.getLogger(__name__)
