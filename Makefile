@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 help:
 	@echo "make demo       run the DNS filter on a high port with demo lists"
 	@echo "make test       bootstrap, then the whole test suite (warnings are errors)"
-	@echo "make lint       ruff and mypy --strict on agent/ and hub/"
+	@echo "make lint       ruff, mypy --strict and the import rules (.importlinter)"
 	@echo "make bench      quick benchmarks: wire seal/open, DNS hot path (docs/benchmarks.md)"
 	@echo "make bench-dns  hedgerow-dns vs dnsmasq and unbound with 1M domains (~7 min)"
 	@echo "make bench-hub  hub ingest through a real Mosquitto, SQLite and PostgreSQL"
@@ -20,8 +20,9 @@ test: bootstrap
 	$(PY) -m pytest -W error $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check --output-format concise agent hub tests bench
-	$(VENV)/bin/mypy --strict agent hub
+	$(VENV)/bin/ruff check --output-format concise common agent hub tests bench scripts
+	$(VENV)/bin/mypy --strict common agent hub tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 demo: bootstrap
 	$(PY) scripts/demo.py
