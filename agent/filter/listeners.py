@@ -50,13 +50,19 @@ class Answerer(Protocol):
         """The fast path's answer for one packet, never raising."""
         ...
 
+    def recording(self) -> bool:
+        """True if each answer's query and client must be handed on (query records, debug)."""
+        ...
+
     def answered_fast(self, fast: FastAnswer, data: bytes, client: str, started: float) -> None:
         """Account for one fast-path answer already sent."""
         ...
 
-    def answered_batch(self, fast: list[FastAnswer], data: list[bytes], clients: list[str],
-                       started: float) -> None:
-        """Account for a batch of fast-path answers already sent."""
+    def answered_batch(
+        self, fast: list[FastAnswer], data: list[bytes], clients: list[str], started: float
+    ) -> None:
+        """Account for a batch of fast-path answers already sent (`data` and `clients` are
+        filled only when recording())."""
         ...
 
     def answer_udp(
@@ -123,6 +129,7 @@ class BatchedUdp:
                 return
             started = time.perf_counter()
             resolve = server.fast_resolver()  # per batch: a reload swaps the chain
+            record = server.recording()
             packets = datagrams.packets(n)
             clients = datagrams.clients(n)
             replies: list[tuple[int, bytes]] = []
@@ -141,8 +148,9 @@ class BatchedUdp:
                     if isinstance(fast, tuple):
                         replies.append((i, fast[0]))
                         answered.append(fast)
-                        answered_data.append(data)
-                        answered_clients.append(client)
+                        if record:
+                            answered_data.append(data)
+                            answered_clients.append(client)
                     else:
                         server.answer_udp(data, client, fast, started, datagrams, datagrams.peer(i))
             finally:

@@ -159,6 +159,10 @@ class DnsServer:
         """The current chain's fast path (listeners read it once per batch)."""
         return self.chain.resolve_fast
 
+    def recording(self) -> bool:
+        """True if answers go to query sinks or the debug log."""
+        return bool(self.sinks) or self.debug
+
     def tcp_opened(self, stream: Stream) -> bool:
         """Count a new TCP connection; False when max_tcp_connections are open."""
         if self.tcp_connections >= self.max_tcp_connections:
@@ -199,7 +203,7 @@ class DnsServer:
                 key = answer[1].labels
                 answers[key] = answers.get(key, 0) + 1
             metrics.timed(len(fast), time.perf_counter() - started)
-        if self.sinks or self.debug:
+        if data:
             for answer, wire, client in zip(fast, data, clients, strict=True):
                 self.record_fast(answer[1], answer[2], answer[3], wire, client)
 
