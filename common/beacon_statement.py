@@ -46,7 +46,7 @@ def nonce_of(qname: str) -> str | None:
     if not qname.endswith("." + SUFFIX):
         return None
     nonce = qname[: -len(SUFFIX) - 1]
-    return nonce if NONCE.match(nonce) else None
+    return nonce if NONCE.fullmatch(nonce) else None
 
 
 def make_statement(key: SigningKey, site: str, nonce: str, time_ms: int) -> bytes:

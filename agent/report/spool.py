@@ -112,7 +112,7 @@ class Spool:
                 self._unlink(path)
                 self._corrupt += 1
                 continue
-            match = _NAME.match(name)
+            match = _NAME.fullmatch(name)
             if match is None:
                 log.warning("spool: ignoring unexpected file %s", path)
                 continue

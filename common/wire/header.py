@@ -37,7 +37,7 @@ class SuiteId(IntEnum):
 
 def valid_name(name: str) -> bool:
     """True if `name` is a valid site or device id: lower-case, topic-safe, 1 to 63 chars."""
-    return bool(_NAME.match(name))
+    return bool(_NAME.fullmatch(name))
 
 
 @dataclass(frozen=True, slots=True)

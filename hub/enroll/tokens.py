@@ -56,7 +56,7 @@ def token_hash(token: EnrollToken) -> str:
 
 def parse_duration(text: str) -> int:
     """'7d', '12h', '30m', '90s', '2w' in milliseconds; raises HubError."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match or int(match.group(1)) == 0:
         raise HubError(f"duration {text!r}: use a number and s, m, h, d or w (e.g. 7d)")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]

@@ -35,7 +35,7 @@ class Hours:
 
 def parse_hours(text: str) -> Hours | str:
     """Parse "22:00-06:00"; return the Hours or the rule the text breaks."""
-    match = _RANGE.match(text)
+    match = _RANGE.fullmatch(text)
     if match is None:
         return 'must be "HH:MM-HH:MM" in 24-hour time, e.g. "22:00-06:00"'
     h1, m1, h2, m2 = (int(g) for g in match.groups())

@@ -200,7 +200,7 @@ def _offsite(s: Section) -> OffsiteRule:
 
 
 def _category_name(section: Section, name: str) -> None:
-    if not _CATEGORY.match(name):
+    if not _CATEGORY.fullmatch(name):
         section.fail(name, name, "category names are 1-63 of [a-z0-9_-]")
 
 

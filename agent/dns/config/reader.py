@@ -75,7 +75,7 @@ def _networks(sec: Section, key: str, default: list[str] | None = None) -> tuple
 def _names(sec: Section, key: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
     values = sec.text_list(key, [])
     for value in values:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             sec.fail(key, value, f"must be {what}")
     return tuple(values)
 
@@ -150,7 +150,7 @@ def _lists(root: Section, source: str) -> tuple[ListSpec, ...]:
         sec = Section(f"lists #{index + 1}", table, source)
         category = sec.text(
             "category",
-            check=lambda v: None if NAME.match(v) else "must be a lower-case name like gambling",
+            check=lambda v: None if NAME.fullmatch(v) else "must be a lower-case name like gambling",
         )
         source_text = sec.text("source", check=_source)
         statutory = sec.flag("statutory", False)
@@ -191,7 +191,7 @@ def _group(
     name: str, table: object, source: str, known: tuple[str, ...], statutory: frozenset[str]
 ) -> GroupSpec:
     sec = Section(f"groups.{name}", table, source)
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         sec.fail("", name, "a group name must be lower-case letters, digits, '_' or '-'")
     block = _names(sec, "block", NAME, "a category name")
     for category in block:
@@ -211,7 +211,7 @@ def _group(
                 entry,
                 "allow takes domain names; to stop blocking a category, remove it from block",
             )
-        if not DOMAIN.match(entry):
+        if not DOMAIN.fullmatch(entry):
             sec.fail("allow", entry, "must be a domain name like bbc.co.uk")
     safesearch = sec.flag("safesearch", False)
     youtube = sec.text(
@@ -320,7 +320,7 @@ def load_config(path: Path) -> DnsConfig:
         site = bsec.text(
             "site",
             check=lambda v: (
-                None if NAME.match(v) else "must be a lower-case site id like cape-primary"
+                None if NAME.fullmatch(v) else "must be a lower-case site id like cape-primary"
             ),
         )
         fallback = str(report.identity) if report else "/var/lib/hedgerow/dns"
