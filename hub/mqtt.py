@@ -80,6 +80,13 @@ class MqttConnection:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        # QoS 1 publications the broker has not acknowledged yet (mid -> topic), and the
+        # outcome of those it has (mid -> reason, None when accepted). PUBACK can arrive before
+        # publish() returns, so outcomes are kept until publish() has recorded its mid.
+        self._unacked: dict[int, str] = {}
+        self._outcomes: dict[int, str | None] = {}
+        self._refused: list[tuple[str, str]] = []
+        self._acked = threading.Condition(self._lock)
         url = urlparse(config.url)
         self._host = url.hostname or "127.0.0.1"
         self._port = url.port or (8883 if url.scheme == "mqtts" else 1883)
@@ -95,6 +102,7 @@ class MqttConnection:
         self._client.on_disconnect = self._disconnected
         self._client.on_subscribe = self._subscribed
         self._client.on_message = self._message
+        self._client.on_publish = self._published
         try:
             if url.scheme == "mqtts":
                 self._client.tls_set(
@@ -152,10 +160,33 @@ class MqttConnection:
         return True
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        """Queue a QoS 1 publication (sent as soon as the connection allows)."""
+        """Queue a QoS 1 publication (sent as soon as the connection allows); wait_acked()
+        tells whether the broker took it."""
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise MqttError(f"mqtt: cannot publish to {topic}: {paho.error_string(info.rc)}")
+        with self._acked:
+            if info.mid in self._outcomes:
+                self._settle(info.mid, topic)
+            else:
+                self._unacked[info.mid] = topic
+
+    def _settle(self, mid: int, topic: str) -> None:
+        reason = self._outcomes.pop(mid)
+        if reason is not None:
+            self._refused.append((topic, reason))
+
+    def wait_acked(self, timeout: float) -> tuple[list[str], list[tuple[str, str]]]:
+        """Wait until the broker has acknowledged every publication; returns the topics still
+        unacknowledged at the timeout and the (topic, reason) of those it refused."""
+        deadline = time.monotonic() + timeout
+        with self._acked:
+            while self._unacked:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._acked.wait(left)
+            return sorted(self._unacked.values()), list(self._refused)
 
     def _connected(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -192,6 +223,17 @@ class MqttConnection:
         self.connected.clear()
         self.subscribed.clear()
         log.warning("disconnected from %s: %s", self.config.url, reason)
+
+    def _published(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        refused = str(reason) if getattr(reason, "is_failure", False) else None
+        with self._acked:
+            self._outcomes[mid] = refused
+            topic = self._unacked.pop(mid, None)
+            if topic is not None:
+                self._settle(mid, topic)
+            self._acked.notify_all()
 
     def _message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # An exception here would stop paho's network thread: contain it (mitmproxy's safecall).

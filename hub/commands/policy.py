@@ -15,6 +15,7 @@ from hub.policy.publish import publish_all, site_policy
 from hub.store import Database
 
 CONNECT_TIMEOUT_S = 30.0
+ACK_TIMEOUT_S = 30.0  # for the broker to acknowledge every retained message
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,9 +45,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
             count = publish_all(db, keys, config, connection.publish)
         finally:
             db.close()
+        # Success means the broker holds every message: disconnecting before the PUBACKs
+        # arrive could lose some and still say "published".
+        unacked, refused = connection.wait_acked(ACK_TIMEOUT_S)
     finally:
-        connection.stop()  # queued QoS 1 messages go out before the DISCONNECT
-    print(f"published {count} retained messages (hub keys, site and device policies)")
+        connection.stop()
+    if unacked or refused:
+        problems = [f"{topic}: refused ({reason})" for topic, reason in refused]
+        problems += [f"{topic}: not acknowledged within {ACK_TIMEOUT_S:.0f} s" for topic in unacked]
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise HubError(
+            f"only {count - len(problems)} of {count} retained messages reached the broker "
+            f"at {config.mqtt.url}: {shown}"
+        )
+    print(f"published {count} retained messages (hub keys, site and device policies), each acknowledged by the broker")
     return 0
 
 
