@@ -120,6 +120,12 @@ def _smtp(table: object, source: str, base: Path) -> SmtpSettings:
     sec.done()
     if smtp.username is not None and smtp.password_file is None:
         sec.fail("password_file", None, "is required when username is set")
+    if smtp.username is not None and not smtp.starttls:
+        sec.fail(
+            "starttls",
+            False,
+            "must be true when username is set: the password would cross the network in clear",
+        )
     return smtp
 
 

@@ -1,5 +1,6 @@
 """Webhooks: a JSON POST of the alert (Alert.to_json() plus "event") to Teams, Slack or a
-safeguarding system. Any 2xx answer is delivery; anything else is retried."""
+safeguarding system. Any 2xx answer is delivery; anything else is retried. Redirects are
+never followed (a 3xx is a failure): an alert must not be sent on to a host nobody configured."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ from hub.notify.mail import SendError, alert_link
 from hub.notify.settings import LOOPBACK, NotifySettings
 
 TIMEOUT_S = 30
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every 3xx into an HTTPError instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def webhook_document(settings: NotifySettings, alert: Alert, event: str) -> dict[str, Any]:
@@ -32,7 +40,9 @@ def post_json(url: str, document: dict[str, Any], timeout_s: float = TIMEOUT_S) 
     )
     # Loopback receivers are reached directly, whatever proxy the environment names.
     host = urlparse(url).hostname  # errors name the host only: hook URLs often hold a secret
-    handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK else []
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
+    if host in LOOPBACK:
+        handlers.append(urllib.request.ProxyHandler({}))
     opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(request, timeout=timeout_s) as response:
