@@ -7,12 +7,16 @@ nothing, and that is fine: the MAC is optional in a summary.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 ARP_PATH = Path("/proc/net/arp")
 _INCOMPLETE = "00:00:00:00:00:00"
+
+
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")  # what the payload schema takes
 
 
 def read_arp(path: Path = ARP_PATH) -> dict[str, str]:
@@ -32,6 +36,6 @@ def read_arp(path: Path = ARP_PATH) -> dict[str, str]:
             complete = int(flags, 16) & 0x2
         except ValueError:
             continue
-        if complete and mac != _INCOMPLETE and len(mac) <= 32:
+        if complete and mac != _INCOMPLETE and _MAC.fullmatch(mac.lower()):
             table[ip] = mac.lower()
     return table

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.filter.querylog import QueryRecord
+from common.text import dns_presentation
 
 PAYLOAD_VERSION = 1
 # Verdict values (agent/filter/verdict.py) that count as "what was blocked": category blocks and
@@ -119,7 +120,7 @@ class Window:
         client = Client(record.client_ip, record.group)
         time_ms, qname, verdict, category = (
             record.time_ms,
-            record.qname,
+            dns_presentation(record.qname)[:255],  # attacker-chosen bytes: printable on the wire
             record.verdict,
             record.category,
         )
@@ -212,7 +213,7 @@ class ImmediateEvents:
             "v": PAYLOAD_VERSION,
             "type": "blocked",
             "category": category[:63],
-            "name": record.qname[:255],
+            "name": dns_presentation(record.qname)[:255],
             "client": client.document(mac),
             "at": record.time_ms,
             "count": 1,

@@ -7,14 +7,20 @@ decrypted record, and a third party can implement it from docs/protocol.md alone
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from common.text import unsafe
 from common.wire.errors import OpenError, Reason, WireError
 from common.wire.header import Kind
 
 PAYLOAD_VERSION = 1
+MAX_INT = 2**63 - 1  # every integer in a payload: 0..MAX_INT (a signed 64-bit column holds it)
+_NAME = re.compile(r"[\x21-\x7e]{0,255}")  # a DNS name in presentation format (common.text)
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 Check = Callable[[Any, str], None]
 
 
@@ -27,8 +33,8 @@ def _fail(path: str, rule: str) -> None:
 
 
 def _int(value: Any, path: str) -> None:
-    if type(value) is not int or value < 0:
-        _fail(path, "must be a non-negative integer")
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        _fail(path, f"must be an integer from 0 to {MAX_INT}")
 
 
 def _bool(value: Any, path: str) -> None:
@@ -40,8 +46,27 @@ def _str(max_len: int = 255) -> Check:
     def check(value: Any, path: str) -> None:
         if type(value) is not str or len(value) > max_len:
             _fail(path, f"must be a string of at most {max_len} characters")
+        if unsafe(value):
+            _fail(path, "must not hold control or bidirectional-override characters")
 
     return check
+
+
+def _name(value: Any, path: str) -> None:
+    if type(value) is not str or _NAME.fullmatch(value) is None:
+        _fail(path, "must be a DNS name in presentation format (at most 255 printable ASCII)")
+
+
+def _ip(value: Any, path: str) -> None:
+    try:
+        ipaddress.ip_address(value if type(value) is str else "")
+    except ValueError:
+        _fail(path, "must be an IPv4 or IPv6 address")
+
+
+def _mac(value: Any, path: str) -> None:
+    if type(value) is not str or _MAC.fullmatch(value) is None:
+        _fail(path, "must be a MAC address, six lower-case hex pairs joined by colons")
 
 
 def _one_of(*choices: str) -> Check:
@@ -53,7 +78,11 @@ def _one_of(*choices: str) -> Check:
 
 
 def _scalar(value: Any, path: str) -> None:
-    if type(value) not in (str, int, bool) or (type(value) is str and len(value) > 1024):
+    if type(value) is str:
+        _str(1024)(value, path)
+    elif type(value) is int:
+        _int(value, path)
+    elif type(value) is not bool:
         _fail(path, "must be a string (<=1024), integer or boolean")
 
 
@@ -72,8 +101,8 @@ def _map(item: Check, max_len: int = 256) -> Check:
         if type(value) is not dict or len(value) > max_len:
             _fail(path, f"must be an object of at most {max_len} entries")
         for key, element in value.items():
-            if len(key) > 255:
-                _fail(path, "keys must be at most 255 characters")
+            if len(key) > 255 or unsafe(key):
+                _fail(path, "keys must be at most 255 characters, with no control characters")
             item(element, f"{path}.{key}")
 
     return check
@@ -104,11 +133,11 @@ def _version(value: Any, path: str) -> None:
 
 
 _CLIENT = _obj(
-    {"ip": _str(64), "group": _str(63)},
-    {"mac": _str(32), "user": _str(255), "hostname": _str(255)},
+    {"ip": _ip, "group": _str(63)},
+    {"mac": _mac, "user": _str(255), "hostname": _str(255)},
 )
-_BLOCKED = _obj({"name": _str(255), "category": _str(63), "count": _int})
-_ALLOWED = _obj({"domain": _str(255), "count": _int})
+_BLOCKED = _obj({"name": _name, "category": _str(63), "count": _int})
+_ALLOWED = _obj({"domain": _name, "count": _int})
 
 _ENROLL_REQUEST = _obj(
     {"v": _version, "token": _str(255), "class": _str(63), "reply_key": _str(64)},
@@ -166,7 +195,7 @@ SCHEMAS: dict[Kind, Check] = {
         {"v": _version, "type": _str(63), "at": _int},
         {
             "category": _str(63),
-            "name": _str(255),
+            "name": _name,
             "client": _CLIENT,
             "count": _int,
             "detail": _map(_scalar, 64),

@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from common.text import printable
 from hub import alerts
 from hub.config import load_config
 from hub.errors import HubError
@@ -62,11 +63,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 0
     for alert in found:
         print(
-            f"#{alert.id}  severity {alert.severity}  {alert.status}  "
-            f"last {when(alert.last_seen_ms, zone)}  x{alert.count}  "
-            f"{alert.site}/{alert.device}  {alert.rule}"
+            printable(
+                f"#{alert.id}  severity {alert.severity}  {alert.status}  "
+                f"last {when(alert.last_seen_ms, zone)}  x{alert.count}  "
+                f"{alert.site}/{alert.device}  {alert.rule}"
+            )
         )
-        print(f"    {alert.summary}")
+        print(f"    {printable(alert.summary)}")
     if not found:
         print("no alerts" if args.status == "all" else f"no {args.status} alerts")
     return 0
@@ -88,5 +91,5 @@ def cmd_ack(args: argparse.Namespace) -> int:
                 alert = alerts.acknowledge(db, args.alert_id, now_ms, actor, args.note)
     finally:
         db.close()
-    print(f"alert {alert.id} {alert.status} by {actor}: {alert.summary}")
+    print(printable(f"alert {alert.id} {alert.status} by {actor}: {alert.summary}"))
     return 0

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from common.text import printable
 from hub.errors import HubError
 from hub.model import Alert
 from hub.notify.settings import Contact, NotifySettings, SmtpSettings
@@ -52,7 +53,9 @@ def _message(settings: NotifySettings, contact: Contact, subject: str, body: str
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=settings.sender.partition("@")[2] or None)
-    message.set_content(body)
+    # Names and summaries carry what a pupil typed: no control or bidi character reaches a
+    # mail reader as it was (common.text).
+    message.set_content("\n".join(printable(line) for line in body.split("\n")))
     return message
 
 
