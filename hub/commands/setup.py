@@ -12,13 +12,13 @@ from pathlib import Path
 from common.errors import HedgerowError
 from common.wire.header import valid_name
 from common.wire.suites import SUITE_NAMES, suite_name
-from hub.config import load_config
+from hub.config import HubConfig, load_config
 from hub.datadir import init_data_dir
 from hub.enroll.settings import load_enroll_settings
 from hub.ingest.settings import load_ingest_settings
 from hub.keys import HubKeys, add_hpke_key
 from hub.metrics import metrics_listen
-from hub.notify.settings import load_notify_settings
+from hub.notify.settings import NotifySettings, load_notify_settings
 from hub.policy.settings import load_policy_settings, parse_policy
 from hub.rules.settings import load_rules
 from hub.store.retention import load_retention
@@ -82,9 +82,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems.append(str(exc))
 
     keys: list[HubKeys] = []
+    notify: list[NotifySettings] = []
     attempt(lambda: keys.append(HubKeys(config.keys_dir)))
     attempt(lambda: load_rules(config))
-    attempt(lambda: load_notify_settings(config))  # [notify] and [contacts.*]
+    attempt(lambda: notify.append(load_notify_settings(config)))  # [notify] and [contacts.*]
     attempt(lambda: parse_policy(config.table("policy"), str(config.path)))
     attempt(lambda: load_retention(config))
     attempt(lambda: metrics_listen(config))
@@ -96,6 +97,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems.append(f"{path}: the file name must be <site>.toml for a valid site id")
             continue
         attempt(functools.partial(load_policy_settings, config, path.stem))
+    problems += _missing_files(config, notify[0] if notify else None)
+    warnings = _unheard(notify[0]) if notify else []
+    for warning in warnings:
+        print(f"hedgerow-hub check: warning: {warning}", file=sys.stderr)
     if problems:
         for problem in problems:
             print(f"hedgerow-hub check: {problem}", file=sys.stderr)
@@ -106,6 +111,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(policy_files)} site policy file(s))"
     )
     return 0
+
+
+def _missing_files(config: HubConfig, notify: NotifySettings | None) -> list[str]:
+    """Every file the configuration names that cannot be read: serve would fail on it later
+    (a misspelt password_file used to pass check)."""
+    named = [
+        ("[mqtt] password_file", config.mqtt.password_file),
+        ("[mqtt] ca", config.mqtt.ca),
+        ("[mqtt] cert", config.mqtt.cert),
+        ("[mqtt] key", config.mqtt.key),
+    ]
+    if notify is not None and notify.smtp is not None:
+        named += [
+            ("[notify.smtp] password_file", notify.smtp.password_file),
+            ("[notify.smtp] ca_file", notify.smtp.ca_file),
+        ]
+    problems = []
+    for where, path in named:
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            problems.append(f"{config.path}: {where} = \"{path}\": cannot be read ({exc.strerror})")
+    return problems
+
+
+def _unheard(notify: NotifySettings) -> list[str]:
+    """A warning when an alert would reach nobody (email without [notify.smtp] is an error
+    already)."""
+    if not notify.contacts:
+        return ["no [contacts.*] are configured: alerts are stored but nobody is told"]
+    return []
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
