@@ -96,13 +96,19 @@ class MqttConnection:
             protocol=paho.MQTTv5,
             manual_ack=True,
         )
-        self._client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        # paho logs every failed attempt at ERROR ("Socket: None"); its lines are for debugging.
+        # What an operator reads is one line per change of state, from the callbacks below.
+        if log.isEnabledFor(logging.DEBUG):
+            self._client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        self._down = False  # a "cannot reach" or "disconnected" line was logged
+        self.failed_attempts = 0
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
         self._client.on_subscribe = self._subscribed
         self._client.on_message = self._message
         self._client.on_publish = self._published
+        self._client.on_connect_fail = self._connect_failed
         try:
             if url.scheme == "mqtts":
                 self._client.tls_set(
@@ -137,6 +143,8 @@ class MqttConnection:
 
     def stop(self) -> None:
         """Disconnect (the session stays at the broker) and join paho's thread."""
+        with self._lock:
+            self._down = True  # a stop we asked for is not news
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
@@ -192,10 +200,15 @@ class MqttConnection:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            log.error("broker %s refused the connection: %s", self.config.url, reason)
+            with self._lock:
+                first, self._down = not self._down, True
+                self.failed_attempts += 1
+            if first:
+                log.error("broker %s refused the connection: %s", self.config.url, reason)
             return
         with self._lock:
             self._generation += 1
+            self._down = False
         log.info("connected to %s (session present: %s)", self.config.url, flags.session_present)
         self.connected.set()
         if self._subscriptions:
@@ -222,7 +235,20 @@ class MqttConnection:
     ) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        log.warning("disconnected from %s: %s", self.config.url, reason)
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            log.warning("disconnected from %s: %s; reconnecting", self.config.url, reason)
+
+    def _connect_failed(self, client: paho.Client, userdata: Any) -> None:
+        with self._lock:
+            first, self._down = not self._down, True
+            self.failed_attempts += 1
+        if first:
+            log.warning(
+                "cannot reach the broker at %s; retrying every 1-30 s until it answers",
+                self.config.url,
+            )
 
     def _published(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
