@@ -1,5 +1,5 @@
 # Hedgerow: the two commands that matter are `make demo` and `make test`.
-.PHONY: bootstrap test lint demo bench bench-dns bench-hub clean help
+.PHONY: bootstrap lock test lint demo bench bench-dns bench-hub clean help
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,9 +12,38 @@ help:
 	@echo "make bench-dns  hedgerow-dns vs dnsmasq and unbound with 1M domains (~7 min)"
 	@echo "make bench-hub  hub ingest through a real Mosquitto, SQLite and PostgreSQL"
 	@echo "make bootstrap  .venv with hedgerow and test tools; Debian packages when root"
+	@echo "make lock       re-resolve requirements/lock.txt (pins + hashes) after editing pyproject.toml"
+	@echo "                LOCK_ARGS=--upgrade moves every pin to the newest release;"
+	@echo "                LOCK_ARGS='--upgrade-package NAME' moves one"
 
 bootstrap:
 	@scripts/bootstrap.sh
+
+# requirements/lock.txt: every package .venv gets, pip and setuptools included, pinned with
+# sha256 hashes, for Python 3.11 on Linux. pip-compile (pip-tools) runs from a throwaway venv
+# against PyPI alone (local pip config, mirrors and find-links ignored), so the hashes are
+# PyPI's. Without LOCK_ARGS it keeps the current pins and only adds or drops what
+# pyproject.toml or requirements/venv.in changed.
+LOCK := requirements/lock.txt
+LOCK_PYTHON ?= python3.11
+LOCK_INDEX ?= https://pypi.org/simple
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_ARGS ?=
+
+lock:
+	@set -eu; \
+	$(LOCK_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	    { echo "make lock: the lock is for Python 3.11; set LOCK_PYTHON" >&2; exit 1; }; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	export PIP_CONFIG_FILE=/dev/null; \
+	unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT PIP_REQUIRE_VIRTUALENV; \
+	$(LOCK_PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --index-url $(LOCK_INDEX) $(PIP_TOOLS); \
+	CUSTOM_COMPILE_COMMAND='make lock' "$$tmp/venv/bin/pip-compile" -q \
+	    --generate-hashes --allow-unsafe --strip-extras --extra test \
+	    --index-url $(LOCK_INDEX) --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) \
+	    -o $(LOCK) pyproject.toml requirements/venv.in; \
+	echo "make lock: wrote $(LOCK); commit it with pyproject.toml, then make bootstrap"
 
 test: bootstrap
 	$(PY) -m pytest -W error $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests and the demo need, idempotently and quietly.
 # - As root: the Debian packages (apt-get update first, only when something is missing).
-# - Always: .venv with hedgerow installed editable, plus its test tools.
+# - Always: .venv with hedgerow installed editable, plus its test tools, every package at the
+#   version and sha256 hash pinned in requirements/lock.txt (`make lock` refreshes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,15 +35,37 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+lock=requirements/lock.txt
 stamp=.venv/.hedgerow-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml "$lock" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "bootstrap: installing hedgerow and its test tools into .venv"
+    echo "bootstrap: installing hedgerow and its test tools into .venv from $lock"
+    rm -f "$stamp"  # a failed or interrupted install is redone next time
+    if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+        echo "bootstrap: warning: $lock is resolved for Python 3.11, .venv has $(.venv/bin/python -V)" >&2
+    fi
     log=.venv/pip-install.log
-    if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-           .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    # pip and setuptools first, at the lock's pins (each entry: the name==version line and its
+    # --hash continuation lines), so the new pip installs the rest and setuptools builds hedgerow.
+    tools=.venv/venv-tools.txt
+    awk '/^(pip|setuptools)==/ {p = 1} p {print} p && !/\\$/ {p = 0}' "$lock" >"$tools"
+    if [ "$(grep -c '^[a-z].*==' "$tools")" -ne 2 ]; then
+        echo "bootstrap: $lock has no pip and setuptools pins (run make lock)" >&2
+        exit 1
+    fi
+    pip=(.venv/bin/python -m pip install -q --require-hashes)
+    # hedgerow itself last: editable, no deps, built by the venv's pinned setuptools (no build
+    # isolation), so nothing unpinned is fetched. pip check then catches a lock that no longer
+    # satisfies pyproject.toml.
+    if ! { "${pip[@]}" --no-deps -r "$tools" &&
+           "${pip[@]}" -r "$lock" &&
+           .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . &&
+           .venv/bin/python -m pip check; } >"$log" 2>&1; then
         cat "$log" >&2
         echo "bootstrap: pip install failed (log above, kept in $log)" >&2
+        if grep -q '^hedgerow ' "$log"; then
+            echo "bootstrap: pyproject.toml and $lock disagree: run make lock" >&2
+        fi
         exit 1
     fi
     echo "$want" > "$stamp"
