@@ -244,7 +244,7 @@ def _serve_until_ready(path: Path) -> tuple[subprocess.Popen[bytes], str]:
         env={k: v for k, v in os.environ.items() if k != ENV},
     )
     assert proc.stderr is not None
-    seen = []
+    seen: list[bytes] = []
     while b"ready" not in (line := proc.stderr.readline()):
         assert line, f"server exited before it was ready: {b''.join(seen)!r}"
         seen.append(line)

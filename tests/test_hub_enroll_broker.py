@@ -102,7 +102,7 @@ def check_broker(url: str, identities: list[Identity]) -> None:
             "hedgerow/v1/enroll/enroll-abc/request", b"req", retain=False, timeout_s=10
         )
         dev.publish(own, b"last", retain=False, timeout_s=10)
-        seen = []
+        seen: list[bytes] = []
         while not seen or seen[-1] != b"last":
             message = hub.receive(10)
             assert message is not None, f"hub saw only {seen}"

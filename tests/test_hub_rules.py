@@ -431,7 +431,7 @@ def test_policy_stale_resolves_when_caught_up(db: Database) -> None:
 
 # --- silent_device --------------------------------------------------------------------------
 
-SILENT_CASES: list[tuple[str, str, int | None, int | None, int | None]] = [
+SILENT_CASES: list[tuple[str, int | None, int | None, int | None]] = [
     # (device class, last seen ago, revoked, expected severity)
     ("pupil-laptop", 4 * DAY, None, 2),
     ("staff-laptop", 3 * DAY + MINUTE, None, 2),
@@ -557,14 +557,15 @@ def test_a_rule_tripping_on_a_payload_is_counted_not_raised(db: Database) -> Non
 def test_odd_payload_shapes_do_not_raise(db: Database) -> None:
     engine = RuleEngine(RulesConfig())
     report = add_report(db, summary())
-    for payload in [
+    payloads: list[dict[str, Any]] = [
         {"blocked": "not a list", "categories": {"iwf": "x"}},
         {"blocked": [None, {"category": 5}], "categories": []},
         {"type": "blocked", "category": None},
         {"type": "bypass", "detail": "x"},
         {"type": "resolver_changed", "detail": None},
         {"location": "offsite", "clean_stop": "no", "resolver": 5},
-    ]:
+    ]
+    for payload in payloads:
         engine.evaluate(db, replace(report, payload=payload))
     assert open_alerts(db) == [
         ("bypass", "unknown", 4, 1, "lt-042"),
