@@ -1,11 +1,12 @@
 """make demo: the whole system on one machine, on embedded defaults.
 
-A Mosquitto broker and `hedgerow-hub serve`; `hedgerow-dns` on a high loopback port with demo
-lists and a local fake upstream, enrolled with the hub as a sinkhole. It shows blocked,
-allowed, SafeSearch and anti-bypass answers with dig, then the alert the hub raised from the
-filter's sealed report, then stops everything it started (by PID). With --keep it waits for
-Ctrl-C so you can try the printed commands. Nothing leaves this machine: the upstream is a fake
-on 127.0.0.1 answering documentation addresses (192.0.2.x, 2001:db8::x).
+A Mosquitto broker and `hedgerow-hub serve` (its metrics on a free port, never the default
+9154, which something else may hold); `hedgerow-dns` on a free loopback port with demo lists and
+a local fake upstream, enrolled with the hub as a sinkhole. It shows blocked, allowed, SafeSearch
+and anti-bypass answers with dig, then the alert the hub raised from the filter's sealed report,
+then stops everything it started (by PID). With --keep it waits for Ctrl-C so you can try the
+printed commands. Nothing leaves this machine: the upstream is a fake on 127.0.0.1 answering
+documentation addresses (192.0.2.x, 2001:db8::x).
 """
 
 from __future__ import annotations
@@ -226,6 +227,9 @@ def main() -> int:
         port = free_port()
         with demo_hub.broker(directory) as broker_url, fake_upstream() as upstream_port:
             hub_config = demo_hub.init_hub(directory, broker_url)
+            metrics_port = free_port()
+            with open(hub_config, "a", encoding="utf-8") as handle:
+                handle.write(f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
             bundle = demo_hub.enrol_sinkhole(hub_config, broker_url, directory / "dns-1.bundle")
             config = write_demo_config(directory, port, upstream_port, broker_url)
             enrol = [sys.executable, "-m", "agent.dns.cli", "enroll", "--config", str(config)]
@@ -235,6 +239,7 @@ def main() -> int:
             bundle.unlink()  # a bundle holds the device's private key: delete it once imported
             with demo_hub.hub_serve(hub_config, directory / "hub.log"), hedgerow_dns(config):
                 print(f"broker {broker_url}; hub data {hub_config.parent}")
+                print(f"hub metrics on http://127.0.0.1:{metrics_port}/metrics")
                 print(f"hedgerow-dns is answering on 127.0.0.1:{port} (config {config})")
                 show(port)
                 print("\n== the hub opened the filter's sealed report and raised an alert")

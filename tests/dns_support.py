@@ -176,12 +176,15 @@ def _read(conn: socket.socket, size: int) -> bytes:
 
 
 class Clock:
-    """A clock tests can set (epoch seconds)."""
+    """A clock tests can set (epoch seconds). `reads` counts the calls: a test can wait for the
+    code under test to have looked at the time again (e.g. the list refresh loop's due check)."""
 
     def __init__(self, now: float) -> None:
         self.now = now
+        self.reads = 0
 
     def __call__(self) -> float:
+        self.reads += 1
         return self.now
 
 

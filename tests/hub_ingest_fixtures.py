@@ -1,13 +1,14 @@
 """Helpers for hub ingest tests and the bench: a hub data directory, simulated devices enrolled
-straight into the database, a QoS 1 publisher, and polling with a generous timeout."""
+straight into the database, a QoS 1 publisher, and `hedgerow-hub serve` in a child process."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from hub.model import DeviceInfo
 from hub.store import Database
 from hub.store.devices import add_device
 from tests.services import stop_process
+from tests.waiting import wait_until
 
 SITE = "cape-primary"
 _ids = itertools.count(1)
@@ -169,15 +171,6 @@ class Publisher:
         self.client.loop_stop()
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll `check` until it is true; fail loudly after a generous timeout."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def query(config: HubConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run one query on the hub's database with a short-lived connection."""
     db = Database(config.database_url)
@@ -208,11 +201,14 @@ def serving(
             cwd=ROOT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while ready not in log.read_bytes()[mark:].decode(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"serve: no {ready!r}: {log.read_text()[-2000:]}")
-            time.sleep(poll)
+
+        def started() -> bool:
+            return ready in log.read_bytes()[mark:].decode(errors="replace")
+
+        with contextlib.suppress(AssertionError):  # reported below, with the log
+            wait_until(lambda: started() or proc.poll() is not None, 60, poll, f"serve: {ready!r}")
+        if not started():
+            raise AssertionError(f"serve: no {ready!r}: {log.read_text()[-2000:]}")
         yield proc
     finally:
         stop_process(proc)

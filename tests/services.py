@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -36,14 +37,18 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
     """Wait until something accepts TCP connections on host:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepts() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise ServiceError(f"nothing listening on {host}:{port} after {timeout}s")
+            return False
+
+    try:
+        wait_until(accepts, timeout, what=f"something listening on {host}:{port}")
+    except AssertionError as exc:
+        raise ServiceError(f"nothing listening on {host}:{port} after {timeout}s") from exc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -41,7 +41,7 @@ def test_check_as_a_process(config: Path) -> None:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return write_config(tmp_path, ["127.0.0.1:5353"], 5399)
+    return write_config(tmp_path, ["127.0.0.1:5353"], free_dns_port())
 
 
 def test_check_ok(config: Path) -> None:

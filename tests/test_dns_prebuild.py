@@ -12,7 +12,7 @@ from agent.dns.prebuild import Built, prebuild, refresh
 from agent.filter.lists import ListRefresher, ListSpec
 from agent.filter.lists.copies import slot
 from common.errors import HedgerowError
-from tests.dns_support import Clock, write_config
+from tests.dns_support import Clock, free_dns_port, write_config
 
 
 def test_a_bad_config_refuses_the_reload_with_the_childs_reason(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_a_bad_config_refuses_the_reload_with_the_childs_reason(tmp_path: Path) 
 
 
 def test_a_child_that_overruns_is_killed_and_the_reload_refused(tmp_path: Path) -> None:
-    config = write_config(tmp_path, ["127.0.0.1:9"], 5399)
+    config = write_config(tmp_path, ["127.0.0.1:9"], free_dns_port())
     with pytest.raises(HedgerowError, match=r"took over 0 s \(killed\)"):
         asyncio.run(prebuild(config, timeout_s=0.001))
 
@@ -32,7 +32,7 @@ def test_without_the_pinned_seed_the_child_is_unavailable(
     """The child cannot write an index this server could load: the caller parses itself."""
     monkeypatch.delenv("PYTHONHASHSEED", raising=False)
     assert "PYTHONHASHSEED" not in os.environ
-    config = write_config(tmp_path, ["127.0.0.1:9"], 5399)
+    config = write_config(tmp_path, ["127.0.0.1:9"], free_dns_port())
     assert asyncio.run(prebuild(config)) is Built.UNAVAILABLE
 
 

@@ -22,6 +22,7 @@ from agent.filter.hashseed import ENV, installation_seed, pinned
 from tests.dns_support import Clock, FakeUpstream, ask, free_dns_port, running_dns, write_config
 from tests.services import free_port, stop_process
 from tests.test_dns_lists_refresh import ListServer
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PUPIL = "127.0.1.5"
@@ -43,16 +44,6 @@ def lists_server() -> Iterator[ListServer]:
 def _address(port: int, name: str, source: str = STAFF) -> str:
     reply = ask(port, name, "A", source)
     return str(reply.rr[0].rdata) if reply.rr else "-"
-
-
-def _until(condition: object, what: str) -> None:
-    # Waiting for the server's own refresh loop (no timing asserted: a generous bound only).
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def _config(tmp_path: Path, upstream: FakeUpstream, remote: str, other: str = "") -> Path:
@@ -87,19 +78,25 @@ def test_url_list_refreshes_when_due_and_bad_copy_keeps_old(
             assert _address(dns.port, "first.example") == "0.0.0.0"
             assert _address(dns.port, "new.example") == "192.0.2.1"
             fetched = len(lists_server.served.requests)
-            # Not due yet: nothing is fetched.
-            time.sleep(0.3)
+            # Not due yet: nothing is fetched. Proof by a later event: the refresh loop reads
+            # the list clock once per check, so two more reads mean a whole check (and any
+            # fetch it made) has finished since; the server counted no request meanwhile.
+            checks = list_clock.reads
+            wait_until(lambda: list_clock.reads >= checks + 2, what="a refresh check not due")
             assert len(lists_server.served.requests) == fetched
-            # Due: the new copy is fetched and served.
+            # Due: the new copy is fetched (once) and served.
             lists_server.served.body += b"0.0.0.0 new.example\n"
             list_clock.now += HOUR + 1
-            _until(lambda: _address(dns.port, "new.example") == "0.0.0.0", "the new list")
+            wait_until(lambda: _address(dns.port, "new.example") == "0.0.0.0", what="the new list")
+            assert len(lists_server.served.requests) == fetched + 1
             assert metrics.value("hedgerow_dns_lists_with_problems") == 0
             # A broken refresh (server error) keeps the old list, logged and counted.
             lists_server.served.status = 500
             with caplog.at_level(logging.INFO, logger="agent.filter.lists.refresh"):
                 list_clock.now += HOUR + 1
-                _until(lambda: metrics.value("hedgerow_dns_lists_with_problems") == 1, "problem")
+                wait_until(
+                    lambda: metrics.value("hedgerow_dns_lists_with_problems") == 1, what="problem"
+                )
             assert any("still serving the last good copy" in r.message for r in caplog.records)
             assert not any("compiled index" in r.message for r in caplog.records)
             assert _address(dns.port, "new.example") == "0.0.0.0"
@@ -108,12 +105,16 @@ def test_url_list_refreshes_when_due_and_bad_copy_keeps_old(
             lists_server.served.status = 200
             lists_server.served.body = b"0.0.0.0 first.example\n"
             list_clock.now += HOUR + 1
-            _until(lambda: len(lists_server.served.requests) > fetched + 2, "another fetch")
+            wait_until(
+                lambda: len(lists_server.served.requests) > fetched + 2, what="another fetch"
+            )
             assert _address(dns.port, "new.example") == "0.0.0.0"
             lists_server.served.body = b"0.0.0.0 first.example\n0.0.0.0 more.example\n" * 1
             lists_server.served.body += b"0.0.0.0 other.example\n0.0.0.0 fourth.example\n"
             list_clock.now += HOUR + 1
-            _until(lambda: _address(dns.port, "new.example") == "192.0.2.1", "the good copy")
+            wait_until(
+                lambda: _address(dns.port, "new.example") == "192.0.2.1", what="the good copy"
+            )
             assert metrics.value("hedgerow_dns_lists_with_problems") == 0
 
 

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import dnslib
@@ -16,6 +15,7 @@ from agent.filter.lists.copies import slot
 from tests.dns_support import FakeUpstream, free_dns_port, write_config
 from tests.services import stop_process
 from tests.test_dns_cli import CLI
+from tests.waiting import wait_until
 
 QUERIES = 2500
 SIGHUPS = 5
@@ -191,13 +191,12 @@ def test_lists_changed_during_a_reload_are_built_again_in_the_child(tmp_path: Pa
             # note records the size it copied), then change the list under it.
             cached = slot(tmp_path / "cache", str(source))
             size = source.stat().st_size
-            for _ in range(30_000):
+
+            def copied() -> bool:
                 note = cached.read_note()
-                if note is not None and note.size == size:
-                    break
-                time.sleep(0.001)
-            else:
-                raise AssertionError("the child never took a copy of the changed list")
+                return note is not None and note.size == size
+
+            wait_until(copied, 30, 0.001, "the child to take a copy of the changed list")
             with open(source, "a") as handle:
                 handle.write("second-new.example\n")
             proc.send_signal(signal.SIGHUP)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import socket
 import threading
-import time
 from pathlib import Path
 
 import dnslib
@@ -24,6 +23,7 @@ from tests.dns_support import (
     running_dns,
     write_config,
 )
+from tests.waiting import wait_until
 
 PUPIL = "127.0.1.7"
 STAFF = "127.0.2.7"
@@ -183,10 +183,12 @@ def test_reload_loses_no_query_and_bad_config_keeps_old(tmp_path: Path) -> None:
                 retired = server.chain.fast  # answered the load: its memos are full
                 assert retired._parsed
                 assert dns.call(dns.service.reload) is True
-                deadline = time.monotonic() + 10
-                while (retired._parsed or retired._names) and time.monotonic() < deadline:
-                    time.sleep(0.01)  # emptied a slice at a time between packets
-                assert not retired._parsed and not retired._names
+                wait_until(  # emptied a slice at a time between packets
+                    lambda: not retired._parsed and not retired._names,
+                    10,
+                    0.01,
+                    "the retired fast path's memos to empty",
+                )
             finally:
                 stop.set()
                 thread.join(30)

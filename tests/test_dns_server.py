@@ -23,6 +23,7 @@ from tests.dns_support import (
     term_time,
     write_config,
 )
+from tests.waiting import wait_until
 
 PUPIL = "127.0.1.5"
 STAFF = "127.0.2.5"
@@ -283,13 +284,35 @@ def test_malformed_gets_formerr(dns: RunningDns) -> None:
 
 
 def test_every_answer_is_recorded_with_its_verdict(dns: RunningDns, records: Records) -> None:
-    ask(dns.port, "casino.example", "A", PUPIL)
-    last = [r for r in records.items if r.qname == "casino.example" and r.client_ip == PUPIL][-1]
-    assert (last.verdict, last.group, last.category) == ("blocked", "pupils", "gambling")
-    assert last.rule and last.rule.endswith("gambling.txt")
-    ask(dns.port, "www.google.com", "A", PUPIL)
-    kinds = {r.verdict for r in records.items}
-    assert {"blocked", "rewritten", "resolved", "cached", "refused", "bypass", "filtered"} <= kinds
+    # Every kind of answer, asked here: what other tests asked does not count. A record is
+    # offered after its reply is sent, so each is waited for.
+    start = len(records.items)
+    asked = [
+        ("blocked", "casino.example", "A", PUPIL),
+        ("rewritten", "www.google.com", "A", PUPIL),
+        ("resolved", "recorded.example", "A", STAFF),
+        ("cached", "recorded.example", "A", STAFF),
+        ("refused", "example.org", "A", OUTSIDER),
+        ("bypass", "use-application-dns.net", "A", PUPIL),
+        ("filtered", "example.org", "HTTPS", PUPIL),
+    ]
+    for verdict, name, qtype, source in asked:
+        ask(dns.port, name, qtype, source)
+
+        def recorded(verdict: str = verdict, name: str = name, source: str = source) -> bool:
+            return any(
+                (r.verdict, r.qname, r.client_ip) == (verdict, name, source)
+                for r in records.items[start:]
+            )
+
+        wait_until(recorded, 10, 0.01, f"a {verdict} record of {name} from {source}")
+    blocked = next(r for r in records.items[start:] if r.verdict == "blocked")
+    assert (blocked.qname, blocked.group, blocked.category) == (
+        "casino.example",
+        "pupils",
+        "gambling",
+    )
+    assert blocked.rule and blocked.rule.endswith("gambling.txt")
 
 
 def test_beacon_not_configured_is_nxdomain_and_not_forwarded(
@@ -301,9 +324,16 @@ def test_beacon_not_configured_is_nxdomain_and_not_forwarded(
 
 
 def test_metrics_count_verdicts(dns: RunningDns) -> None:
-    ask(dns.port, "adult.example", "A", STAFF)
     metrics = dns.service.metrics
     assert metrics is not None
     labels = {"verdict": "blocked", "category": "adult", "group": "staff"}
-    assert metrics.value("hedgerow_dns_queries_total", labels) >= 1
-    assert metrics.value("hedgerow_dns_latency_seconds_count") > 0
+    before = metrics.value("hedgerow_dns_queries_total", labels)
+    timed = metrics.value("hedgerow_dns_latency_seconds_count")
+    ask(dns.port, "adult.example", "A", STAFF)
+
+    def counted() -> bool:  # after the reply is sent: wait for this query's count and time
+        count = metrics.value("hedgerow_dns_queries_total", labels)
+        return count == before + 1 and metrics.value("hedgerow_dns_latency_seconds_count") > timed
+
+    wait_until(counted, 10, 0.01, "the blocked query counted and timed")
+    assert metrics.value("hedgerow_dns_queries_total", labels) == before + 1

@@ -22,8 +22,9 @@ from common.identity import Identity
 from hub.cli import main as hub_main
 from hub.config import HubConfig
 from tests.dns_support import FakeUpstream, dig, free_dns_port, write_config
-from tests.hub_ingest_fixtures import make_hub, query, wait_until
+from tests.hub_ingest_fixtures import make_hub, query
 from tests.services import Mosquitto, stop_process
+from tests.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 

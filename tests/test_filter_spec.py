@@ -101,9 +101,9 @@ def test_spec_settings_reach_the_engine(tmp_path: Path) -> None:
 def test_dns_config_and_spec_build_the_same_policy(tmp_path: Path) -> None:
     """The Pi's TOML path ends in the same FilterSpec value the engine takes."""
     from agent.dns.config import load_config
-    from tests.dns_support import write_config
+    from tests.dns_support import free_dns_port, write_config
 
-    config = load_config(write_config(tmp_path, ["127.0.0.1:9"], 5399))
+    config = load_config(write_config(tmp_path, ["127.0.0.1:9"], free_dns_port()))
     spec = config.spec
     assert spec.groups == config.groups and spec.lists == config.lists
     assert spec.allow_clients == config.server.allow_clients

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from common.wire.keyfile import b64
 from hub.store.devices import get_device, list_devices
 from tests.enroll_fixtures import DAY, SITE, T0, Hub, HubLoop, make_hub
 from tests.services import Mosquitto
+from tests.waiting import wait_until
 
 
 def mode(path: Path) -> int:
@@ -166,8 +166,5 @@ def test_garbage_request_is_counted_not_answered(broker: Mosquitto, hub: Hub) ->
             )
         finally:
             session.close()
-        for _ in range(200):
-            if loop.rejected:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: loop.rejected, 10, what="the garbage request rejected")
     assert loop.rejected == ["malformed"] and loop.answered == 0

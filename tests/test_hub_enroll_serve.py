@@ -9,11 +9,13 @@ from agent.policy_client import current_policy
 from common.identity import Identity
 from hub.daemon import HubService
 from tests.enroll_fixtures import SITE, make_hub
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port
 
 
 def test_enrol_through_serve(tmp_path: Path, broker: Mosquitto) -> None:
-    hub = make_hub(tmp_path, broker.url)
+    # serve as deployed, metrics endpoint included, but on a port of its own (not 9154)
+    metrics = f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
+    hub = make_hub(tmp_path, broker.url, extra_toml=metrics)
     token = hub.token("sinkhole", group=None, expires_ms=2**62)
     service = HubService(hub.config)
     service.start()

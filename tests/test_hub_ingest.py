@@ -30,9 +30,9 @@ from tests.hub_ingest_fixtures import (
     query,
     report_count,
     summary,
-    wait_until,
 )
 from tests.services import Mosquitto
+from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

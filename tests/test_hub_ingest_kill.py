@@ -16,9 +16,9 @@ from tests.hub_ingest_fixtures import (
     report_count,
     serving,
     summary,
-    wait_until,
 )
 from tests.services import Mosquitto
+from tests.waiting import wait_until
 
 N = 600
 

@@ -33,9 +33,9 @@ from tests.hub_ingest_fixtures import (
     query,
     report_count,
     summary,
-    wait_until,
 )
 from tests.services import Mosquitto
+from tests.waiting import wait_until
 
 
 def _off_schema(device: SimDevice, seq: int) -> bytes:

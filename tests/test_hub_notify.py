@@ -17,6 +17,7 @@ from hub.notify.settings import load_notify_settings
 from tests.enroll_fixtures import SITE, T0, Hub, make_hub
 from tests.notify_fixtures import http_receiver, smtp_server
 from tests.services import free_port
+from tests.waiting import wait_until
 
 DEVICE = "lt-042"
 DOMAIN = "bet.example"
@@ -208,9 +209,7 @@ def test_sender_thread_delivers(world: World, smtp_port: int) -> None:
         world.alert(5)
         world.sender.start()
         try:
-            deadline = time.monotonic() + 20
-            while len(box.messages) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: len(box.messages) >= 2, 20, what="both messages delivered")
         finally:
             world.sender.stop()
     assert len(box.messages) == 2

@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from agent.report.mqtt import BrokerAddress
 from common.wire import Duplicate, Kind, open_envelope
 from tests.services import Mosquitto
 from tests.test_report_support import Device, HubSide, Received, TcpProxy, make_device, subscriber
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,14 +31,6 @@ def heartbeat() -> dict[str, Any]:
 def event(n: int) -> dict[str, Any]:
     """A small valid event document, numbered."""
     return {"v": 1, "type": "blocked", "at": n, "count": n}
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll until `check()` holds; fail loudly on timeout."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 @contextmanager
