@@ -125,7 +125,7 @@ class FakeUpstream:
         self.queries.append((qname, request.q.qtype, transport))
         if self.mode == "silent":
             return None
-        return fake_answer(request).pack()
+        return bytes(fake_answer(request).pack())
 
     def _serve_udp(self) -> None:
         while not self._stop.is_set():
@@ -199,8 +199,9 @@ class RunningDns:
 
     def call(self, coro_factory: Callable[[], object]) -> object:
         """Run a coroutine on the server's loop and wait for its result."""
-        future = asyncio.run_coroutine_threadsafe(coro_factory(), self.loop)  # type: ignore[arg-type]
-        return future.result(30)
+        coro = coro_factory()
+        assert asyncio.iscoroutine(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
 @contextmanager

@@ -89,7 +89,7 @@ def addresses(reply: dnslib.DNSRecord) -> list[str]:
 
 
 def rcode(reply: dnslib.DNSRecord) -> str:
-    return dnslib.RCODE.get(reply.header.rcode)
+    return str(dnslib.RCODE.get(reply.header.rcode))
 
 
 def ede(reply: dnslib.DNSRecord) -> int | None:

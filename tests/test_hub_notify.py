@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,9 +100,9 @@ def smtp_port() -> int:
 
 
 @pytest.fixture
-def world(tmp_path: Path, smtp_port: int) -> World:
+def world(tmp_path: Path, smtp_port: int) -> Iterator[World]:
     w = World(tmp_path, smtp_port)
-    yield w  # type: ignore[misc]
+    yield w
     w.close()
 
 
