@@ -29,8 +29,9 @@ from common.wire import (
     seal,
     sign_message,
 )
-from common.wire.header import MAX_U64, Kind
+from common.wire.header import MAX_U63, Kind
 from common.wire.payload import decode, encode
+from common.wire.replay import MAX_JUMP
 from tests.wire_fixtures import DEVICE, SITE, Directory, Ring, header_len
 
 # One hub key per suite, and a few enrolled devices each with its own signing key. Nothing here
@@ -174,8 +175,8 @@ def envelopes(draw: st.DrawFn) -> Sealed:
     kind, document = draw(documents)
     device = draw(st.sampled_from(sorted(DEVICES)))
     suite = draw(st.sampled_from(sorted(HUB_KEYS)))
-    seq = draw(st.integers(1, MAX_U64))
-    time_ms = draw(st.integers(0, MAX_U64))
+    seq = draw(st.integers(1, MAX_JUMP))  # a fresh replay window accepts 1..2^20
+    time_ms = draw(st.integers(0, MAX_U63))
     data = seal(
         kind,
         document,
@@ -255,8 +256,8 @@ policies = st.fixed_dictionaries(
 @given(
     policies,
     st.sampled_from([DEVICE, ""]),
-    st.integers(1, MAX_U64),
-    st.integers(0, MAX_U64),
+    st.integers(1, MAX_U63),
+    st.integers(0, MAX_U63),
     st.binary(max_size=300),
     st.lists(st.tuples(st.integers(0, 2**20), st.integers(0, 255)), min_size=1, max_size=4),
 )

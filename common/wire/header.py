@@ -14,7 +14,7 @@ VERSION = 1
 KEY_ID_LEN = 8
 _FIXED = struct.Struct(">2sBBBBQQ8s")  # magic, version, kind, suite, flags, seq, time_ms, key id
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-MAX_U64 = (1 << 64) - 1
+MAX_U63 = (1 << 63) - 1  # one bound for every integer on the wire (docs/protocol.md)
 
 
 class Kind(IntEnum):
@@ -59,10 +59,10 @@ class Header:
         site_wide_policy = self.kind is Kind.POLICY and self.device == ""
         if not site_wide_policy and not valid_name(self.device):
             raise WireError(f"device id {self.device!r} is not 1-63 chars of [a-z0-9._-]")
-        if not 1 <= self.seq <= MAX_U64:
-            raise WireError(f"seq {self.seq} is outside 1..2^64-1")
-        if not 0 <= self.time_ms <= MAX_U64:
-            raise WireError(f"time_ms {self.time_ms} is outside 0..2^64-1")
+        if not 1 <= self.seq <= MAX_U63:
+            raise WireError(f"seq {self.seq} is outside 1..2^63-1")
+        if not 0 <= self.time_ms <= MAX_U63:
+            raise WireError(f"time_ms {self.time_ms} is outside 0..2^63-1")
         if len(self.key_id) != KEY_ID_LEN:
             raise WireError(f"key id must be {KEY_ID_LEN} bytes")
 

@@ -2,7 +2,8 @@
 
 The rules (docs/protocol.md, "Replay"): an exact copy of an accepted (device, seq) is a
 duplicate, acknowledged and dropped; a different envelope with an accepted seq, or a seq older
-than the window that was never accepted, is a replay.
+than the window that was never accepted, is a replay; so is a seq more than 2^20 past the highest
+accepted (which would silence the device's genuine reports).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from common.wire.errors import OpenError, Reason
 from common.wire.header import Header
 
 DEFAULT_WINDOW = 65_536
+MAX_JUMP = 1 << 20  # the furthest a seq may lead the highest accepted (a device's first: 1..2^20)
 
 
 @dataclass(slots=True)
@@ -32,6 +34,12 @@ def judge(seq: int, known: bytes | None, digest: bytes, highest: int, window: in
         raise OpenError(Reason.REPLAY, f"seq {seq} was already used by another envelope")
     if seq <= highest - window:
         raise OpenError(Reason.REPLAY, f"seq {seq} is older than the replay window")
+    if seq > highest + MAX_JUMP:
+        # One accepted envelope with seq 2^63-1 would make every later genuine report a replay:
+        # a device counts up from 1 and skips at most a block per crash, never this far.
+        raise OpenError(
+            Reason.REPLAY, f"seq {seq} jumps more than 2^20 past the highest accepted ({highest})"
+        )
     return False
 
 
@@ -46,7 +54,7 @@ class ReplayWindow:
         """True for an exact duplicate; raise OpenError(replay) for a replay; False if new."""
         state = self._devices.get((header.site, header.device))
         if state is None:
-            return False
+            return judge(header.seq, None, digest, 0, self.window)
         return judge(header.seq, state.seen.get(header.seq), digest, state.highest, self.window)
 
     def accept(self, header: Header, digest: bytes) -> None:
