@@ -68,17 +68,17 @@ class DnsConfig:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        """Every category some list provides, in first-seen order."""
-        return tuple(dict.fromkeys(spec.category for spec in self.lists))
+        """Every category some list provides, in first-seen order (FilterSpec.categories)."""
+        return self.spec.categories
 
     @property
     def statutory(self) -> frozenset[str]:
         """Categories that block for everyone and can never be allowed."""
-        return frozenset(spec.category for spec in self.lists if spec.statutory)
+        return self.spec.statutory
 
     def group(self, name: str) -> GroupSpec:
         """The group called `name`."""
-        return next(g for g in self.groups if g.name == name)
+        return self.spec.group(name)
 
     @property
     def spec(self) -> FilterSpec:
