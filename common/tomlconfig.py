@@ -174,21 +174,20 @@ class Section:
         return self.text_list(key, rule=rule)
 
     def table(self, key: str, default: dict[str, object] | _Missing = REQUIRED) -> dict[str, object]:
-        """A sub-table, raw (wrap it in a Section to read it)."""
-        value = self.optional_table(key) if isinstance(default, dict) else self._table_of(key)
-        return dict(default) if value is None and isinstance(default, dict) else value or {}
+        """A sub-table, raw (wrap it in a Section to read it); required unless a default is given."""
+        if not isinstance(default, _Missing) and not self.has(key):
+            self._seen.add(key)
+            return dict(default)
+        value = self._value(key, True)
+        if not isinstance(value, dict):
+            self.fail(key, value, "must be a table")
+        return value
 
     def optional_table(self, key: str) -> dict[str, object] | None:
         """A sub-table, or None when the key is absent."""
         value = self._value(key, False)
         if value is None:
             return None
-        if not isinstance(value, dict):
-            self.fail(key, value, "must be a table")
-        return value
-
-    def _table_of(self, key: str) -> dict[str, object]:
-        value = self._value(key, True)
         if not isinstance(value, dict):
             self.fail(key, value, "must be a table")
         return value

@@ -37,7 +37,6 @@ from hub.store.replay_guard import StoreReplayGuard
 
 ENROLL_SEGMENT = "enroll"
 _TOPICS_CACHED = 100_000
-MAX_I64 = (1 << 63) - 1  # BIGINT columns are signed
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +233,6 @@ class Opener:
             return Rejected(message, Reason.MALFORMED, topic.site, topic.device, mismatch)
         if isinstance(result, Duplicate):
             return Redelivered(message)
-        if result.header.seq > MAX_I64 or result.header.time_ms > MAX_I64:
-            detail = "seq or time beyond 2^63-1 cannot be stored"
-            return Rejected(message, Reason.MALFORMED, topic.site, topic.device, detail)
         device = self.directory.info(result.header.site, result.header.device)
         if device is None:  # enrolled a moment ago, gone now: treat as unknown
             return Rejected(message, Reason.UNKNOWN_DEVICE, topic.site, topic.device, "vanished")
