@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import random
 import secrets
 import socket
 import time
@@ -25,7 +26,6 @@ from agent.report.errors import LinkError
 from agent.report.mqtt import Message, MqttSession
 from common.enrolment import (
     BUNDLE_TYPE,
-    ENROLL_PASSWORD,
     ENROLL_USER,
     HUB_KEYS_SITE,
     EnrollError,
@@ -68,7 +68,7 @@ class EnrollRequest:
     """A request as sent, with the private keys the device keeps to finish enrolment."""
 
     site: str
-    device_class: str
+    device_class: str | None  # None: the token decides (the hub's reply says which)
     key: SigningKey
     reply_key: OpeningKey
     beacon_key: SigningKey | None
@@ -80,16 +80,17 @@ def build_request(
     token: EnrollToken,
     *,
     site: str,
-    device_class: str,
+    device_class: str | None,
     hub_key: SealingKey,
     now_ms: int,
     group: str | None = None,
     hostname: str | None = None,
 ) -> EnrollRequest:
-    """Generate the device's keys and seal an enrolment request to the hub."""
+    """Generate the device's keys and seal an enrolment request to the hub. Without a class
+    (and group) the token's apply; with one, the hub refuses it unless the token agrees."""
     if not valid_name(site):
         raise EnrollError(f"site {site!r} is not 1-63 chars of [a-z0-9._-]")
-    if device_class not in DEVICE_CLASSES:
+    if device_class is not None and device_class not in DEVICE_CLASSES:
         raise EnrollError(f"class {device_class!r} must be one of {', '.join(DEVICE_CLASSES)}")
     key = SigningKey.generate()
     reply_key = OpeningKey.generate(SuiteId.X25519)
@@ -97,9 +98,10 @@ def build_request(
     document: dict[str, Any] = {
         "v": 1,
         "token": token.text,
-        "class": device_class,
         "reply_key": b64(reply_key.public_key.public),
     }
+    if device_class is not None:
+        document["class"] = device_class
     if group is not None:
         document["group"] = group
     if hostname is not None:
@@ -143,7 +145,11 @@ def finish(
         raise EnrollError(f"the enrolment reply is not from this hub: {last}")
     doc = opened.payload
     if doc["status"] != "ok":
-        raise EnrollRefused(str(doc.get("reason", "refused")), str(doc.get("detail", "")))
+        raise EnrollRefused(
+            str(doc.get("reason", "refused")),
+            str(doc.get("detail", "")),
+            retry_after_s=_retry_after(doc.get("retry_after_s")),
+        )
     try:
         hub_key_now, verify = parse_hub_document(doc["hub"])
         mqtt = doc["mqtt"]
@@ -161,7 +167,8 @@ def finish(
         policy = unb64(str(doc["policy"]), "policy")
     except (KeyError, TypeError, WireError) as exc:
         raise EnrollError(f"the enrolment reply is incomplete: {exc}") from exc
-    if identity.site != request.site or identity.device_class != request.device_class:
+    wrong_class = request.device_class not in (None, identity.device_class)
+    if identity.site != request.site or wrong_class or identity.device_class not in DEVICE_CLASSES:
         raise EnrollError("the enrolment reply is for another site or class")
     return identity, policy
 
@@ -196,12 +203,30 @@ class EnrollTransport(Protocol):
         """Disconnect."""
 
 
-def _wait_for(transport: EnrollTransport, topic: str, deadline: float) -> bytes:
-    while (left := deadline - time.monotonic()) > 0:
-        message = transport.receive(left)
+STEP_S = 5.0  # a SUBACK or PUBACK later than this means the link was lost: start again
+RESUBSCRIBE_S = 2.0  # how often a wait re-subscribes (a dropped link loses subscriptions)
+RETAINED_WAIT_S = 1.5  # on a new attempt, how long to wait for an answer already retained
+
+
+def _retry_after(value: object) -> int | None:
+    return value if isinstance(value, int) and 1 <= value <= 3600 else None
+
+
+def _step(deadline: float) -> float:
+    return max(0.1, min(STEP_S, deadline - time.monotonic()))
+
+
+def _wait_for(transport: EnrollTransport, topic: str, until: float) -> bytes | None:
+    """The next message on `topic` before `until`, or None. Subscribing again every
+    RESUBSCRIBE_S restores the subscription after a reconnect (the broker then hands over a
+    retained answer); a subscription that is not acknowledged raises LinkError."""
+    while (left := until - time.monotonic()) > 0:
+        message = transport.receive(min(left, RESUBSCRIBE_S))
         if message is not None and message.topic == topic and message.payload:
             return message.payload
-    raise EnrollError(f"no answer on {topic} in time (is hedgerow-hub serve running?)")
+        if message is None and until - time.monotonic() > 0:
+            transport.subscribe(topic, _step(until))
+    return None
 
 
 def enroll_online(
@@ -209,55 +234,101 @@ def enroll_online(
     *,
     token: str,
     site: str,
-    device_class: str,
     broker_url: str,
+    device_class: str | None = None,
     group: str | None = None,
     hostname: str | None = None,
     ca: str | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float = 60.0,
     transport: EnrollTransport | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Identity:
-    """Enrol with a technician's token over MQTT and write `identity_dir`. Raises EnrollError."""
+    """Enrol with a technician's token over MQTT and write `identity_dir`. Raises EnrollError.
+
+    The device logs in with the token's own broker account (EnrollToken.login). Devices that
+    share a token share that login, and the broker lets only one connection hold it at a
+    time: a device that loses its connection connects again after a short random pause, reads
+    the hub's answer if it was retained meanwhile, and otherwise sends its request again (the
+    same request: the hub answers it once). A hub that is busy says when to ask again. All of
+    it within `timeout_s`."""
     identity_dir = Path(identity_dir)
     if (identity_dir / "device.json").exists():
         raise EnrollError(f"{identity_dir} is already enrolled; remove it to enrol again")
     parsed = EnrollToken.parse(token)
-    link = transport or MqttSession(
-        MqttCredentials(broker_url, ENROLL_USER, ENROLL_PASSWORD, ca),
-        client_id=f"enroll-{secrets.token_hex(8)}",
-    )
+    user, password = parsed.login
+    credentials = MqttCredentials(broker_url, user, password, ca)
     deadline = time.monotonic() + timeout_s
-    try:
-        link.connect(timeout_s)
-        link.subscribe(topics.hub_keys(), timeout_s)
-        hub_key, verify = check_hub_keys(
-            _wait_for(link, topics.hub_keys(), deadline), parsed.fingerprint
-        )
-        request = build_request(
-            parsed,
-            site=site,
-            device_class=device_class,
-            hub_key=hub_key,
-            now_ms=int(clock() * 1000),
-            group=group,
-            hostname=hostname,
-        )
-        reply_topic = topics.enroll_reply(request.request_id)
-        link.subscribe(reply_topic, timeout_s)
-        link.publish(
-            topics.enroll_request(request.request_id),
-            request.data,
-            retain=False,
-            timeout_s=timeout_s,
-        )
-        reply = _wait_for(link, reply_topic, deadline)
-    except LinkError as exc:
-        raise EnrollError(f"cannot enrol over MQTT: {exc}") from exc
-    finally:
-        link.close()
-    identity, policy = finish(request, reply, hub_verify_keys=verify, broker_url=broker_url, ca=ca)
+    request: EnrollRequest | None = None
+    verify: tuple[VerifyKey, ...] = ()
+    while True:
+        link = transport or MqttSession(credentials, client_id=f"enroll-{secrets.token_hex(8)}")
+        try:
+            link.connect(_step(deadline))
+            if request is None:
+                link.subscribe(topics.hub_keys(), _step(deadline))
+                keys = _wait_for(link, topics.hub_keys(), deadline)
+                if keys is None:
+                    raise EnrollError("the hub's keys are not on the broker (is the hub set up?)")
+                hub_key, verify = check_hub_keys(keys, parsed.fingerprint)
+                request = build_request(
+                    parsed,
+                    site=site,
+                    device_class=device_class,
+                    hub_key=hub_key,
+                    now_ms=int(clock() * 1000),
+                    group=group,
+                    hostname=hostname,
+                )
+                identity, policy = _ask(link, request, verify, deadline, broker_url, ca, False)
+            else:
+                identity, policy = _ask(link, request, verify, deadline, broker_url, ca, True)
+            break
+        except LinkError as exc:
+            if transport is not None or time.monotonic() + 1 >= deadline:
+                raise EnrollError(f"cannot enrol over MQTT: {exc}") from exc
+            log.info("lost the broker link while enrolling (%s); connecting again", exc)
+        finally:
+            link.close()
+        time.sleep(random.uniform(0.2, 1.5))
     return install(identity_dir, identity, policy)
+
+
+def _ask(
+    link: EnrollTransport,
+    request: EnrollRequest,
+    verify: tuple[VerifyKey, ...],
+    deadline: float,
+    broker_url: str,
+    ca: str | None,
+    again: bool,
+) -> tuple[Identity, bytes]:
+    """Send the request (after looking for an answer already retained, when `again`), and
+    again each time the hub answers "busy", until a final answer."""
+    reply_topic = topics.enroll_reply(request.request_id)
+    link.subscribe(reply_topic, _step(deadline))
+    reply = _wait_for(link, reply_topic, time.monotonic() + RETAINED_WAIT_S) if again else None
+    while True:
+        if reply is None:
+            link.publish(
+                topics.enroll_request(request.request_id),
+                request.data,
+                retain=False,
+                timeout_s=_step(deadline),
+            )
+            reply = _wait_for(link, reply_topic, deadline)
+        if reply is None:
+            raise EnrollError(
+                f"no answer on {reply_topic} in time (is hedgerow-hub serve running?)"
+            )
+        try:
+            return finish(request, reply, hub_verify_keys=verify, broker_url=broker_url, ca=ca)
+        except EnrollRefused as exc:
+            wait = exc.retry_after_s
+            if exc.reason != "busy" or wait is None or time.monotonic() + wait >= deadline:
+                raise
+            log.info("the hub is busy enrolling other devices; asking again in %d s", wait)
+            time.sleep(wait)
+            reply = None
 
 
 def enroll_from_bundle(bundle_path: Path, identity_dir: Path) -> Identity:
@@ -307,18 +378,23 @@ def add_enroll_arguments(parser: argparse.ArgumentParser, default_class: str | N
         dest="device_class",
         choices=DEVICE_CLASSES,
         default=default_class,
-        help="device class (with --token; a bundle carries its own)",
+        help="device class (optional: the token fixes it; given, it must match the token)",
     )
-    parser.add_argument("--group", default=None, help="filtering group, if the token sets none")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the hub")
+    parser.add_argument(
+        "--group",
+        default=None,
+        help="filtering group (optional: the token or the site's default decides; given, it "
+        "must match)",
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the hub")
 
 
 def enroll_from_args(args: argparse.Namespace, identity_dir: Path) -> Identity:
     """Run the enrolment that add_enroll_arguments() describes. Raises EnrollError."""
     if args.bundle is not None:
         return enroll_from_bundle(args.bundle, identity_dir)
-    if not args.site or not args.broker or not args.device_class:
-        raise EnrollError("--token needs --site, --broker and --class")
+    if not args.site or not args.broker:
+        raise EnrollError("--token needs --site and --broker")
     return enroll_online(
         identity_dir,
         token=args.token,

@@ -7,6 +7,7 @@ The device's enrolment client is agent/enrolment_client.py; the hub's side is hu
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -19,8 +20,11 @@ SECRET_CHARS = 16  # 80 random bits
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
 HUB_KEYS_SITE = "hub"  # header site of the retained hub-keys message
-ENROLL_USER = "enroll"  # the broker account of devices not yet enrolled (not a secret)
-ENROLL_PASSWORD = "enroll"
+# The header device of the retained hub-keys message. Devices not yet enrolled log in to the
+# broker with their token's own account (EnrollToken.login), never a shared one.
+ENROLL_USER = "enroll"
+LOGIN_PREFIX = "enroll-"  # token logins are enroll-<token id>
+TOKEN_ID_CHARS = 12  # 60 bits of a hash of the token: names the token without revealing it
 BUNDLE_TYPE = "hedgerow-enroll-bundle"
 
 
@@ -31,9 +35,10 @@ class EnrollError(HedgerowError):
 class EnrollRefused(EnrollError):
     """The hub answered and refused: `reason` is a short code (docs/enrolment.md)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, retry_after_s: int | None = None) -> None:
         self.reason = reason
         self.detail = detail
+        self.retry_after_s = retry_after_s  # with reason "busy": when to ask again
         super().__init__(f"hub refused enrolment: {reason}" + (f" ({detail})" if detail else ""))
 
 
@@ -57,6 +62,22 @@ class EnrollToken:
     def canonical(self) -> str:
         """What the hub hashes: fingerprint then secret, upper-case base32."""
         return self.fingerprint + self.secret
+
+    @property
+    def token_id(self) -> str:
+        """A short public name of the token (enroll-token list/revoke, its broker login):
+        lower-case base32 of a hash of the token, which cannot be turned back into it."""
+        digest = hashlib.sha256(b"hedgerow-token-id/1\0" + self.canonical.encode()).digest()
+        return _b32(digest)[:TOKEN_ID_CHARS].lower()
+
+    @property
+    def login(self) -> tuple[str, str]:
+        """The broker account (user name, password) that devices enrolling with this token
+        use: enroll-<token id> and a password only the token's holder can compute
+        (docs/enrolment.md). The hub creates the account with the token."""
+        digest = hashlib.sha256(b"hedgerow-token-login/1\0" + self.canonical.encode()).digest()
+        password = base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        return LOGIN_PREFIX + self.token_id, password
 
     @property
     def text(self) -> str:

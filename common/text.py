@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import re
 
-# C0 and C1 controls, DEL, and the characters that reorder or hide text (bidi overrides and
-# isolates, marks, line and paragraph separators).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+# C0 and C1 controls, DEL, the characters that reorder or hide text (bidi overrides and
+# isolates, marks, line and paragraph separators), and lone surrogates (JSON "\ud800" decodes to
+# one; it cannot be stored as UTF-8).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]"
+)
 _PRESENTATION = re.compile(r"[^\x21-\x5b\x5d-\x7e]")  # printable ASCII except the backslash
 
 
@@ -36,12 +39,18 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
-def dns_presentation(name: str) -> str:
+def dns_presentation(name: str, limit: int = 255) -> str:
     """A DNS name as RFC 1035 presentation text: each character outside printable ASCII (and
-    `\\`) becomes `\\DDD` per UTF-8 byte, so the result is printable ASCII."""
+    `\\`) becomes `\\DDD` per UTF-8 byte, so the result is printable ASCII. At most `limit`
+    characters, cut before an escape rather than inside one."""
     if _PRESENTATION.search(name) is None:
-        return name
-    return _PRESENTATION.sub(
+        return name[:limit]
+    text = _PRESENTATION.sub(
         lambda m: "".join(f"\\{byte:03d}" for byte in m.group().encode("utf-8", "surrogateescape")),
         name,
     )
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    escape = cut.rfind("\\", max(0, limit - 3))  # an escape \DDD starting in the last 3
+    return cut[:escape] if escape != -1 and escape + 4 > limit else cut

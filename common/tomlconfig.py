@@ -23,6 +23,17 @@ class _Missing:
 REQUIRED = _Missing()
 
 
+class FieldError(ConfigError):
+    """A ConfigError about one key of one table read through a Section: `table` is that table
+    (None when what was read is not a table) and `key` the key ("" for the table itself). A
+    checker that wants every problem drops the key and reads again (hedgerow-hub check)."""
+
+    def __init__(self, message: str, table: dict[str, object] | None, key: str) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
 def load_toml(path: Path) -> dict[str, object]:
     """Parse a TOML file, turning I/O and syntax errors into ConfigError. A UTF-8 byte-order
     mark (Windows Notepad writes one) is accepted."""
@@ -67,10 +78,11 @@ class Section:
         self._seen: set[str] = set()
 
     def fail(self, key: str, value: object, rule: str) -> NoReturn:
-        """Raise a ConfigError naming where, what and why."""
+        """Raise a ConfigError (a FieldError) naming where, what and why."""
         where = f"[{self.name}]" + (f" {key}" if key else "")
         prefix = f"{self.source}: " if self.source else ""
-        raise ConfigError(f"{prefix}{where} = {toml_value(value)}: {rule}")
+        table = getattr(self, "_table", None)  # unset while __init__ refuses a non-table
+        raise FieldError(f"{prefix}{where} = {toml_value(value)}: {rule}", table, key)
 
     def has(self, key: str) -> bool:
         """True if the key is present."""

@@ -58,6 +58,8 @@ class Finding:
     summary: str  # a sentence a person can read, without pupil names
     at_ms: int  # the hub's clock
     evidence: tuple[int, ...] = ()  # report ids
+    count: int = 1  # what it adds to an open alert's count: the attempts it newly reports, or 1
+    opens_with: int | None = None  # a new alert's count, if not `count`: the attempts in window
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +188,14 @@ def _folded(alert: Alert, finding: Finding, limit: int, **changes: Any) -> Alert
     return replace(
         alert,
         last_seen_ms=max(alert.last_seen_ms, finding.at_ms),
-        count=alert.count + 1,
+        count=alert.count + finding.count,
         evidence=_merge_evidence(alert.evidence, finding.evidence, limit),
         **changes,
     )
+
+
+def _opening_count(finding: Finding) -> int:
+    return finding.count if finding.opens_with is None else finding.opens_with
 
 
 def record(
@@ -302,7 +308,7 @@ def record_new(
     alert_id = db.insert(
         "INSERT INTO alerts (rule, dedup_key, severity, site, device, device_class, grp, status, "
         "first_seen_ms, last_seen_ms, count, summary, evidence) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, 1, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
         (
             finding.rule,
             finding.key,
@@ -313,6 +319,7 @@ def record_new(
             finding.group,
             finding.at_ms,
             finding.at_ms,
+            _opening_count(finding),
             finding.summary,
             json.dumps(list(evidence)),
         ),
@@ -329,7 +336,7 @@ def record_new(
         status="open",
         first_seen_ms=finding.at_ms,
         last_seen_ms=finding.at_ms,
-        count=1,
+        count=_opening_count(finding),
         summary=finding.summary,
         evidence=evidence,
         dedup_key=finding.key,

@@ -3,17 +3,21 @@
 Everything that reads hub.toml (rules, contacts, enrolment, metrics) is read before anything
 starts. Start order: database (migrated), metrics endpoint, ingest thread, then the broker
 connection (so nothing arrives before ingest can take it), notifications, retained policies. Stop order is the reverse of what
-matters for safety: ingest finishes its batch (commit, ack) before the connection closes.
+matters for safety: ingest finishes its batch (commit, ack) before the connection closes,
+and the receipts thread publishes what that batch committed before it does.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from common.errors import HedgerowError
 from hub.config import HubConfig, load_config
 from hub.enroll.answer import EnrollService
-from hub.ingest.hooks import ReportRules
+from hub.hub_alerts import raise_hub_alert
+from hub.ingest.hooks import ReportRules, acking
 from hub.ingest.settings import load_ingest_settings
 from hub.ingest.worker import IngestWorker
 from hub.keys import HubKeys
@@ -23,11 +27,13 @@ from hub.notify.outbox import NotificationOutbox
 from hub.notify.sender import NotificationSender
 from hub.notify.settings import load_notify_settings
 from hub.policy.publish import publish_all
+from hub.receipts import ReceiptPublisher
 from hub.rules.engine import RuleEngine
 from hub.rules.settings import load_rules
 from hub.store import Database
 
 log = logging.getLogger(__name__)
+RECEIPTS_FLUSH_S = 2.0  # how long stop waits for the broker to take the last receipts
 
 
 class HubService:
@@ -60,6 +66,7 @@ class HubService:
         self._sender = NotificationSender(config, config.database_url)
         self.worker: IngestWorker | None = None
         self.connection: MqttConnection | None = None
+        self.receipts: ReceiptPublisher | None = None
 
     def start(self) -> None:
         """Bring everything up. Raises HubError if any part cannot start."""
@@ -73,10 +80,15 @@ class HubService:
         connection = MqttConnection(
             self.config.mqtt, subscriptions=[report_filter(self.config.mqtt.shared)]
         )
+        # Delivery receipts: told of every message after its commit (through ingest's ack).
+        receipts = ReceiptPublisher(
+            self.config.database_url, self.keys, connection.publish, self.metrics
+        )
+        self.receipts = receipts
         self.worker = IngestWorker(
             self.config.database_url,
             self.keys,
-            ack=connection.ack,
+            ack=acking(connection.ack, receipts),
             metrics=self.metrics,
             rules=self._rules,
             enroll=EnrollService(
@@ -87,11 +99,41 @@ class HubService:
             keys_dir=self.config.keys_dir,
         )
         connection.on_message = self.worker.offer
+        connection.on_takeover = self._session_taken_over
+        receipts.start()
         self.worker.start()
         self.connection = connection
         connection.start()
         self._sender.start()
         self._publish_policies()
+
+    def _session_taken_over(self) -> None:
+        """paho's thread: record the security alert on a thread of its own (the database may
+        be busy with a batch; paho's network loop must not wait for it)."""
+        threading.Thread(target=self._record_takeover, name="takeover-alert", daemon=True).start()
+
+    def _record_takeover(self) -> None:
+        db = Database(self.config.database_url)
+        try:
+            with db.transaction():
+                raise_hub_alert(
+                    db,
+                    self.config,
+                    device=self.config.mqtt.username or self.config.mqtt.client_id,
+                    key="session_taken_over",
+                    summary=(
+                        "The broker ended the hub's session because another connection logged "
+                        "in with the hub's client id (session taken over). Reports queued for "
+                        "the hub may have been lost; the hub's broker password may be in use "
+                        "elsewhere. Check the broker log and change the password."
+                    ),
+                    at_ms=int(time.time() * 1000),
+                    severity=5,
+                )
+        except HedgerowError as exc:
+            log.error("cannot record the session-takeover alert: %s", exc)
+        finally:
+            db.close()
 
     def _publish_policies(self) -> None:
         """Retained policies are queued now and go out as soon as the broker connects."""
@@ -120,7 +162,10 @@ class HubService:
         return self.worker is not None and self.worker.alive
 
     def reload(self) -> bool:
-        """SIGHUP: re-read hub.toml and swap in its rules and contacts, all or nothing."""
+        """SIGHUP: re-read the keys (the ingest thread then opens the envelopes held for a new
+        one), and hub.toml's rules and contacts; each all or nothing."""
+        if not self.keys.reload():
+            log.info("reload: the hub keys are unchanged")
         if self._engine is None:
             log.info("reload: rules were given by the caller; nothing to reload")
             return False
@@ -141,7 +186,11 @@ class HubService:
         """Finish the current batch (commit, ack), disconnect, stop the other threads."""
         if self.worker is not None:
             self.worker.stop()
+        if self.receipts is not None:
+            self.receipts.stop()  # the last receipts, for what the last batch committed
         if self.connection is not None:
+            if self.connection.connected.is_set():
+                self.connection.wait_acked(RECEIPTS_FLUSH_S)
             self.connection.stop()
         self._sender.stop()
         self.metrics.close()

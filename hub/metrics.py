@@ -40,7 +40,8 @@ class HubMetrics:
         self.registry = CollectorRegistry()
         self.envelopes = Counter(
             "hedgerow_hub_envelopes",
-            "Messages handled, by result (stored, duplicate, rejected, ignored, dropped) and reason",
+            "Messages handled, by result (stored, duplicate, rejected, ignored, held, released, "
+            "dropped) and reason",
             ["result", "reason"],
             registry=self.registry,
         )
@@ -74,6 +75,14 @@ class HubMetrics:
         )
         self.queue_depth = Gauge(
             "hedgerow_hub_queue_depth", "Messages waiting for ingest", registry=self.registry
+        )
+        self.receipts = Counter(
+            "hedgerow_hub_receipts",
+            "Delivery receipts (hub/receipts), by result: published, failed (a round or a "
+            "publish, tried again), declared (a device's spool floor applied), settled (a seq "
+            "refused for good counted as processed), overflow (a commit hint dropped)",
+            ["result"],
+            registry=self.registry,
         )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None

@@ -5,6 +5,13 @@ reports sent while the hub is down wait at the broker; manual acknowledgements, 
 acknowledged only after the hub has committed it (ingest calls ack()). Receive Maximum caps how
 many unacknowledged messages the broker hands us at once; ingest sizes its queue above it.
 
+Mosquitto binds client ids to user names (use_username_as_clientid), so another login cannot
+take this session over; if the hub's own login is used elsewhere, the broker ends our session
+with "session taken over" (0x8E): that is logged and handed to on_takeover (a security alert).
+Retained messages published on report or request topics are cleared at once (an empty retained
+message), so nothing a device sends stays on the broker. Retained enrolment replies expire after
+REPLY_EXPIRY_S.
+
 paho's types stop here: callers see Incoming values and plain callables (aiomqtt's
 message.py:_from_paho_message is the model).
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +42,15 @@ log = logging.getLogger(__name__)
 SHARE_GROUP = "hedgerow-hub"
 RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send us at once
 KEEPALIVE_S = 30
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+REPLY_EXPIRY_S = 600  # a retained enrolment reply stays this long at the broker
+REFUSED_KEPT = 10_000  # refused publications remembered for wait_acked()
+_INBOUND = ("/request", "/summary", "/event", "/heartbeat")  # topics devices publish on
+# Mosquitto 2.0 closes a taken-over connection without a DISCONNECT packet, but logs it at
+# level E, which `log_dest topic` (the shipped config) publishes here, to the hub alone (ACL).
+BROKER_ERRORS = "$SYS/broker/log/E"
+TAKEOVER_LINE = "Client {id} already connected, closing old connection."
+KICK_WINDOW_S = 5.0  # our connection closing this soon after that line: it was taken over
 
 
 class MqttError(HubError):
@@ -70,6 +87,7 @@ class MqttConnection:
         *,
         subscriptions: Sequence[str] = (),
         client_id: str | None = None,
+        username: str | None = None,
         receive_maximum: int = RECEIVE_MAXIMUM,
     ) -> None:
         self.config = config
@@ -85,7 +103,13 @@ class MqttConnection:
         # publish() returns, so outcomes are kept until publish() has recorded its mid.
         self._unacked: dict[int, str] = {}
         self._outcomes: dict[int, str | None] = {}
-        self._refused: list[tuple[str, str]] = []
+        self._refused: deque[tuple[str, str]] = deque(maxlen=REFUSED_KEPT)
+        self.on_takeover: Callable[[], None] | None = None  # set before start()
+        self._kick_seen: tuple[int, float] | None = None  # (generation, when) of a takeover line
+        self._log_mid: int | None = None
+        self._ids = {i for i in (client_id or config.client_id, username or config.username) if i}
+        self.takeovers = 0
+        self.cleared_retained = 0
         self._acked = threading.Condition(self._lock)
         url = urlparse(config.url)
         self._host = url.hostname or "127.0.0.1"
@@ -116,11 +140,11 @@ class MqttConnection:
                     certfile=str(config.cert) if config.cert else None,
                     keyfile=str(config.key) if config.key else None,
                 )
-            if config.username:
+            if username or config.username:
                 password = None
                 if config.password_file:
                     password = config.password_file.read_text("utf-8").strip()
-                self._client.username_pw_set(config.username, password)
+                self._client.username_pw_set(username or config.username, password)
         except (OSError, ValueError) as exc:
             raise MqttError(f"mqtt: cannot set up TLS or credentials: {exc}") from exc
 
@@ -147,6 +171,9 @@ class MqttConnection:
             self._down = True  # a stop we asked for is not news
         self._client.disconnect()
         self._client.loop_stop()
+        # loop_start() made a socket pair that loop_stop() leaves open (paho 2.1): close it
+        # and any socket left by a connection the broker dropped.
+        self._client._reset_sockets()
         self.connected.clear()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -170,7 +197,11 @@ class MqttConnection:
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         """Queue a QoS 1 publication (sent as soon as the connection allows); wait_acked()
         tells whether the broker took it."""
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        props = None
+        if retain and topic.endswith("/reply"):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = REPLY_EXPIRY_S
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise MqttError(f"mqtt: cannot publish to {topic}: {paho.error_string(info.rc)}")
         with self._acked:
@@ -212,11 +243,15 @@ class MqttConnection:
         log.info("connected to %s (session present: %s)", self.config.url, flags.session_present)
         self.connected.set()
         if self._subscriptions:
+            # Not one of self._subscriptions: a broker that refuses it (no log_dest topic, an
+            # older ACL) must not keep the hub from being ready.
+            self._log_mid = client.subscribe(BROKER_ERRORS, qos=0)[1]
             # A resumed session keeps its subscriptions; subscribing again is harmless.
             shared = any(s.startswith("$share/") for s in self._subscriptions)
             options = SubscribeOptions(
                 qos=1,
                 noLocal=not shared,  # never see our own enrolment replies or policies
+                retainAsPublished=True,  # so that a retained report or request can be cleared
                 retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND,
             )
             client.subscribe([(topic, options) for topic in self._subscriptions])
@@ -224,6 +259,8 @@ class MqttConnection:
     def _subscribed(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any
     ) -> None:
+        if mid == self._log_mid:
+            return  # the broker-log subscription: nothing to report either way
         failed = [r for r in reasons if r.is_failure]
         if failed:
             log.error("broker refused subscription %s: %s", self._subscriptions, failed)
@@ -237,6 +274,15 @@ class MqttConnection:
         self.subscribed.clear()
         with self._lock:
             first, self._down = not self._down, True
+            kick, self._kick_seen = self._kick_seen, None
+        logged_kick = (
+            kick is not None
+            and kick[0] == self._generation
+            and time.monotonic() - kick[1] < KICK_WINDOW_S
+        )
+        if logged_kick or getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            self._taken_over()
+            return
         if first:
             log.warning("disconnected from %s: %s; reconnecting", self.config.url, reason)
 
@@ -261,6 +307,34 @@ class MqttConnection:
                 self._settle(mid, topic)
             self._acked.notify_all()
 
+    def _taken_over(self) -> None:
+        self.takeovers += 1
+        log.error(
+            "SECURITY: the broker ended the hub's session: session taken over (another "
+            "connection logged in with the hub's client id; is the hub's password in use "
+            "elsewhere?); reconnecting"
+        )
+        if self.on_takeover is not None:
+            try:
+                self.on_takeover()
+            except Exception:
+                log.exception("cannot report the session takeover")
+
+    def _broker_error(self, text: str) -> None:
+        # The line comes just before the broker closes the old connection of that client id:
+        # if ours closes within KICK_WINDOW_S, another connection took our session; if not,
+        # we were the new one (closing a stale connection of our own).
+        if any(TAKEOVER_LINE.format(id=i) in text for i in self._ids):
+            with self._lock:
+                self._kick_seen = (self._generation, time.monotonic())
+
+    def _clear_retained(self, topic: str) -> None:
+        # A device cannot make a report or request stay at the broker: the empty retained
+        # message deletes it. The message itself is still ingested like any other.
+        self.cleared_retained += 1
+        log.warning("cleared a retained message on %s (devices must not retain)", topic)
+        self._client.publish(topic, b"", qos=1, retain=True)
+
     def _message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # An exception here would stop paho's network thread: contain it (mitmproxy's safecall).
         try:
@@ -268,6 +342,11 @@ class MqttConnection:
                 topic = msg.topic
             except UnicodeDecodeError:
                 topic = ""
+            if topic == BROKER_ERRORS:
+                self._broker_error(bytes(msg.payload).decode("utf-8", "replace"))
+                return
+            if msg.retain and topic.endswith(_INBOUND):
+                self._clear_retained(topic)
             incoming = Incoming(
                 topic=topic,
                 payload=bytes(msg.payload),

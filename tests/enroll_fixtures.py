@@ -20,6 +20,7 @@ from common.wire import OpenError
 from hub.config import HubConfig, load_config
 from hub.datadir import init_data_dir
 from hub.enroll.answer import EnrollService
+from hub.enroll.broker import write_broker_files
 from hub.enroll.tokens import create_token
 from hub.keys import HubKeys
 from hub.policy.publish import publish_all
@@ -51,7 +52,7 @@ class Hub:
     ) -> EnrollToken:
         db = self.db()
         try:
-            return create_token(
+            token = create_token(
                 db,
                 self.keys,
                 site=site,
@@ -61,6 +62,8 @@ class Hub:
                 expires_ms=expires_ms,
                 now_ms=T0,
             )
+            write_broker_files(db, self.config, now_ms=T0)  # its broker login, as the CLI does
+            return token
         finally:
             db.close()
 
@@ -102,10 +105,9 @@ def enroll_direct(
             answer = service.handle(db, request.request_id, request.data, now_ms)
     finally:
         db.close()
-    assert answer is not None, "rate-limited"
     return finish(
         request,
-        answer[1],
+        answer.data,
         hub_verify_keys=(hub.keys.signing.verify_key,),
         broker_url="mqtt://127.0.0.1:1883",
     )
@@ -172,9 +174,8 @@ class HubLoop:
                 except OpenError as exc:
                     self.rejected.append(exc.reason.value)
                     continue
-                if out is not None:
-                    self.answered += 1
-                    self.publish(out[0], out[1], False)
+                self.answered += 1
+                self.publish(out.topic, out.data, out.final)
         except BaseException as exc:
             self._error = exc
             self._ready.set()

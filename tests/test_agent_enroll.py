@@ -14,7 +14,7 @@ from common.enrolment import EnrollError, EnrollToken, hub_fingerprint
 from common.identity import Identity
 from common.wire.keyfile import b64
 from hub.cli import main
-from hub.enroll.broker import verify_password
+from hub.enroll.passwords import verify_password
 from hub.store.devices import get_device
 from tests.enroll_fixtures import SITE, make_hub
 

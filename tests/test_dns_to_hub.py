@@ -136,6 +136,106 @@ def test_blocked_query_reaches_the_hub_as_an_alert(tmp_path: Path, broker: Mosqu
         assert rejected == 0, (tmp_path / "hub.log").read_text()[-3000:]
 
 
+@contextmanager
+def filter_and_hub(
+    tmp_path: Path, broker: Mosquitto, immediate: list[str]
+) -> Iterator[tuple[HubConfig, int]]:
+    """`hedgerow-hub serve` and `hedgerow-dns serve` (enrolled as dns-1, 10 s summaries, these
+    immediate categories), both serving; yields the hub's config and the filter's port."""
+    hub = make_hub(tmp_path, broker.url, None)
+    bundle = tmp_path / "dns-1.bundle"
+    enrol = ["enroll", "bundle", "--config", str(hub.path), "--device", "dns-1"]
+    enrol += ["--class", "sinkhole", "--broker", broker.url, "--out", str(bundle)]
+    assert hub_main(enrol) == 0
+    identity_dir = tmp_path / "dns-identity"
+    with FakeUpstream() as upstream:
+        port = free_dns_port()
+        report = (
+            f'[report]\nhub = "{broker.url}"\nidentity = "{identity_dir}"\n'
+            f"interval_s = 10\nimmediate = {json.dumps(immediate)}\n"
+        )
+        config = write_config(tmp_path, [upstream.address], port, extra=report)
+        assert dns_main(["enroll", "--config", str(config), "--bundle", str(bundle)]) == 0
+        hub_log = tmp_path / "hub.log"
+        with (
+            daemon(f"{BIN}/hedgerow-hub", "serve", "--config", str(hub.path), log=hub_log),
+            daemon(
+                f"{BIN}/hedgerow-dns", "serve", "--config", str(config), log=tmp_path / "dns.log"
+            ),
+        ):
+            wait_until(lambda: _answers(port), what="hedgerow-dns to answer")
+            # Before the hub's first subscription there is no session to hold an event.
+            wait_until(lambda: "hedgerow-hub serving" in hub_log.read_text(), what="the hub")
+            yield hub, port
+        rejected = query(hub, "SELECT COUNT(*) FROM rejections")[0][0]
+        assert rejected == 0, hub_log.read_text()[-3000:]
+
+
+def summarised(hub: HubConfig, client: str, name: str) -> int:
+    """How many lookups of `name` by `client` the stored summaries count."""
+    rows = query(hub, "SELECT body FROM reports WHERE kind = 'summary' AND client_ip = ?", (client,))
+    return sum(
+        entry["count"]
+        for (body,) in rows
+        for entry in json.loads(body)["blocked"]
+        if entry["name"] == name
+    )
+
+
+def attempts(hub: HubConfig, client: str, category: str) -> int:
+    """What the hub's attempts table (what the rules add up) holds for a client and category."""
+    sql = "SELECT COALESCE(SUM(count), 0) FROM attempts WHERE client_ip = ? AND category = ?"
+    return int(query(hub, sql, (client, category))[0][0])
+
+
+def test_each_blocked_lookup_is_counted_once(tmp_path: Path, broker: Mosquitto) -> None:
+    """An immediate category sends an event for a blocked lookup and its summary counts the
+    lookup again: the hub counts it once. One adult lookup is one attempt and an alert seen
+    once; three gambling lookups are 3 in the alert's sentence and in the stored counts."""
+    adult_client, gambling_client = "127.0.1.30", "127.0.1.31"
+    with filter_and_hub(tmp_path, broker, ["adult", "gambling"]) as (hub, port):
+        assert "0.0.0.0" in dig(port, "adult.example", "+short", source=adult_client)
+        for _ in range(3):
+            assert "0.0.0.0" in dig(port, "casino.example", "+short", source=gambling_client)
+        # Reports are delivered in order, so once the summaries counting every lookup are
+        # stored, so are the events sent before them (and the rules have run on both).
+        wait_until(
+            lambda: summarised(hub, adult_client, "adult.example") == 1
+            and summarised(hub, gambling_client, "casino.example") == 3,
+            timeout=90,
+            what="the summaries of every lookup",
+        )
+    assert reports(hub, "event") >= 2  # each client's first lookup also went as an event
+    assert attempts(hub, adult_client, "adult") == 1
+    assert attempts(hub, gambling_client, "gambling") == 3
+    found = {str(a["summary"]).split(" behind ")[0]: a for a in _alerts(hub)}
+    adult = found[f"A device at {adult_client} (group pupils)"]
+    assert adult["count"] == 1, adult  # x1: the summary added nothing to the event's alert
+    assert "tried to reach an adult site; it was blocked (adult.example)." in str(adult["summary"])
+    gambling = found[f"A device at {gambling_client} (group pupils)"]
+    assert "tried to reach gambling sites 3 times" in str(gambling["summary"]), gambling
+    assert gambling["count"] == 3, gambling  # x3: the attempts the alert stands for
+
+
+def test_the_anti_bypass_canary_raises_a_bypass_alert(tmp_path: Path, broker: Mosquitto) -> None:
+    """Firefox's DoH canary, answered NXDOMAIN by the filter's anti-bypass link, reaches the hub
+    in the filter's own category and raises a bypass alert."""
+    client = "127.0.1.40"
+    with filter_and_hub(tmp_path, broker, []) as (hub, port):
+        out = dig(port, "use-application-dns.net", source=client)
+        assert "NXDOMAIN" in out, out
+        wait_until(lambda: _alerts(hub, "bypass"), timeout=90, what="a bypass alert")
+    (alert,) = _alerts(hub, "bypass")
+    assert alert["device"] == "dns-1" and alert["severity"] == 4
+    assert str(alert["summary"]) == (
+        f"A device at {client} (group pupils) behind DNS filter cape-primary/dns-1 tried to get "
+        "round the filter with encrypted DNS or a private relay (use-application-dns.net); it "
+        "was blocked."
+    )
+    assert attempts(hub, client, "bypass") == 1
+    assert not _alerts(hub)  # not blocked_content as well
+
+
 def _answers(port: int) -> bool:
     try:
         dig(port, "staff.example", "+short")
@@ -144,7 +244,7 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _alerts(hub: HubConfig) -> list[dict[str, object]]:
+def _alerts(hub: HubConfig, rule: str = "blocked_content") -> list[dict[str, object]]:
     out = subprocess.run(
         [f"{BIN}/hedgerow-hub", "alerts", "--config", str(hub.path), "--json"],
         capture_output=True,
@@ -152,7 +252,7 @@ def _alerts(hub: HubConfig) -> list[dict[str, object]]:
         check=True,
         env=os.environ,
     ).stdout
-    return [a for a in json.loads(out) if a["rule"] == "blocked_content"]
+    return [a for a in json.loads(out) if a["rule"] == rule]
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from hub.daemon import HubService
 from hub.enroll.reload import run_reload
 from hub.store.devices import get_device
 from tests.enroll_fixtures import SITE, Hub, make_hub
+from tests.hub_ingest_fixtures import query
 from tests.services import Mosquitto, mosquitto
 
 HUB_PASSWORD = "hub-test-password"
@@ -157,7 +158,7 @@ def test_a_failing_reload_does_not_undo_a_bundle_or_a_revocation(
     passwd = hub.config.data / "mosquitto" / "passwd"
     with caplog.at_level(logging.ERROR, logger="hub.enroll.reload"):
         out = bundle(hub, tmp_path, "lt-1")
-        assert out.exists() and "\nlt-1:$7$" in passwd.read_text()
+        assert out.exists() and "lt-1:$7$" in passwd.read_text()
         assert "broker NOT reloaded" in capsys.readouterr().out
 
         assert main(["revoke", "--config", config, "lt-1"]) == 0  # the revocation stands
@@ -173,6 +174,11 @@ def test_a_failing_reload_does_not_undo_a_bundle_or_a_revocation(
     finally:
         db.close()
     assert device is not None and device.revoked_ms is not None
+    alerts = query(
+        hub.config, "SELECT count, severity FROM alerts WHERE rule = 'security' "
+        "AND dedup_key = 'broker_reload' AND status = 'open'",
+    )  # fmt: skip
+    assert alerts == [(3, 4)]  # one alert, bumped by each failed reload
 
 
 RUNS: list[tuple[list[str], bool, str]] = [

@@ -11,11 +11,12 @@ import pytest
 from agent.enrolment_client import enroll_from_bundle
 from agent.report.errors import LinkError
 from agent.report.mqtt import MqttSession
-from common.enrolment import ENROLL_PASSWORD, ENROLL_USER
+from common.enrolment import EnrollToken
 from common.identity import Identity, MqttCredentials
 from hub.cli import main
 from hub.config import load_config
-from hub.enroll.broker import hash_password, render_acl, verify_password, write_broker_files
+from hub.enroll.broker import render_acl, write_broker_files
+from hub.enroll.passwords import hash_password, verify_password
 from tests.enroll_fixtures import SITE, Hub, make_hub
 from tests.services import mosquitto
 
@@ -51,7 +52,8 @@ def test_our_hash_format_matches_mosquitto_passwd(tmp_path: Path) -> None:
 
 def test_acl_template_matches_the_shipped_example() -> None:
     example = (ROOT / "firmware-config" / "mosquitto" / "acl.example").read_text()
-    assert render_acl(["cape-primary"], hub_user="hedgerow-hub") == example
+    acl = render_acl(["cape-primary"], hub_user="hedgerow-hub", token_users=["enroll-k3xq7m2abcde"])
+    assert acl == example
 
 
 def session(url: str, user: str, password: str | None, name: str) -> MqttSession:
@@ -73,22 +75,23 @@ def test_generated_accounts_and_acl_in_a_real_mosquitto(tmp_path: Path) -> None:
         args = ["enroll", "bundle", "--config", str(hub.config.path), "--device", device]
         assert main([*args, "--class", "pupil-laptop", "--out", str(out)]) == 0
         identities.append(enroll_from_bundle(out, tmp_path / device))
+    token = hub.token(expires_ms=2**62)
     db = hub.db()
     try:
         files = write_broker_files(db, hub.config)
     finally:
         db.close()
-    assert files.users == 4  # enroll, the hub, two devices
+    assert files.users == 5  # the hub and its commands, one token, two devices
     conf = f"allow_anonymous false\npassword_file {files.passwd}\nacl_file {files.acl}\n"
     with mosquitto(extra_conf=conf) as broker:
-        check_broker(broker.url, identities)
+        check_broker(broker.url, identities, token)
 
 
-def check_broker(url: str, identities: list[Identity]) -> None:
+def check_broker(url: str, identities: list[Identity], token: EnrollToken) -> None:
     one, two = identities
     hub = session(url, "hedgerow-hub", HUB_PASSWORD, "hub")
     dev = session(url, one.device, one.mqtt.password, one.device)
-    enroller = session(url, ENROLL_USER, ENROLL_PASSWORD, "enroller")
+    enroller = session(url, *token.login, "enroller")
     try:
         hub.subscribe("hedgerow/v1/#", 10)
         own = f"hedgerow/v1/{SITE}/{one.device}/summary"
@@ -115,3 +118,5 @@ def check_broker(url: str, identities: list[Identity]) -> None:
         session(url, one.device, "wrong password", "intruder")
     with pytest.raises(LinkError, match="refused"):
         session(url, "nobody", None, "anonymous")
+    with pytest.raises(LinkError, match="refused"):
+        session(url, "enroll", "enroll", "the-old-shared-login")  # there is none now

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.enrolment_client import build_request
+from agent.enrolment_client import build_request, finish
 from common.enrolment import EnrollRefused, EnrollToken
+from common.wire import OpenError
+from common.wire.envelope import enroll_request_id, seal
+from common.wire.header import Kind
+from common.wire.keyfile import b64
+from common.wire.signing import SigningKey
 from hub.enroll.answer import EnrollService
 from hub.enroll.ratelimit import RateLimiter
 from hub.enroll.tokens import parse_duration, token_hash
@@ -31,7 +36,7 @@ def test_rate_limit_per_site_and_overall(tmp_path: Path) -> None:
         db = hub.db()
         try:
             with db.transaction():
-                return service.handle(db, request.request_id, request.data, now) is not None
+                return service.handle(db, request.request_id, request.data, now).final
         finally:
             db.close()
 
@@ -45,6 +50,40 @@ def test_rate_limit_per_site_and_overall(tmp_path: Path) -> None:
         assert len(list_devices(db)) == 4  # limited requests registered nothing
     finally:
         db.close()
+
+
+def test_junk_never_uses_up_the_limit_and_busy_says_when(tmp_path: Path) -> None:
+    hub = make_hub(tmp_path, extra_toml=LIMITS)
+    service = EnrollService(hub.config, hub.keys)
+    token = hub.token(uses=10)
+    db = hub.db()
+    try:
+        for n in range(20):  # forged: signed by a key other than the one the id names
+            good = build_request(
+                token, site=SITE, device_class="pupil-laptop",
+                hub_key=hub.keys.sealing_key, now_ms=T0,
+            )  # fmt: skip
+            other = build_request(
+                token, site=SITE, device_class="pupil-laptop",
+                hub_key=hub.keys.sealing_key, now_ms=T0,
+            )  # fmt: skip
+            with pytest.raises(OpenError), db.transaction():
+                service.handle(db, other.request_id, good.data, T0 + n)
+        replies = []
+        for _ in range(3):
+            request = build_request(
+                token, site=SITE, device_class="pupil-laptop",
+                hub_key=hub.keys.sealing_key, now_ms=T0,
+            )  # fmt: skip
+            with db.transaction():
+                replies.append((request, service.handle(db, request.request_id, request.data, T0)))
+    finally:
+        db.close()
+    assert [r.final for _, r in replies] == [True, True, False]  # junk counted for nothing
+    request, busy = replies[-1]
+    with pytest.raises(EnrollRefused) as info:
+        finish(request, busy.data, hub_verify_keys=(hub.keys.signing.verify_key,), broker_url="x")
+    assert info.value.reason == "busy" and info.value.retry_after_s == 60
 
 
 def test_rate_limiter_table() -> None:
@@ -141,3 +180,24 @@ def test_sinkhole_enrolment_republishes_site_policies(tmp_path: Path) -> None:
     pi, _ = enroll_direct(hub, service, hub.token("sinkhole", group=None), device_class="sinkhole")
     assert f"hedgerow/v1/{SITE}/{laptop.device}/policy" in sent  # the laptop learns the beacon key
     assert "hedgerow/v1/hub/keys" in sent and pi.beacon_key is not None
+
+
+def test_a_reply_key_nothing_can_be_sealed_to_changes_nothing(tmp_path: Path) -> None:
+    hub = make_hub(tmp_path)
+    service = EnrollService(hub.config, hub.keys)
+    token = hub.token(uses=1)
+    key = SigningKey.generate()
+    document = {"v": 1, "token": token.text, "reply_key": b64(bytes(32))}  # all zeros
+    request_id = enroll_request_id(key.public)
+    data = seal(
+        Kind.ENROLL, document, site=SITE, device=request_id, seq=1, time_ms=T0,
+        to=hub.keys.sealing_key, signer=key,
+    )  # fmt: skip
+    db = hub.db()
+    try:
+        with pytest.raises(OpenError, match="reply key"), db.transaction():
+            service.handle(db, request_id, data, T0)
+        assert db.execute("SELECT uses_left FROM enroll_tokens") == [(1,)]
+        assert list_devices(db) == []
+    finally:
+        db.close()

@@ -4,6 +4,8 @@ string and integers beyond 2^63-1, and what the hub prints or mails shows them e
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,18 @@ def test_the_ip_and_mac_fields_are_addresses() -> None:
     document["client"] = {"ip": "10.1.2.34", "group": "pupils", "mac": "not a mac"}
     with pytest.raises(OpenError):
         validate(Kind.SUMMARY, document)
+    for zoned in ("fe80::1%\x1b[2J\u202e", "fe80::1%eth0"):  # a zone id is free text
+        document["client"] = {"ip": zoned, "group": "pupils"}
+        with pytest.raises(OpenError):
+            validate(Kind.SUMMARY, document)
+
+
+def test_a_lone_surrogate_is_refused_not_a_crash_at_the_store() -> None:
+    body = json.dumps(_summary("casino.example")).replace("pupils", "pup\\ud800ils")
+    document = json.loads(body)
+    assert document["client"]["group"] == "pup\ud800ils"
+    with pytest.raises(OpenError, match="schema"):
+        validate(Kind.SUMMARY, document)
 
 
 @pytest.mark.parametrize("bad", HOSTILE)
@@ -128,3 +142,10 @@ def test_the_hub_prints_and_mails_text_escaped(
     body = alert_email(settings, contact, alert).get_content()
     assert "casino\\x1b[2J\\u202e.example" in body
     assert not unsafe(body.replace("\n", ""))
+
+
+@given(st.text(max_size=300))
+def test_presentation_is_cut_between_escapes(name: str) -> None:
+    text = dns_presentation(name, 255)
+    assert len(text) <= 255
+    assert re.fullmatch(r"(?:[^\\]|\\[0-9]{3})*", text), text

@@ -83,6 +83,7 @@ def text(limit: int) -> st.SearchStrategy[str]:
     return short | st.text(letters, min_size=limit, max_size=limit)
 
 
+ids = st.from_regex(r"[a-z0-9_][a-z0-9._-]{0,62}", fullmatch=True)  # group, category, type
 presentation = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 dns_names = st.text(presentation, max_size=30) | st.text(presentation, min_size=255, max_size=255)
 ips = st.ip_addresses().map(str)
@@ -92,7 +93,7 @@ macs = st.lists(st.integers(0, 255), min_size=6, max_size=6).map(
 
 
 clients = st.fixed_dictionaries(
-    {"ip": ips, "group": text(63)},
+    {"ip": ips, "group": ids},
     optional={"mac": macs, "user": text(255), "hostname": text(255)},
 )
 summaries = st.fixed_dictionaries(
@@ -102,10 +103,10 @@ summaries = st.fixed_dictionaries(
         "start": counts,
         "end": counts,
         "client": clients,
-        "counts": st.dictionaries(short, counts, max_size=4),
-        "categories": st.dictionaries(short, counts, max_size=4),
+        "counts": st.dictionaries(ids, counts, max_size=4),
+        "categories": st.dictionaries(ids, counts, max_size=4),
         "blocked": st.lists(
-            st.fixed_dictionaries({"name": dns_names, "category": text(63), "count": counts}),
+            st.fixed_dictionaries({"name": dns_names, "category": ids, "count": counts}),
             max_size=4,
         ),
         "first_seen": counts,
@@ -122,9 +123,9 @@ summaries = st.fixed_dictionaries(
 )
 scalars = st.text(letters, max_size=40) | counts | st.booleans()
 events = st.fixed_dictionaries(
-    {"v": st.just(1), "type": text(63), "at": counts},
+    {"v": st.just(1), "type": ids, "at": counts},
     optional={
-        "category": text(63),
+        "category": ids,
         "name": dns_names,
         "client": clients,
         "count": counts,
@@ -231,7 +232,7 @@ def test_mutations_of_a_valid_envelope_raise_only_open_error(
 
 
 policies = st.fixed_dictionaries(
-    {"v": st.just(1), "site": text(63)},
+    {"v": st.just(1), "site": ids},
     optional={
         "document": st.dictionaries(
             short,

@@ -188,6 +188,9 @@ class DnsReporter:
             "reports_spool_entries": pub.spool_entries,
             "reports_spool_bytes": pub.spool_bytes,
             "reports_delivered": pub.delivered,
+            "reports_receipted": pub.receipted,
+            "reports_resent": pub.resent,
+            "reports_receipts_ignored": pub.receipts_ignored,
             "reports_publisher_dropped": pub.dropped_queue_full,
             "reports_broker_connected": float(pub.connected),
         }

@@ -120,7 +120,7 @@ class Window:
         client = Client(record.client_ip, record.group)
         time_ms, qname, verdict, category = (
             record.time_ms,
-            dns_presentation(record.qname)[:255],  # attacker-chosen bytes: printable on the wire
+            dns_presentation(record.qname, 255),  # attacker-chosen bytes: printable on the wire
             record.verdict,
             record.category,
         )
@@ -133,7 +133,9 @@ class Window:
         tally.first_seen = min(tally.first_seen, time_ms)
         tally.last_seen = max(tally.last_seen, time_ms)
         _bump(tally.counts, verdict, self.limits.max_keys)
-        if category is not None:
+        if category is not None and verdict in BLOCKED_VERDICTS:
+            # blocked lookups by category: a SafeSearch rewrite or an ECH strip is an answer,
+            # not an attempt, and the hub counts `categories` as attempts (docs/protocol.md)
             _bump(tally.categories, category, self.limits.max_keys)
         if verdict in BLOCKED_VERDICTS:
             key = (qname, category or UNCATEGORISED)
@@ -213,7 +215,7 @@ class ImmediateEvents:
             "v": PAYLOAD_VERSION,
             "type": "blocked",
             "category": category[:63],
-            "name": dns_presentation(record.qname)[:255],
+            "name": dns_presentation(record.qname, 255),
             "client": client.document(mac),
             "at": record.time_ms,
             "count": 1,

@@ -1,12 +1,14 @@
-"""The agent side's only paho-mqtt import: a QoS 1 publishing link that reports each PUBACK
-(MqttLink, for reports) and a short blocking request/response session (MqttSession, for
-enrolment).
+"""The agent side's only paho-mqtt import: a QoS 1 publishing link that reports each PUBACK and
+what arrives on its subscriptions (MqttLink, for reports and their receipts) and a short
+blocking request/response session (MqttSession, for enrolment).
 
 paho's types stop here (as in aiomqtt's message.py:_from_paho_message): callers see `Ack`,
 `LinkState` and `LinkError`. MQTT 5, callback API v2, client id = device id. No persistent
 session is needed (the on-disk spool is the device's durable state); with `will_delay_s` the
 session lives just that long, so a network blip shorter than it does not fire the will. paho's own network thread reconnects
-with exponential backoff and re-sends QoS 1 messages still awaiting PUBACK, in order.
+with exponential backoff and re-sends QoS 1 messages still awaiting PUBACK, in order. The link
+subscribes again on every connection (without a session nothing remembers the subscription),
+so a retained message (the device's receipt) arrives afresh each time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import queue
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.report.errors import LinkError
 from common.identity import MqttCredentials
@@ -102,6 +105,15 @@ class LinkState:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message received on a subscription."""
+
+    topic: str
+    payload: bytes
+    retained: bool
+
+
 class MqttLink:
     """Publishes QoS 1 messages to one broker and reports acknowledgements and state changes.
 
@@ -121,10 +133,16 @@ class MqttLink:
         min_backoff_s: int = 1,
         max_backoff_s: int = 60,
         will_delay_s: int = 0,
+        subscriptions: Sequence[str] = (),
+        on_message: Callable[[Message], None] | None = None,
     ) -> None:
         self._address = BrokerAddress.parse(credentials.url)
         self._on_ack = on_ack
         self._on_state = on_state
+        self._on_message = on_message
+        self._subscriptions = list(subscriptions)
+        self._subscribe_mid: int | None = None
+        self._refusal_logged = False
         self._keepalive = keepalive_s
         self._will_delay_s = will_delay_s
         self._started = False
@@ -146,6 +164,8 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_connect_fail = self._handle_connect_fail
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         self._unreachable_logged = False
         self._client = client
 
@@ -212,11 +232,13 @@ class MqttLink:
             self._client.on_disconnect = None
             self._client.on_publish = None
             self._client.on_connect_fail = None
+            self._client.on_message = None
+            self._client.on_subscribe = None
 
     # paho callbacks: convert to our types here and nowhere else.
 
     def _handle_connect(
-        self, _client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+        self, client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
         if reason.is_failure:
             log.warning("broker %s refused the connection: %s", self._address.host, reason)
@@ -224,7 +246,31 @@ class MqttLink:
             return
         log.info("connected to broker %s:%d", self._address.host, self._address.port)
         self._unreachable_logged = False
+        if self._subscriptions:
+            options = SubscribeOptions(qos=1)
+            _rc, self._subscribe_mid = client.subscribe(
+                [(topic, options) for topic in self._subscriptions]
+            )
         self._on_state(LinkState(True, str(reason)))
+
+    def _handle_subscribe(
+        self, _client: Any, _userdata: Any, mid: int, reasons: list[ReasonCode], _props: Any
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if mid == self._subscribe_mid and failed and not self._refusal_logged:
+            self._refusal_logged = True  # once: it would repeat on every reconnection
+            log.warning(
+                "broker %s refused subscription %s: %s", self._address.host,
+                self._subscriptions, ", ".join(failed),
+            )  # fmt: skip
+
+    def _handle_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        # An exception here would stop paho's network thread: contain it.
+        try:
+            if self._on_message is not None:
+                self._on_message(Message(str(msg.topic), bytes(msg.payload), bool(msg.retain)))
+        except Exception:
+            log.exception("cannot hand off a message on %r", msg.topic)
 
     def _handle_connect_fail(self, _client: Any, _userdata: Any) -> None:
         # Once per outage at WARNING; paho keeps retrying with backoff (its own DEBUG lines).
@@ -249,15 +295,6 @@ class MqttLink:
 
 
 INBOX_LIMIT = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message received on a subscription."""
-
-    topic: str
-    payload: bytes
-    retained: bool
 
 
 class MqttSession:

@@ -1,13 +1,16 @@
 """The Publisher: seal each report, spool it, and drain the spool to the broker in order.
 
 offer() -> bounded in-memory inbox -> worker thread: seal (common.wire.seal, persistent Sequence)
--> Spool (fsync) -> MqttLink publish at QoS 1 -> PUBACK -> delete from the spool.
+-> Spool (fsync) -> MqttLink publish at QoS 1 -> PUBACK -> the hub's signed receipt (on the
+device's receipt topic) -> delete from the spool.
 
 Sealing happens before anything touches disk, so the spool only ever holds sealed envelopes.
 Delivery is in sequence order: at most `window` envelopes are awaiting PUBACK; after a reconnect,
-paho re-sends those first and nothing newer is published until they are acknowledged. The broker
-holds a sealed heartbeat with clean_stop=false as the connection's will; stop() spools and sends
-a sealed heartbeat with clean_stop=true, then disconnects cleanly so the broker drops the will.
+paho re-sends those first and nothing newer is published until they are acknowledged. A PUBACK
+means only that the broker has the report: it stays spooled until a receipt covers it, and what
+no receipt covers in time is sent again, in order (agent.report.receipts). The broker holds a
+sealed heartbeat with clean_stop=false as the connection's will; stop() spools and sends a
+sealed heartbeat with clean_stop=true, then disconnects cleanly so the broker drops the will.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.report.errors import LinkError, SpoolError
-from agent.report.mqtt import Ack, LinkState, MqttLink, Will
+from agent.report.mqtt import Ack, LinkState, Message, MqttLink, Will
+from agent.report.receipts import DEFAULT_RESEND_AFTER_S, ReceiptTracker
 from agent.report.spool import Spool, SpoolEntry
 from common.identity import Identity
+from common.receipt import floor_event, receipt_topic
 from common.wire import topics
 from common.wire.envelope import seal
 from common.wire.errors import WireError
@@ -35,6 +40,24 @@ log = logging.getLogger(__name__)
 
 Document = Mapping[str, Any]
 HeartbeatSource = Callable[[], Document]
+Event = Ack | LinkState | Message
+
+
+class Link(Protocol):
+    """What the publisher needs of its broker link (agent.report.mqtt.MqttLink)."""
+
+    def start(self) -> None:
+        """Start connecting in the background."""
+
+    def stop(self) -> None:
+        """Disconnect cleanly."""
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Send at QoS 1; the token a later Ack carries. Raises LinkError."""
+
+
+# Builds the link: the will, the topics to subscribe to, and where its events go.
+LinkFactory = Callable[[Will, list[str], Callable[[Event], None]], Link]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +73,15 @@ class PublisherStats:
     spool_corrupt: int
     spool_entries: int
     spool_bytes: int
-    delivered: int  # acknowledged by the broker (PUBACK) and deleted from the spool
+    delivered: int  # acknowledged by the broker (PUBACK); kept until a receipt covers it
     rejected: int  # PUBACK with a failure reason code: kept and retried later
     connected: bool
+    receipted: int  # deleted from the spool because a receipt covered them
+    resent: int  # published again: acknowledged by the broker, but no receipt came in time
+    receipts: int  # verified receipts applied
+    receipts_ignored: int  # receipts that failed verification or were for someone else
+    receipt_through: int | None  # the hub's latest `through` (None: no receipt yet)
+    floors_declared: int  # spool_floor events sent
 
 
 class Publisher:
@@ -71,7 +100,10 @@ class Publisher:
         min_backoff_s: int = 1,
         max_backoff_s: int = 60,
         will_delay_s: int = 0,
+        resend_after_s: float = DEFAULT_RESEND_AFTER_S,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        link_factory: LinkFactory | None = None,
     ) -> None:
         if queue_size <= 0 or window <= 0:
             raise ValueError("queue_size and window must be positive")
@@ -85,10 +117,12 @@ class Publisher:
         self._backoff = (min_backoff_s, max_backoff_s)
         self._will_delay_s = will_delay_s
         self._clock = clock
+        self._monotonic = monotonic
+        self._link_factory = link_factory or self._mqtt_link
         self._cond = threading.Condition()
         # Guarded by _cond: the hand-off from offer() and from paho's thread to the worker.
         self._inbox: deque[tuple[Kind, Document]] = deque()
-        self._events: list[Ack | LinkState] = []
+        self._events: list[Event] = []
         self._stopping = False
         self._stop_deadline = 0.0
         self._idle = len(spool) == 0
@@ -101,12 +135,17 @@ class Publisher:
         self._hold_until = 0.0
         self._resending = False
         self._up = False
+        self._receipts = ReceiptTracker(identity, resend_after_s, monotonic)
+        self._issued_high = 0  # the highest seq sealed by this publisher
+        self._sent_high = 0  # the highest seq handed to the link: at or below, a re-send
         # Written by the worker only; read by stats().
         self._invalid = 0
         self._seq_failures = 0
         self._delivered = 0
         self._rejected = 0
-        self._link: MqttLink | None = None
+        self._receipted = 0
+        self._resent = 0
+        self._link: Link | None = None
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -137,21 +176,29 @@ class Publisher:
         will_doc = dict(self._heartbeat())
         will_doc["clean_stop"] = False
         will = Will(self._topic(Kind.HEARTBEAT), self._seal(Kind.HEARTBEAT, will_doc))
-        link = MqttLink(
+        receipts = [receipt_topic(self._identity.site, self._identity.device)]
+        link = self._link_factory(will, receipts, self._post_event)
+        self._link = link
+        self._thread = threading.Thread(target=self._run, name="hedgerow-publisher", daemon=True)
+        self._thread.start()
+        link.start()
+
+    def _mqtt_link(
+        self, will: Will, subscriptions: list[str], post: Callable[[Event], None]
+    ) -> Link:
+        return MqttLink(
             self._identity.mqtt,
             self._identity.device,
-            on_ack=self._post_event,
-            on_state=self._post_event,
+            on_ack=post,
+            on_state=post,
+            on_message=post,
+            subscriptions=subscriptions,
             will=will,
             max_inflight=self._window,
             min_backoff_s=self._backoff[0],
             max_backoff_s=self._backoff[1],
             will_delay_s=self._will_delay_s,
         )
-        self._link = link
-        self._thread = threading.Thread(target=self._run, name="hedgerow-publisher", daemon=True)
-        self._thread.start()
-        link.start()
 
     def offer(self, kind: Kind, document: Document) -> bool:
         """Queue a report without blocking; False (and counted) if the queue is full or stopped."""
@@ -176,13 +223,21 @@ class Publisher:
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything offered so far is acknowledged by the broker; False on timeout."""
+        return self._wait_for(lambda: self._idle and not self._inbox, timeout)
+
+    def wait_receipted(self, timeout: float) -> bool:
+        """Wait until everything offered so far is covered by a receipt (the spool is empty);
+        False on timeout."""
+        return self._wait_for(lambda: not self._inbox and len(self._spool) == 0, timeout)
+
+    def _wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not (self._idle and not self._inbox):
+            while not done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, 0.5))  # receipts delete without notifying
             return True
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -204,6 +259,7 @@ class Publisher:
     def stats(self) -> PublisherStats:
         """A snapshot of the counters."""
         spool = self._spool.stats()
+        receipts = self._receipts.counters()
         with self._cond:
             return PublisherStats(
                 enqueued=self._enqueued,
@@ -218,11 +274,17 @@ class Publisher:
                 delivered=self._delivered,
                 rejected=self._rejected,
                 connected=self._up,
+                receipted=self._receipted,
+                resent=self._resent,
+                receipts=receipts.accepted,
+                receipts_ignored=receipts.ignored,
+                receipt_through=receipts.through,
+                floors_declared=receipts.declarations,
             )
 
     # The worker thread.
 
-    def _post_event(self, event: Ack | LinkState) -> None:
+    def _post_event(self, event: Event) -> None:
         # Runs on paho's thread: hand off and return at once.
         with self._cond:
             self._events.append(event)
@@ -250,23 +312,30 @@ class Publisher:
                 # Contain the unexpected: the worker must outlive one bad report.
                 log.exception("report publisher: unexpected error; continuing")
             with self._cond:
-                self._idle = not self._inbox and len(self._spool) == 0
+                self._idle = not self._inbox and not self._inflight and self._all_sent()
                 self._cond.notify_all()
                 if stopping and (self._idle or time.monotonic() >= self._stop_deadline):
                     if not self._idle:
                         log.warning(
-                            "stopping with %d reports undelivered; they stay spooled",
+                            "stopping before the broker took every report; all %d not yet "
+                            "receipted stay spooled",
                             len(self._spool),
                         )
                     return
 
+    def _all_sent(self) -> bool:
+        highest = self._spool.highest()
+        return highest is None or highest <= self._cursor
+
     def _seal(self, kind: Kind, document: Document) -> bytes:
+        seq = self._sequence.next()
+        self._issued_high = max(self._issued_high, seq)
         return seal(
             kind,
             document,
             site=self._identity.site,
             device=self._identity.device,
-            seq=self._sequence.next(),
+            seq=seq,
             time_ms=int(self._clock() * 1000),
             to=self._identity.hub_key,
             signer=self._identity.key,
@@ -275,24 +344,30 @@ class Publisher:
     def _topic(self, kind: Kind) -> str:
         return topics.up(self._identity.site, self._identity.device, kind)
 
-    def _spool_one(self, kind: Kind, document: Document) -> None:
+    def _spool_one(self, kind: Kind, document: Document) -> int | None:
+        """Seal and spool one report; its seq, or None if it was dropped (counted, logged)."""
         try:
             envelope = self._seal(kind, document)
         except (WireError, TypeError, ValueError) as exc:  # not JSON-able, or off-schema
             self._invalid += 1
             log.error("dropping a %s report that cannot be sealed: %s", kind.name.lower(), exc)
-            return
+            return None
         except OSError as exc:
             self._seq_failures += 1
             log.warning("dropping a %s report: sequence file: %s", kind.name.lower(), exc)
-            return
+            return None
         try:
-            self._spool.put(envelope)  # a refusal is counted and logged by the spool
+            if self._spool.put(envelope):  # a refusal is counted and logged by the spool
+                return self._issued_high
         except SpoolError as exc:  # cannot happen for a freshly sealed envelope; contained anyway
             self._invalid += 1
             log.error("dropping a %s report: %s", kind.name.lower(), exc)
+        return None
 
-    def _apply(self, event: Ack | LinkState) -> None:
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, Message):
+            self._receipt(event)
+            return
         if isinstance(event, LinkState):
             self._up = event.connected
             if not event.connected and self._inflight:
@@ -302,22 +377,42 @@ class Publisher:
         if seq is None:
             return
         if event.ok:
-            self._spool.delete(seq)
+            self._receipts.acked(seq)  # kept until a receipt covers it
             self._delivered += 1
             return
         self._rejected += 1
         log.warning("broker rejected report seq %d (%s); retrying later", seq, event.reason)
         self._cursor = min(self._cursor, seq - 1)
-        self._hold_until = time.monotonic() + self._retry_s
+        self._hold_until = self._monotonic() + self._retry_s
+
+    def _receipt(self, message: Message) -> None:
+        """A message on the receipt topic: delete what a verified receipt covers, and declare
+        a floor if the hub waits for a seq this device does not hold."""
+        through = self._receipts.verify(message.payload, self._issued_high)
+        if through is None:
+            return
+        self._receipts.receipted(through)
+        self._receipted += self._spool.delete_through(through)
+        self._cursor = max(self._cursor, through)  # never send again what is covered
+        floor = self._receipts.floor_to_declare(self._spool.lowest())
+        if floor is not None:
+            seq = self._spool_one(Kind.EVENT, floor_event(floor, int(self._clock() * 1000)))
+            if seq is not None:
+                self._receipts.declared(seq, floor)
+                log.info("declared spool floor %d (the hub's receipt waits at %d)", floor, through)
 
     def _fill_window(self) -> None:
         link = self._link
-        if link is None or not self._up or time.monotonic() < self._hold_until:
+        if link is None or not self._up or self._monotonic() < self._hold_until:
             return
         if self._resending:
             if self._inflight:
                 return  # let paho's re-sends land first, to keep delivery in order
             self._resending = False
+        if self._receipts.resend_due():
+            # Go back to the oldest report no receipt covers and send all from there, in order.
+            self._receipts.begin_round()
+            self._cursor = min(self._cursor, (self._spool.lowest() or 1) - 1)
         pending = set(self._inflight.values())
         while len(self._inflight) < self._window:
             entry = self._spool.next_after(self._cursor)
@@ -329,14 +424,17 @@ class Publisher:
             if not self._send(link, entry):
                 return
 
-    def _send(self, link: MqttLink, entry: SpoolEntry) -> bool:
+    def _send(self, link: Link, entry: SpoolEntry) -> bool:
         try:
             header = entry.header
             token = link.publish(topics.up(header.site, header.device, header.kind), entry.envelope)
         except LinkError as exc:
             log.warning("cannot publish report seq %d: %s; retrying later", entry.seq, exc)
             self._cursor = entry.seq - 1
-            self._hold_until = time.monotonic() + self._retry_s
+            self._hold_until = self._monotonic() + self._retry_s
             return False
         self._inflight[token] = entry.seq
+        if entry.seq <= self._sent_high:
+            self._resent += 1
+        self._sent_high = max(self._sent_high, entry.seq)
         return True

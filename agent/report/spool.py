@@ -1,11 +1,13 @@
-"""A durable on-disk spool of sealed envelopes, delivered in order, deleted only after PUBACK.
+"""A durable on-disk spool of sealed envelopes, delivered in order, deleted only once the hub's
+signed receipt covers them (docs/protocol.md, "Delivery receipts"): a broker's PUBACK only says
+the broker has the message, and a broker may still drop it (a full queue, a lost session).
 
 Layout: one file per envelope, named by its zero-padded sequence number
 (`00000000000000000042.env`), written under a temporary name, fsynced, renamed into place and the
 directory fsynced. Why files and not an append-only segment log: reports come at a few a minute
 (one summary per client per interval, plus rate-limited events), so a file and an fsync each cost
-nothing that matters, while deleting after PUBACK becomes a plain unlink: no compaction, no read
-offsets to persist. A crash leaves at worst a temporary file (discarded at the next start, with a
+nothing that matters, while deleting what a receipt covers becomes a plain unlink per entry: no
+compaction, no read offsets to persist. A crash leaves at worst a temporary file (discarded at the next start, with a
 log line) or a whole file that is sent again (a QoS 1 duplicate the hub acknowledges and drops).
 
 Each file is framed: b"HWS1" || u32 length || u32 CRC-32 || envelope. A file whose frame does not
@@ -243,12 +245,34 @@ class Spool:
             self._corrupt += 1
 
     def delete(self, seq: int) -> None:
-        """Remove a delivered entry (after its PUBACK). Unknown numbers are ignored."""
+        """Remove one entry. Unknown numbers are ignored."""
         with self._lock:
             if seq not in self._sizes:
                 return
             self._forget(seq)
         self._unlink(self._dir / _file_name(seq))
+
+    def delete_through(self, seq: int) -> int:
+        """Remove every entry numbered `seq` or lower (a receipt covers them); how many."""
+        with self._lock:
+            end = bisect.bisect_right(self._order, seq)
+            covered = self._order[:end]
+            del self._order[:end]
+            for number in covered:
+                self._bytes -= self._sizes.pop(number)
+        for number in covered:
+            self._unlink(self._dir / _file_name(number))
+        return len(covered)
+
+    def lowest(self) -> int | None:
+        """The lowest sequence number held, or None if the spool is empty."""
+        with self._lock:
+            return self._order[0] if self._order else None
+
+    def highest(self) -> int | None:
+        """The highest sequence number held, or None if the spool is empty."""
+        with self._lock:
+            return self._order[-1] if self._order else None
 
     def _forget(self, seq: int) -> None:
         size = self._sizes.pop(seq, None)

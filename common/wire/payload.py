@@ -21,6 +21,9 @@ PAYLOAD_VERSION = 1
 MAX_INT = 2**63 - 1  # every integer in a payload: 0..MAX_INT (a signed 64-bit column holds it)
 _NAME = re.compile(r"[\x21-\x7e]{0,255}")  # a DNS name in presentation format (common.text)
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+# An id in a payload (group, category, class, type, reason, site, device): the hub's ids
+# (common.wire.header) and the filter's group and category names, which may start with "_".
+_ID = re.compile(r"[a-z0-9_][a-z0-9._-]{0,62}")
 Check = Callable[[Any, str], None]
 
 
@@ -42,6 +45,11 @@ def _bool(value: Any, path: str) -> None:
         _fail(path, "must be true or false")
 
 
+def _id(value: Any, path: str) -> None:
+    if type(value) is not str or _ID.fullmatch(value) is None:
+        _fail(path, "must be an id: 1-63 characters of [a-z0-9._-], not starting with . or -")
+
+
 def _str(max_len: int = 255) -> Check:
     def check(value: Any, path: str) -> None:
         if type(value) is not str or len(value) > max_len:
@@ -58,10 +66,13 @@ def _name(value: Any, path: str) -> None:
 
 
 def _ip(value: Any, path: str) -> None:
+    text = value if type(value) is str else ""
     try:
-        ipaddress.ip_address(value if type(value) is str else "")
+        ipaddress.ip_address(text)
     except ValueError:
         _fail(path, "must be an IPv4 or IPv6 address")
+    if "%" in text or len(text) > 45:  # a zone id ("fe80::1%eth0") is any text: refused
+        _fail(path, "must be an IPv4 or IPv6 address without a zone")
 
 
 def _mac(value: Any, path: str) -> None:
@@ -96,13 +107,15 @@ def _list(item: Check, max_len: int) -> Check:
     return check
 
 
-def _map(item: Check, max_len: int = 256) -> Check:
+def _map(item: Check, max_len: int = 256, *, id_keys: bool = False) -> Check:
     def check(value: Any, path: str) -> None:
         if type(value) is not dict or len(value) > max_len:
             _fail(path, f"must be an object of at most {max_len} entries")
         for key, element in value.items():
             if len(key) > 255 or unsafe(key):
                 _fail(path, "keys must be at most 255 characters, with no control characters")
+            if id_keys and _ID.fullmatch(key) is None:
+                _fail(path, f"key {key!r} must be an id (1-63 characters of [a-z0-9._-])")
             item(element, f"{path}.{key}")
 
     return check
@@ -133,17 +146,18 @@ def _version(value: Any, path: str) -> None:
 
 
 _CLIENT = _obj(
-    {"ip": _ip, "group": _str(63)},
+    {"ip": _ip, "group": _id},
     {"mac": _mac, "user": _str(255), "hostname": _str(255)},
 )
-_BLOCKED = _obj({"name": _name, "category": _str(63), "count": _int})
+_BLOCKED = _obj({"name": _name, "category": _id, "count": _int})
 _ALLOWED = _obj({"domain": _name, "count": _int})
 
 _ENROLL_REQUEST = _obj(
-    {"v": _version, "token": _str(255), "class": _str(63), "reply_key": _str(64)},
+    {"v": _version, "token": _str(255), "reply_key": _str(64)},
     {
+        "class": _id,  # absent: the token's class
         "hostname": _str(255),
-        "group": _str(63),
+        "group": _id,
         "beacon_key": _str(64),
         "detail": _map(_scalar, 64),
     },
@@ -152,12 +166,13 @@ _ENROLL_REQUEST = _obj(
 _ENROLL_REPLY = _obj(
     {"v": _version, "status": _one_of("ok", "refused")},
     {
-        "reason": _str(63),
+        "reason": _id,
         "detail": _str(255),
-        "site": _str(63),
-        "device": _str(63),
-        "class": _str(63),
-        "group": _str(63),
+        "retry_after_s": _int,  # with reason "busy": ask again after this many seconds
+        "site": _id,
+        "device": _id,
+        "class": _id,
+        "group": _id,
         "hub": _map(lambda v, p: None, 16),  # common.identity.hub_document; parsed by the device
         "policy": _str(400_000),  # base64 of the device's signed policy
         "mqtt": _map(_scalar, 8),
@@ -178,8 +193,8 @@ SCHEMAS: dict[Kind, Check] = {
             "start": _int,
             "end": _int,
             "client": _CLIENT,
-            "counts": _map(_int),
-            "categories": _map(_int),
+            "counts": _map(_int, id_keys=True),
+            "categories": _map(_int, id_keys=True),
             "blocked": _list(_BLOCKED, 10_000),
             "first_seen": _int,
             "last_seen": _int,
@@ -192,9 +207,9 @@ SCHEMAS: dict[Kind, Check] = {
         },
     ),
     Kind.EVENT: _obj(
-        {"v": _version, "type": _str(63), "at": _int},
+        {"v": _version, "type": _id, "at": _int},
         {
-            "category": _str(63),
+            "category": _id,
             "name": _name,
             "client": _CLIENT,
             "count": _int,
@@ -214,7 +229,7 @@ SCHEMAS: dict[Kind, Check] = {
     Kind.ENROLL: _enroll,
     # Policies are hub-authored; hub/policy checks their full shape. The wire layer checks the frame.
     Kind.POLICY: _obj(
-        {"v": _version, "site": _str(63)}, {"document": _map(lambda v, p: None, 1024)}
+        {"v": _version, "site": _id}, {"document": _map(lambda v, p: None, 1024)}
     ),
 }
 

@@ -1,4 +1,5 @@
-"""devices and revoke: what is enrolled, and taking a device out of service."""
+"""devices and revoke: what is enrolled, resetting a device's replay window, and taking a
+device out of service."""
 
 from __future__ import annotations
 
@@ -13,15 +14,36 @@ from hub.enroll.broker import write_broker_files
 from hub.store import Database
 from hub.store.devices import last_seqs, list_devices, revoke_device
 from hub.store.export import device_json
+from hub.store.replay_guard import reset_window
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add devices and revoke to the hedgerow-hub parser."""
-    p = sub.add_parser("devices", help="list enrolled devices")
-    p.add_argument("--config", required=True, type=Path)
+    p = sub.add_parser(
+        "devices",
+        help="list enrolled devices (or reset one's replay window: devices reset-seq --help)",
+    )
+    # --config is checked in cmd_devices, not here: `devices reset-seq --config ...` has its
+    # own, and argparse would ask for the list's first.
+    p.add_argument("--config", type=Path, help="hub.toml (required)")
     p.add_argument("--site", default=None, help="only this site (default: all)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_devices)
+    p.set_defaults(func=cmd_devices, devices_parser=p)
+    dsub = p.add_subparsers(dest="devices_command", metavar="ACTION")
+    r = dsub.add_parser(
+        "reset-seq",
+        help="reset a device's replay window, so that it may count from seq 1 again",
+        description="Reset the replay window of one device: after its spool and sequence file "
+        "were wiped it starts again from seq 1, and every report would be refused as a replay. "
+        "Its stored reports keep their rows, digests and alerts, but their seqs move below zero "
+        "(the seq_resets table records by how much); running hubs pick the reset up with their "
+        "next batch and stop throttling the device. Check first that the device really was "
+        "wiped: a reset also lets a replay of its old envelopes in once.",
+    )
+    r.add_argument("--config", required=True, type=Path, help="hub.toml")
+    r.add_argument("site", help="the device's site")
+    r.add_argument("device", help="the device id")
+    r.set_defaults(func=cmd_reset_seq)
 
     p = sub.add_parser(
         "revoke",
@@ -47,6 +69,8 @@ def open_database(config_path: Path) -> Database:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """hedgerow-hub devices."""
+    if args.config is None:
+        args.devices_parser.error("the following arguments are required: --config")
     db = open_database(args.config)
     try:
         devices = list_devices(db, args.site)
@@ -82,4 +106,23 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     finally:
         db.close()
     report_broker_files(files, removed=args.device)
+    return 0
+
+
+def cmd_reset_seq(args: argparse.Namespace) -> int:
+    """hedgerow-hub devices reset-seq: the device may count from seq 1 again."""
+    db = open_database(args.config)
+    try:
+        done = reset_window(db, args.site, args.device, int(time.time() * 1000))
+    finally:
+        db.close()
+    moved = (
+        f"its {done.moved} stored report(s) up to seq {done.highest} now have seq - {done.shift}"
+        if done.moved
+        else "it had no stored report with a seq above 0"
+    )
+    print(
+        f"{done.site}/{done.device}: replay window reset; {moved}; "
+        "its next report may carry any seq from 1"
+    )
     return 0

@@ -1,18 +1,23 @@
-"""enroll-token create, enroll bundle and enroll broker-files: bringing devices in."""
+"""enroll-token create/list/revoke, enroll bundle and enroll broker-files: bringing devices in."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common.identity import DEVICE_CLASSES
-from hub.config import load_config
+from hub.config import HubConfig, load_config
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.bundle import make_bundle
-from hub.enroll.tokens import create_token, parse_duration
+from hub.enroll.settings import load_enroll_settings
+from hub.enroll.tokens import create_token, list_tokens, parse_duration, revoke_token
 from hub.keys import HubKeys
+from hub.policy.settings import load_policy_settings
 from hub.store import Database
+
+PLACEHOLDER_URL = "mqtts://HUB-ADDRESS:8883"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--uses", type=int, default=1, help="how many devices may use it (default 1)")
     p.add_argument("--expires", default="7d", help="lifetime, e.g. 30m, 12h, 7d (default 7d)")
     p.set_defaults(func=cmd_token_create)
+    p = tsub.add_parser("list", help="every token: id, site, class, group, uses left, state")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--site", default=None, help="only this site's tokens")
+    p.set_defaults(func=cmd_token_list)
+    p = tsub.add_parser("revoke", help="revoke a token by its id (from enroll-token list)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("token_id", metavar="ID", help="the token's id, e.g. k3xq7m2abcde")
+    p.set_defaults(func=cmd_token_revoke)
 
     enroll = sub.add_parser("enroll", help="offline enrolment and broker accounts")
     esub = enroll.add_subparsers(dest="enroll_command", required=True, metavar="ACTION")
@@ -54,32 +67,94 @@ def _now_ms() -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """hedgerow-hub enroll-token create."""
+    """hedgerow-hub enroll-token create: the token, then its broker login in the broker files."""
     config = load_config(args.config)
     keys = HubKeys(config.keys_dir)
     site = args.site or config.site
     lifetime = parse_duration(args.expires)
+    groups = [g.name for g in load_policy_settings(config, site).groups]
     now = _now_ms()
     db = Database(config.database_url)
     try:
-        token = create_token(
-            db,
-            keys,
-            site=site,
-            device_class=args.device_class,
-            group=args.group,
-            uses=args.uses,
-            expires_ms=now + lifetime,
-            now_ms=now,
-        )
+        with db.transaction():
+            token = create_token(
+                db,
+                keys,
+                site=site,
+                device_class=args.device_class,
+                group=args.group,
+                uses=args.uses,
+                expires_ms=now + lifetime,
+                now_ms=now,
+                groups=groups,
+            )
+            files = write_broker_files(db, config, now_ms=now)
     finally:
         db.close()
     print(token.text)
+    group = args.group or "the site's default for the class"
     print(
-        f"# site {site}, class {args.device_class}, {args.uses} use(s), expires in {args.expires}"
+        f"# id {token.token_id}: site {site}, class {args.device_class}, group {group}, "
+        f"{args.uses} use(s), expires in {args.expires}"
     )
-    print(f"# on the device: hedgerow-dns enroll --site {site} --token {token.text} --broker URL")
+    print(f"# on the device: {enrol_command(config, site, args.device_class, token.text)}")
+    report_broker_files(files)
     return 0
+
+
+def enrol_command(config: HubConfig, site: str, device_class: str, token: str) -> str:
+    """The command a technician runs on the device, with every argument it needs."""
+    url = load_enroll_settings(config).device_broker_url
+    program = "hedgerow-dns enroll --config /etc/hedgerow/hedgerow-dns.toml"
+    if device_class != "sinkhole":
+        program = "hedgerow-agent enroll"
+    command = f"sudo {program} --site {site} --broker {url or PLACEHOLDER_URL} --token {token}"
+    if url is None or url.startswith("mqtts:"):
+        command += " --ca /etc/hedgerow/ca.pem"
+    if url is None:
+        command += "   (set [enroll] device_broker_url to print the hub's address here)"
+    return command
+
+
+def _date(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """hedgerow-hub enroll-token list."""
+    config = load_config(args.config)
+    db = Database(config.database_url)
+    try:
+        tokens = list_tokens(db, site=args.site)
+    finally:
+        db.close()
+    if not tokens:
+        print("no enrolment tokens")
+        return 0
+    now = _now_ms()
+    print(f"{'ID':<13} {'SITE':<16} {'CLASS':<13} {'GROUP':<10} {'LEFT':>5}  {'STATE':<8} EXPIRES")
+    for t in tokens:
+        print(
+            f"{t.token_id or '(no id)':<13} {t.site:<16} {t.device_class:<13} "
+            f"{t.group or '(default)':<10} {t.uses_left:>5}  {t.state(now):<8} "
+            f"{_date(t.expires_ms)} UTC"
+        )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """hedgerow-hub enroll-token revoke ID: the token and its broker login go."""
+    config = load_config(args.config)
+    now = _now_ms()
+    db = Database(config.database_url)
+    try:
+        with db.transaction():
+            token = revoke_token(db, args.token_id, now_ms=now)
+            files = write_broker_files(db, config, now_ms=now)
+    finally:
+        db.close()
+    print(f"revoked token {token.token_id} ({token.site}, {token.device_class})")
+    return 0 if report_broker_files(files, removed=f"token {token.token_id}") else 1
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -96,7 +171,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
             device=args.device,
             device_class=args.device_class,
             group=args.group,
-            broker_url=args.broker or config.mqtt.url,
+            broker_url=args.broker
+            or load_enroll_settings(config).device_broker_url
+            or config.mqtt.url,
             out=args.out,
             now_ms=_now_ms(),
             ca=args.ca,

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from hub.config import load_config
+from hub.enroll.broker import cli_user
+from hub.enroll.settings import load_enroll_settings
 from hub.errors import HubError
 from hub.keys import HubKeys
 from hub.mqtt import MqttConnection
@@ -35,7 +37,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     """hedgerow-hub policy publish: one short-lived broker connection."""
     config = load_config(args.config)
     keys = HubKeys(config.keys_dir)
-    connection = MqttConnection(config.mqtt, client_id=f"{config.mqtt.client_id}-policy")
+    # Its own broker login (and so client id): never the running hub's session.
+    user = cli_user(load_enroll_settings(config).hub_user) if config.mqtt.username else None
+    connection = MqttConnection(
+        config.mqtt, client_id=f"{config.mqtt.client_id}-policy", username=user
+    )
     connection.start()
     try:
         if not connection.wait_ready(CONNECT_TIMEOUT_S):

@@ -18,13 +18,17 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add serve to the hedgerow-hub parser."""
-    p = sub.add_parser("serve", help="run the hub: ingest, rules, notifications")
+    p = sub.add_parser(
+        "serve",
+        help="run the hub: ingest, rules, notifications (SIGHUP reloads keys, rules, contacts)",
+    )
     p.add_argument("--config", required=True, type=Path)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """hedgerow-hub serve: SIGTERM/SIGINT stop cleanly, SIGHUP reloads rules."""
+    """hedgerow-hub serve: SIGTERM/SIGINT stop cleanly, SIGHUP reloads the keys, the rules and
+    the contacts."""
     config = load_config(args.config)
     stop = threading.Event()
     reload = threading.Event()

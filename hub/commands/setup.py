@@ -8,20 +8,23 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from common.errors import HedgerowError
+from common.tomlconfig import Section, load_toml
 from common.wire.header import valid_name
 from common.wire.suites import SUITE_NAMES, suite_name
-from hub.config import HubConfig, load_config
+from hub.config import HubConfig, every_problem, load_config, parse_config
 from hub.datadir import init_data_dir
 from hub.enroll.settings import load_enroll_settings
 from hub.ingest.settings import load_ingest_settings
 from hub.keys import HubKeys, add_hpke_key
 from hub.metrics import metrics_listen
 from hub.notify.settings import NotifySettings, load_notify_settings
-from hub.policy.settings import load_policy_settings, parse_policy
-from hub.rules.settings import load_rules
+from hub.policy.settings import PolicySettings, parse_policy
+from hub.rules.settings import coverage_warnings, load_rules
 from hub.store.retention import load_retention
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,47 +73,79 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """hedgerow-hub check: load every section serve reads, as serve would, and every site
-    policy file; print each problem (section, key, value and rule) and exit 1 if there is one.
-    Fit for systemd's ExecStartPre=."""
-    config = load_config(args.config)  # [hub], [database], [mqtt], [web]: nothing else without
+    policy file; print every problem (section, key, value and rule), several in one section
+    included, and exit 1 if there is one; warn about categories no rule covers and alerts that
+    would reach nobody. Fit for systemd's ExecStartPre=."""
+    path = Path(args.config).resolve()
     problems: list[str] = []
+    raw = every_problem(lambda: load_toml(path), {}, problems)
+    config = None if raw is None else every_problem(lambda: parse_config(raw, path), raw, problems)
+    if config is None:  # [hub], [database], [mqtt], [web]: nothing else can be read without
+        return _report(path, problems)
+    tree = config.extra  # the later sections, as their loaders read them
 
-    def attempt(load: Callable[[], object]) -> None:
-        try:
-            load()
-        except HedgerowError as exc:
-            problems.append(str(exc))
+    def attempt(load: Callable[[], T]) -> T | None:
+        return every_problem(load, tree, problems)
 
-    keys: list[HubKeys] = []
-    notify: list[NotifySettings] = []
-    attempt(lambda: keys.append(HubKeys(config.keys_dir)))
-    attempt(lambda: load_rules(config))
-    attempt(lambda: notify.append(load_notify_settings(config)))  # [notify] and [contacts.*]
-    attempt(lambda: parse_policy(config.table("policy"), str(config.path)))
+    keys = attempt(lambda: HubKeys(config.keys_dir))
+    rules = attempt(lambda: load_rules(config))
+    notify = attempt(lambda: load_notify_settings(config))  # [notify] and [contacts.*]
+    policy = attempt(lambda: parse_policy(config.table("policy"), str(config.path)))
     attempt(lambda: load_retention(config))
     attempt(lambda: metrics_listen(config))
     attempt(lambda: load_ingest_settings(config))
     attempt(lambda: load_enroll_settings(config, find_program=True))  # broker_reload exists
+    policies = [] if policy is None else [(f"{config.path}", policy)]
     policy_files = sorted((config.data / "policy").glob("*.toml"))
-    for path in policy_files:
-        if not valid_name(path.stem):
-            problems.append(f"{path}: the file name must be <site>.toml for a valid site id")
+    for site_file in policy_files:
+        if not valid_name(site_file.stem):
+            problems.append(f"{site_file}: the file name must be <site>.toml for a valid site id")
             continue
-        attempt(functools.partial(load_policy_settings, config, path.stem))
-    problems += _missing_files(config, notify[0] if notify else None)
-    warnings = _unheard(notify[0]) if notify else []
+        site_raw = every_problem(functools.partial(load_toml, site_file), {}, problems)
+        if site_raw is not None:
+            read = functools.partial(_site_policy, site_raw, site_file)
+            site_policy = every_problem(read, site_raw, problems)
+            if site_policy is not None:
+                policies.append((str(site_file), site_policy))
+    problems += _missing_files(config, notify)
+    warnings = _unheard(notify) if notify is not None else []
+    if rules is not None:
+        warnings += coverage_warnings(rules, _policy_categories(policies))
     for warning in warnings:
         print(f"hedgerow-hub check: warning: {warning}", file=sys.stderr)
     if problems:
-        for problem in problems:
-            print(f"hedgerow-hub check: {problem}", file=sys.stderr)
-        print(f"{config.path}: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
+        return _report(config.path, problems)
     print(
-        f"{config.path}: ok (site {config.site}, {len(keys[0].all)} HPKE key(s), "
+        f"{config.path}: ok (site {config.site}, {len(keys.all) if keys else 0} HPKE key(s), "
         f"{len(policy_files)} site policy file(s))"
     )
     return 0
+
+
+def _report(path: Path, problems: list[str]) -> int:
+    """Print every problem and how many there are; exit status 1."""
+    for problem in problems:
+        print(f"hedgerow-hub check: {problem}", file=sys.stderr)
+    print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+    return 1
+
+
+def _site_policy(raw: dict[str, object], path: Path) -> PolicySettings:
+    """A site policy file's [policy] as load_policy_settings reads it, from its parsed TOML."""
+    root = Section("", raw, str(path))
+    settings = parse_policy(root.table("policy"), str(path))
+    root.done()
+    return settings
+
+
+def _policy_categories(policies: list[tuple[str, PolicySettings]]) -> dict[str, str]:
+    """Each category a policy's groups block -> where it is named (the first place)."""
+    named: dict[str, str] = {}
+    for source, settings in policies:
+        for group in settings.groups:
+            for category in group.block:
+                named.setdefault(category, f"[policy.groups.{group.name}] block in {source}")
+    return named
 
 
 def _missing_files(config: HubConfig, notify: NotifySettings | None) -> list[str]:
@@ -135,7 +170,7 @@ def _missing_files(config: HubConfig, notify: NotifySettings | None) -> list[str
             with open(path, "rb"):
                 pass
         except OSError as exc:
-            problems.append(f"{config.path}: {where} = \"{path}\": cannot be read ({exc.strerror})")
+            problems.append(f'{config.path}: {where} = "{path}": cannot be read ({exc.strerror})')
     return problems
 
 

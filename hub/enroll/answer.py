@@ -1,10 +1,13 @@
 """The hub's answer to an enrolment request on hedgerow/v1/enroll/<request_id>/request.
 
-Order (cheap checks before expensive ones): size and header, topic matches header, rate limits,
-proof of possession and decryption (common.wire.open_enroll_request), token (scrypt), register.
-Every request that opens gets an answer sealed to its reply key, "ok" or "refused" with a
-reason; requests that do not open raise OpenError (ingest counts them); requests over the rate
-limit get no answer and are counted.
+Order: size and header, topic matches header, proof of possession and decryption
+(common.wire.open_enroll_request: Ed25519 then HPKE, both cheap), the site's rate limit, token
+(scrypt), register. A request that does not prove possession of its key raises OpenError (ingest
+counts it) and never counts against a limit, so junk cannot use up a site's enrolments. Every
+request that opens gets an answer sealed to its reply key: "ok", or "refused" with a reason; one
+over its site's limit is refused as "busy" with `retry_after_s`, and the device sends it again
+then. Final answers are published retained with a message expiry (REPLY_EXPIRY_S), so a device
+whose connection dropped while the hub answered reads its answer when it reconnects.
 
 The broker files are rewritten, and [enroll] broker_reload run, inside the request's
 transaction, before the reply goes out: the broker knows the new account by the time the device
@@ -17,22 +20,30 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from common.identity import hub_document
 from common.wire import topics
 from common.wire.envelope import enroll_request_key, open_enroll_request, seal, split
 from common.wire.errors import OpenError, Reason, WireError
-from common.wire.header import Kind, SuiteId, valid_name
+from common.wire.header import Kind, SuiteId
 from common.wire.keyfile import b64, unb64
 from common.wire.signing import PUBLIC_LEN
 from common.wire.suites import SealingKey
 from hub.config import HubConfig
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.ratelimit import RateLimiter
-from hub.enroll.registry import Registration, allocate_device_id, key_enrolled, register
+from hub.enroll.registry import (
+    Registration,
+    allocate_device_id,
+    key_enrolled,
+    register,
+    resolve_group,
+)
 from hub.enroll.settings import load_enroll_settings
 from hub.enroll.tokens import TokenRefused, find_token, spend_token
+from hub.errors import HubError
 from hub.keys import HubKeys
 from hub.metrics import HubMetrics
 from hub.policy.publish import publish_all, site_policy
@@ -41,6 +52,17 @@ from hub.store import Database
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, bool], None]
+REPLY_EXPIRY_S = 600  # how long the broker keeps a retained final answer
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollReply:
+    """What to publish: the sealed answer on its reply topic, and whether it is final (ok or
+    refused; retained with an expiry) or "busy" (not retained: the device asks again)."""
+
+    topic: str
+    data: bytes
+    final: bool
 
 
 class EnrollService:
@@ -62,53 +84,76 @@ class EnrollService:
         self.limiter = RateLimiter(settings.rate_per_minute, settings.site_rate_per_minute)
         self.counts: Counter[str] = Counter()
 
-    def handle(
-        self, db: Database, request_id: str, data: bytes, now_ms: int
-    ) -> tuple[str, bytes] | None:
-        """(reply topic, sealed reply) for one request, or None when rate-limited.
+    def handle(self, db: Database, request_id: str, data: bytes, now_ms: int) -> EnrollReply:
+        """The sealed answer to one request.
 
         Raises OpenError for a request that cannot be opened (no reply key to answer to).
         """
         header = split(data)[0]
         if header.device != request_id:
             raise OpenError(Reason.MALFORMED, "request topic and header disagree")
-        if not self.limiter.allow(header.site, now_ms):
-            self.counts["rate_limited"] += 1
-            log.warning("enrolment request for site %s dropped: over the rate limit", header.site)
-            return None
         opened = open_enroll_request(data, keyring=self.keys)
         doc = opened.payload
         try:
             reply_key = SealingKey(SuiteId.X25519, unb64(doc["reply_key"], "reply_key"))
-        except WireError as exc:
+            # A key nothing can be sealed to (all zeros, a low-order point) is refused now,
+            # before a token is spent or an account made for a reply that cannot be sent.
+            self._seal(header.site, request_id, {"v": 1, "status": "refused"}, reply_key, now_ms)
+        except (WireError, ValueError) as exc:
             raise OpenError(Reason.SCHEMA, f"bad reply key: {exc}") from exc
-        try:
-            answer = self._enroll(db, header.site, request_id, doc, now_ms)
-        except TokenRefused as exc:
-            self.counts[f"refused:{exc.reason}"] += 1
-            log.info("enrolment for site %s refused: %s", header.site, exc)
-            answer = {"v": 1, "status": "refused", "reason": exc.reason, "detail": exc.detail}
-        reply = seal(
+        final = True
+        wait_s = self.limiter.retry_after_s(header.site, now_ms)
+        if wait_s is not None:
+            self.counts["rate_limited"] += 1
+            log.warning(
+                "enrolment request for site %s: over its rate limit, told to retry in %d s",
+                header.site, wait_s,
+            )  # fmt: skip
+            answer: dict[str, Any] = {
+                "v": 1, "status": "refused", "reason": "busy",
+                "detail": "too many enrolments this minute", "retry_after_s": wait_s,
+            }  # fmt: skip
+            final = False
+        else:
+            try:
+                answer = self._enroll(db, header.site, request_id, doc, now_ms)
+            except TokenRefused as exc:
+                self.counts[f"refused:{exc.reason}"] += 1
+                log.info("enrolment for site %s refused: %s", header.site, exc)
+                answer = {"v": 1, "status": "refused", "reason": exc.reason, "detail": exc.detail}
+                # A request sent again is "already enrolled": that answer must not replace
+                # the retained "ok" the device has still to read.
+                final = exc.reason != "already_enrolled"
+        reply = self._seal(header.site, request_id, answer, reply_key, now_ms)
+        return EnrollReply(topics.enroll_reply(request_id), reply, final)
+
+    def _seal(
+        self, site: str, request_id: str, answer: dict[str, Any], to: SealingKey, now_ms: int
+    ) -> bytes:
+        return seal(
             Kind.ENROLL,
             answer,
-            site=header.site,
+            site=site,
             device=request_id,
             seq=1,
             time_ms=now_ms,
-            to=reply_key,
+            to=to,
             signer=self.keys.signing,
         )
-        return topics.enroll_reply(request_id), reply
 
     def _enroll(
         self, db: Database, site: str, request_id: str, doc: dict[str, Any], now_ms: int
     ) -> dict[str, Any]:
         grant = find_token(db, doc["token"], site=site, now_ms=now_ms)
-        if doc["class"] != grant.device_class:
+        if doc.get("class", grant.device_class) != grant.device_class:
             raise TokenRefused("wrong_class", f"the token is for a {grant.device_class}")
-        group = grant.group or doc.get("group")
-        if group is not None and not valid_name(group):
-            raise TokenRefused("bad_request", "group must be 1-63 chars of [a-z0-9._-]")
+        try:  # the token (or the site's default for its class) decides, never the device
+            group = resolve_group(self.config, site, grant.device_class, grant.group)
+        except HubError as exc:
+            raise TokenRefused("unknown_group", str(exc)) from exc
+        asked = doc.get("group")
+        if asked is not None and asked != group:
+            raise TokenRefused("wrong_group", f"the token puts this device in group {group}")
         beacon = self._beacon_key(grant.device_class, doc.get("beacon_key"))
         verify_key = enroll_request_key(request_id).public
         if key_enrolled(db, verify_key):
@@ -127,7 +172,7 @@ class EnrollService:
             hostname=doc.get("hostname"),
             now_ms=now_ms,
         )
-        self._count_reload(write_broker_files(db, self.config))
+        self._count_reload(write_broker_files(db, self.config, now_ms=now_ms))
         self._republish(db, reg, now_ms)
         self.counts["enrolled"] += 1
         return self._welcome(reg)

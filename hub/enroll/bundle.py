@@ -47,7 +47,8 @@ def make_bundle(
     ca: str | None = None,
 ) -> WrittenBundle:
     """Register the device, write its bundle to `out` (refuses to overwrite a file) and
-    rewrite the broker files."""
+    rewrite the broker files, all or nothing: if any step fails the device is not registered
+    and no bundle is left behind."""
     out = Path(out)
     if out.exists():
         raise HubError(f"{out} exists; refusing to overwrite it")
@@ -73,7 +74,7 @@ def make_bundle(
             "site": site,
             "device": device,
             "class": device_class,
-            "group": group,
+            "group": reg.info.group,
             "private": b64(key.private),
             "hub": hub_document(keys.sealing_key, (keys.signing.verify_key,)),
             "policy": b64(reg.policy),
@@ -87,4 +88,9 @@ def make_bundle(
         if beacon is not None:
             document["beacon_private"] = b64(beacon.private)
         write_json(out, document, private=True, exclusive=True)
-    return WrittenBundle(out, write_broker_files(db, config))
+        try:
+            broker = write_broker_files(db, config, now_ms=now_ms)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    return WrittenBundle(out, broker)

@@ -1,6 +1,7 @@
-"""In-memory sliding-window limits on enrolment requests, overall and per site.
+"""In-memory sliding-window limits on enrolment requests, per site and (much higher) overall.
 
-Checked before any expensive work (HPKE, scrypt), so a flood costs the hub little.
+Checked after proof of possession (a request must be signed by the key it names) and before
+the token's scrypt, so junk never uses up a site's limit and one site cannot use up another's.
 """
 
 from __future__ import annotations
@@ -39,3 +40,11 @@ class RateLimiter:
         self._all.append(now_ms)
         times.append(now_ms)
         return True
+
+    def retry_after_s(self, site: str, now_ms: int) -> int | None:
+        """Record an attempt: None if allowed, else the seconds until one would be (1-60)."""
+        if self.allow(site, now_ms):
+            return None
+        times = [t for t in (self._sites.get(site), self._all) if t]
+        oldest = min(t[0] for t in times) if times else now_ms
+        return max(1, min(60, -(-(oldest + WINDOW_MS - now_ms) // 1000)))

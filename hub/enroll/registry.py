@@ -11,11 +11,12 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from common.enrolment import ENROLL_USER
+from common.enrolment import LOGIN_PREFIX
 from common.identity import DEVICE_CLASSES
 from common.wire.header import valid_name
 from hub.config import HubConfig
-from hub.enroll.broker import hash_password, new_password
+from hub.enroll.broker import reserved_users
+from hub.enroll.passwords import hash_password, new_password
 from hub.enroll.settings import load_enroll_settings
 from hub.enroll.tokens import check_site
 from hub.errors import HubError
@@ -62,6 +63,20 @@ def allocate_device_id(db: Database, device_class: str) -> str:
     raise HubError("cannot allocate a device id (20 collisions in a row)")
 
 
+def resolve_group(config: HubConfig, site: str, device_class: str, group: str | None) -> str | None:
+    """The group a new device gets: the one its token (or bundle) names, else the site's
+    default for its class; a sinkhole filters by its own client groups and has none unless
+    named. Raises HubError for a group the site's policy does not define."""
+    if group is None and device_class == "sinkhole":
+        return None
+    settings = load_policy_settings(config, site)
+    chosen = group or settings.group_for_class(device_class)
+    if not settings.defines(chosen):
+        known = ", ".join(g.name for g in settings.groups)
+        raise HubError(f"group {chosen!r} is not defined in the policy of site {site} ({known})")
+    return chosen
+
+
 def register(
     db: Database,
     keys: HubKeys,
@@ -80,9 +95,12 @@ def register(
     check_site(site)
     if device_class not in DEVICE_CLASSES:
         raise HubError(f"class {device_class!r}: must be one of {', '.join(DEVICE_CLASSES)}")
-    reserved = (ENROLL_USER, load_enroll_settings(config).hub_user)
-    if not valid_name(device) or device in reserved:
-        raise HubError(f"device id {device!r}: must be 1-63 chars of [a-z0-9._-], not {reserved}")
+    reserved = reserved_users(load_enroll_settings(config).hub_user)
+    if not valid_name(device) or device in reserved or device.startswith(LOGIN_PREFIX):
+        raise HubError(
+            f"device id {device!r}: must be 1-63 chars of [a-z0-9._-], not one of "
+            f"{', '.join(reserved)} and not starting with {LOGIN_PREFIX}"
+        )
     if device_taken(db, device):
         raise HubError(f"device id {device!r} is already in use")
     if key_enrolled(db, verify_key):
@@ -90,6 +108,7 @@ def register(
     if (device_class == "sinkhole") != (beacon_key is not None):
         raise HubError("a sinkhole needs a beacon key, and only a sinkhole has one")
     settings = load_policy_settings(config, site)
+    group = resolve_group(config, site, device_class, group)
     db.execute(
         "INSERT INTO sites (site, name, created_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (site, site, now_ms),

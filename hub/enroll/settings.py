@@ -2,12 +2,14 @@
 how Mosquitto is told to reread them.
 
 [enroll]
-rate_per_minute = 10        # enrolment requests answered per minute, all sites together
-site_rate_per_minute = 10   # ... and per site
+rate_per_minute = 600       # enrolment requests answered per minute, all sites together
+site_rate_per_minute = 30   # ... and per site (the device is told to retry)
 broker_dir = "mosquitto"    # DATA/mosquitto/passwd and acl (relative to the data directory)
 hub_user = "hedgerow-hub"   # the hub's broker account (its password: [mqtt] password_file)
 broker_reload = ["systemctl", "reload", "mosquitto"]  # default: unset (a systemd path unit)
 broker_reload_timeout_s = 10
+device_broker_url = "mqtts://hub.school.example:8883"  # what devices connect to (printed in
+                            # enrolment commands and written into bundles); default: unset
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from common.tomlconfig import Section
 from common.wire.header import valid_name
@@ -27,12 +30,13 @@ RELOAD_EXAMPLE = '["systemctl", "reload", "mosquitto"]'
 class EnrollSettings:
     """How enrolment behaves."""
 
-    rate_per_minute: int = 10
-    site_rate_per_minute: int = 10
+    rate_per_minute: int = 600
+    site_rate_per_minute: int = 30
     broker_dir: Path = Path("mosquitto")
     hub_user: str = "hedgerow-hub"
     broker_reload: tuple[str, ...] | None = None  # argv run after each rewrite; None: not run
     broker_reload_timeout_s: int = 10
+    device_broker_url: str | None = None
 
 
 def load_enroll_settings(config: HubConfig, *, find_program: bool = False) -> EnrollSettings:
@@ -40,8 +44,8 @@ def load_enroll_settings(config: HubConfig, *, find_program: bool = False) -> En
     check), broker_reload's program must also exist now; serve and the commands only report
     a missing program when they run it, so an enrolment never fails for it."""
     sec = config.section("enroll")
-    rate = sec.integer("rate_per_minute", 10, lo=1, hi=10_000)
-    site_rate = sec.integer("site_rate_per_minute", 10, lo=1, hi=10_000)
+    rate = sec.integer("rate_per_minute", 600, lo=1, hi=10_000)
+    site_rate = sec.integer("site_rate_per_minute", 30, lo=1, hi=10_000)
     broker_dir = config.data / sec.text("broker_dir", "mosquitto")
     hub_user = sec.text(
         "hub_user",
@@ -50,8 +54,16 @@ def load_enroll_settings(config: HubConfig, *, find_program: bool = False) -> En
     )
     reload = _reload_command(sec, find_program)
     timeout = sec.integer("broker_reload_timeout_s", 10, lo=1, hi=300)
+    device_url = sec.optional_text("device_broker_url", check=_device_url)
     sec.done()
-    return EnrollSettings(rate, site_rate, broker_dir, hub_user, reload, timeout)
+    return EnrollSettings(rate, site_rate, broker_dir, hub_user, reload, timeout, device_url)
+
+
+def _device_url(value: str) -> str | None:
+    url = urlparse(value)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname or url.path not in ("", "/"):
+        return "must be mqtts://host:port (or mqtt://host:port on a trusted network)"
+    return None
 
 
 def _reload_command(sec: Section, find_program: bool) -> tuple[str, ...] | None:

@@ -1,6 +1,7 @@
 """One batch's transaction: classify its messages, insert the accepted reports (with their
-blocked and attempts rows), the devices' last seen and the rejections, run the rules over the
-batch, commit; only then acknowledge every message, and count them.
+blocked and attempts rows), the devices' last seen, the held envelopes and the refusals
+(counted per minute, a few kept in full: hub.ingest.bursts), run the rules over the batch,
+commit; only then acknowledge every message, and count them.
 
 Why nothing is lost: a message is acknowledged only after the commit that stored it, and the
 hub's MQTT session is persistent, so the broker redelivers anything unacknowledged when the hub
@@ -17,16 +18,20 @@ from collections.abc import Callable, Sequence
 
 from common.wire.errors import OpenError, Reason
 from hub.errors import StoreError
+from hub.ingest.bursts import THROTTLED, Bursts
+from hub.ingest.holding import hold_outcomes
 from hub.ingest.hooks import EnrollHandler, Publish, ReportRules
 from hub.ingest.pipeline import (
     Accepted,
     EnrollRequest,
+    Held,
     Ignored,
     Opener,
     Opening,
     Outcome,
     Redelivered,
     Rejected,
+    Throttled,
 )
 from hub.ingest.record import prepare
 from hub.metrics import HubMetrics
@@ -34,10 +39,12 @@ from hub.model import StoredReport
 from hub.mqtt import Incoming
 from hub.store.database import Database
 from hub.store.devices import record_seen
-from hub.store.rejections import Rejection, add_rejections
+from hub.store.held import HeldBounds, release
+from hub.store.rejections import Rejection, add_rejection_counts, add_rejections
 from hub.store.reports import insert_reports, stored_digest
 
 log = logging.getLogger(__name__)
+DEFAULT_HELD_BOUNDS = HeldBounds()
 
 
 def now_ms() -> int:
@@ -57,12 +64,16 @@ class Committer:
         rules: ReportRules | None,
         enroll: EnrollHandler | None,
         publish: Publish | None,
+        bursts: Bursts | None = None,
+        held_bounds: HeldBounds = DEFAULT_HELD_BOUNDS,
     ) -> None:
         self._ack = ack
         self.metrics = metrics
         self.rules = rules
         self.enroll = enroll
         self.publish = publish
+        self.bursts = bursts if bursts is not None else Bursts()
+        self.held_bounds = held_bounds
 
     def commit(
         self,
@@ -72,9 +83,11 @@ class Committer:
         *,
         with_rules: bool,
         opened: Sequence[Opening] | None = None,
+        released: Sequence[int] = (),
     ) -> None:
         """Classify, store, run the rules, commit, acknowledge (`opened`: what is already
-        known of each message, or None to classify the whole batch here)."""
+        known of each message, or None to classify the whole batch here; `released`: the
+        held_envelopes rows the batch was read from, deleted in its transaction)."""
         if opened is None:
             opener.load_devices(batch)
             outcomes = [opener.classify(m) for m in batch]
@@ -82,12 +95,15 @@ class Committer:
             outcomes = [opener.classify_opened(m, o) for m, o in zip(batch, opened, strict=True)]
         accepted = [o for o in outcomes if isinstance(o, Accepted)]
         rejected = [o for o in outcomes if isinstance(o, Rejected)]
+        throttled = [o for o in outcomes if isinstance(o, Throttled)]
+        held = [o for o in outcomes if isinstance(o, Held)]
         duplicates = sum(isinstance(o, Redelivered) for o in outcomes)
         at_ms = now_ms()
         prepared = [prepare(a.opened, a.device, a.message.received_ms) for a in accepted]
         started = time.monotonic()
         stored: list[StoredReport] = []
         with db.transaction():
+            release(db, released)  # before holding: one that is still unopenable is held anew
             ids = insert_reports(db, [p.report for p in prepared])
             seen: dict[tuple[str, str], tuple[int, int]] = {}
             for p, a in zip(prepared, accepted, strict=True):
@@ -119,10 +135,11 @@ class Committer:
                 last = seen.get((r.site, r.device), (0, 0))
                 seen[(r.site, r.device)] = (max(last[0], r.received_ms), max(last[1], r.seq))
             record_seen(db, [(s, d, ms, seq) for (s, d), (ms, seq) in seen.items()])
-            add_rejections(db, [_rejection_row(o, at_ms) for o in rejected])
+            over = hold_outcomes(db, held, self.held_bounds)  # refused: no room left
+            self._record_refusals(db, [*rejected, *over], throttled, at_ms)
             if with_rules and self.rules is not None:
                 self.rules.evaluate_batch(db, stored)
-                for o in rejected:
+                for o in (*rejected, *over):
                     self.rules.on_rejection(db, o.reason, o.site, o.device, at_ms)
         self.metrics.commit_seconds.observe(time.monotonic() - started)
         log.debug("committed %d message(s): %d stored", len(batch), len(stored))
@@ -133,6 +150,40 @@ class Committer:
             self._ack(message)
             self.metrics.latency_seconds.observe(done - message.arrived)
         self._count(len(batch), len(stored), duplicates, rejected, outcomes)
+        self._count_held(len(released), len(held) - len(over), len(over), len(throttled))
+
+    def _record_refusals(
+        self, db: Database, rejected: Sequence[Rejected], throttled: Sequence[Throttled], at_ms: int
+    ) -> None:
+        """Add the batch's refusals and throttled drops to the per-minute counts (one statement)
+        and keep the first few of each minute in full (hub.ingest.bursts)."""
+        claims = [(o.site, o.device, o.reason) for o in rejected]
+        claims += [(o.site, o.device, THROTTLED) for o in throttled]
+        if not claims:
+            return
+        tally = self.bursts.tally(claims, at_ms)
+        rows = [_rejection_row(o, at_ms) for o in rejected]
+        rows += [
+            Rejection(at_ms, THROTTLED, o.message.topic, o.site, o.device,
+                      len(o.message.payload), "dropped unopened: the device's refusals burst")
+            for o in throttled
+        ]  # fmt: skip
+        add_rejections(
+            db, [r for r, keep in zip(rows, tally.sampled, strict=True) if keep], sampled=True
+        )
+        add_rejection_counts(db, tally.counts)
+
+    def _count_held(self, released: int, held: int, over: int, throttled: int) -> None:
+        for result, reason, n in (
+            ("released", "", released),
+            ("held", "wrong_key", held),
+            ("dropped", "held_full", over),
+            ("dropped", THROTTLED, throttled),
+        ):
+            if n:
+                self.metrics.count(result, reason, n)
+        if over:
+            log.warning("held envelopes full: %d authentic envelope(s) refused as wrong_key", over)
 
     def reject(self, db: Database | None, message: Incoming, failure: Exception) -> None:
         """A message that cannot be stored although the database works: record it as a
@@ -174,11 +225,11 @@ class Committer:
             log.exception("enrolment request %s failed", request.request_id)
             self.metrics.count("rejected", "enroll_error")
             return
-        if reply is not None and self.publish is not None:
+        if self.publish is not None:
             try:
-                self.publish(reply[0], reply[1], False)
+                self.publish(reply.topic, reply.data, reply.final)
             except Exception:
-                log.exception("cannot publish the enrolment reply to %s", reply[0])
+                log.exception("cannot publish the enrolment reply to %s", reply.topic)
         self.metrics.count("enrolled")
 
     def _count(

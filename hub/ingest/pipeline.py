@@ -10,6 +10,12 @@ the steps before the signature here (microseconds) and peeks at the replay windo
 verifies the signature and, unless the window already holds the seq, decrypts and checks the
 schema; classify_opened() then makes the replay decision here, in arrival order, before using
 what the worker decrypted.
+
+Two outcomes come before or instead of that order. A device whose refusals burst is throttled
+(hub.ingest.bursts): its envelopes are dropped before anything else, even the header. An
+envelope whose signature verified but which names a hub key id not loaded (rotated while the
+hub runs, and not picked up yet) is held (hub.store.held) to be opened once the key is loaded,
+not refused: it is authentic, and refusing it would acknowledge and lose it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from common.wire.errors import OpenError, Reason
 from common.wire.header import Header
 from common.wire.topics import ROOT, UpTopic, parse_up
 from hub.errors import StoreError
+from hub.ingest.bursts import Bursts
 from hub.ingest.directory import CachedDirectory
 from hub.ingest.opening import Job, Refused, Result
 from hub.model import DeviceInfo
@@ -36,7 +43,12 @@ from hub.mqtt import Incoming
 from hub.store.replay_guard import StoreReplayGuard
 
 ENROLL_SEGMENT = "enroll"
+_DOWN = ("policy", "receipt")  # the hub's own publications, seen through a shared subscription
 _TOPICS_CACHED = 100_000
+# Incoming.generation of an envelope read back from held_envelopes (hub.ingest.holding): no
+# connection delivered it (nothing to acknowledge), its signature verified once, and it is
+# never throttled (it is not part of a flood now).
+HELD_GENERATION = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +93,26 @@ class Ignored:
     message: Incoming
 
 
-Outcome = Accepted | Redelivered | Rejected | EnrollRequest | Ignored
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """From a device whose refusals burst: dropped unopened (acknowledged, counted)."""
+
+    message: Incoming
+    site: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Authentic (the signature verified) but sealed to a hub key not loaded: kept whole, to
+    be opened once the key is."""
+
+    message: Incoming
+    header: Header
+    digest: bytes
+
+
+Outcome = Accepted | Redelivered | Rejected | EnrollRequest | Ignored | Throttled | Held
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +137,18 @@ class Opener:
     """Classifies messages with the DB-backed directory and replay guard of one thread."""
 
     def __init__(
-        self, directory: CachedDirectory, keyring: Keyring, replay: StoreReplayGuard
+        self,
+        directory: CachedDirectory,
+        keyring: Keyring,
+        replay: StoreReplayGuard,
+        bursts: Bursts | None = None,
     ) -> None:
         self.directory = directory
         self.keyring = keyring
         self.replay = replay
+        self.bursts = bursts  # None: nothing is throttled
         self._failure: StoreError | None = None
+        self._verified: tuple[Header, bytes] | None = None  # what reached the replay check
         self._topics: dict[str, UpTopic | None] = {}
 
     # open_envelope turns any error inside it into OpenError(malformed); a database failure
@@ -127,7 +164,8 @@ class Opener:
             raise
 
     def check(self, header: Header, digest: bytes) -> bool:
-        """ReplayGuard for open_envelope."""
+        """ReplayGuard for open_envelope (which asks only once the signature verified)."""
+        self._verified = (header, digest)
         try:
             return self.replay.check(header, digest)
         except StoreError as exc:
@@ -140,6 +178,9 @@ class Opener:
         topics = (self.report_topic(m) for m in batch)
         devices = {(t.site, t.device) for t in topics if t is not None}
         self.directory.load(devices)
+        for site, device in self.replay.poll_resets():
+            if self.bursts is not None:
+                self.bursts.lift(site, device)
         self.replay.load(devices)
 
     def report_topic(self, message: Incoming) -> UpTopic | None:
@@ -152,7 +193,7 @@ class Opener:
         parts = message.topic.split("/")
         ours = len(parts) == 5 and "/".join(parts[:2]) == ROOT
         found = None
-        if not (ours and (parts[2] == ENROLL_SEGMENT or parts[4] == "policy")):
+        if not (ours and (parts[2] == ENROLL_SEGMENT or parts[4] in _DOWN)):
             found = parse_up(message.topic)
         if len(self._topics) >= _TOPICS_CACHED:
             self._topics.clear()
@@ -167,17 +208,23 @@ class Opener:
             if len(parts) == 5 and "/".join(parts[:2]) == ROOT:
                 if parts[2] == ENROLL_SEGMENT and parts[4] == "request":
                     return EnrollRequest(message, parts[3])
-                if (parts[2] == ENROLL_SEGMENT and parts[4] == "reply") or parts[4] == "policy":
+                if (parts[2] == ENROLL_SEGMENT and parts[4] == "reply") or parts[4] in _DOWN:
                     return Ignored(message)
             topic = parse_up(message.topic)  # e.g. site "enroll" with a report kind
             if topic is None:
                 return Rejected(message, Reason.MALFORMED, None, None, "not a report topic")
+        if self._throttled(message, topic):
+            return Throttled(message, topic.site, topic.device)
         self._failure = None
+        self._verified = None
         try:
             result = open_envelope(message.payload, devices=self, keyring=self.keyring, replay=self)
         except OpenError as exc:
             if self._failure is not None:
                 raise self._failure from exc
+            if exc.reason == Reason.WRONG_KEY and self._verified is not None:
+                header, digest = self._verified
+                return self._hold(message, topic, header, digest, exc.detail)
             return Rejected(message, exc.reason, topic.site, topic.device, exc.detail)
         return self._decide(message, topic, result)
 
@@ -189,6 +236,8 @@ class Opener:
         topic = self.report_topic(message)
         if topic is None:
             return None
+        if self._throttled(message, topic):
+            return Throttled(message, topic.site, topic.device)
         self._failure = None
         try:
             screened = screen(message.payload, devices=self)
@@ -224,8 +273,31 @@ class Opener:
         if isinstance(opened, Duplicate):  # verified only, but new after all: open it here
             return self.classify(message)
         if isinstance(opened, Refused):
+            if opened.reason == Reason.WRONG_KEY:
+                if self.keyring.opening_key(opened.header.key_id) is not None:
+                    return self.classify(message)  # loaded here since the worker looked
+                return self._hold(message, topic, opened.header, opened.digest, opened.detail)
             return Rejected(message, opened.reason, topic.site, topic.device, opened.detail)
         return self._decide(message, topic, opened)
+
+    def _throttled(self, message: Incoming, topic: UpTopic) -> bool:
+        return (
+            self.bursts is not None
+            and message.generation != HELD_GENERATION
+            and self.bursts.throttled(topic.site, topic.device)
+        )
+
+    def _hold(
+        self, message: Incoming, topic: UpTopic, header: Header, digest: bytes, detail: str
+    ) -> Outcome:
+        """An authentic envelope refused as wrong_key: held if no key with its key id is loaded
+        (a key rotated in, not loaded yet); refused if one is (the suite differs)."""
+        mismatch = _mismatch(header, topic.site, topic.device, topic.kind)
+        if mismatch:
+            return Rejected(message, Reason.MALFORMED, topic.site, topic.device, mismatch)
+        if self.keyring.opening_key(header.key_id) is not None:
+            return Rejected(message, Reason.WRONG_KEY, topic.site, topic.device, detail)
+        return Held(message, header, digest)
 
     def _decide(self, message: Incoming, topic: UpTopic, result: Opened | Duplicate) -> Outcome:
         mismatch = _mismatch(result.header, topic.site, topic.device, topic.kind)

@@ -5,6 +5,11 @@ Failures are contained here: if the database is unreachable nothing is acknowled
 batch is retried with backoff; a batch that fails although the database works is retried one
 message at a time, and a message that still fails is stored without rules, or else recorded
 as a malformed rejection and acknowledged, so one bad message never stops ingest.
+
+Keys: every few seconds the thread looks whether DATA/keys changed (hub.keys.HubKeys.refresh,
+one stat), and whenever the keys in force change (that, SIGHUP, a key id miss) it ingests the
+held envelopes the new keys open (hub.ingest.holding); also every tick, for keys another hub
+process loaded.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.wire.envelope import Keyring
 from hub.ingest.ahead import Ahead, OpeningAhead
+from hub.ingest.bursts import Bursts
 from hub.ingest.commit import Committer, now_ms
 from hub.ingest.directory import CachedDirectory
+from hub.ingest.holding import openable
 from hub.ingest.hooks import EnrollHandler, Publish, ReportRules
 from hub.ingest.inbox import Inbox
 from hub.ingest.pipeline import Opener, Opening
 from hub.ingest.pool import OpeningPool
+from hub.keys import HubKeys
 from hub.metrics import HubMetrics
 from hub.mqtt import RECEIVE_MAXIMUM, Incoming
 from hub.store.database import Database
@@ -40,6 +47,7 @@ class BatchLimits:
     queue_size: int = 2 * RECEIVE_MAXIMUM
     tick_s: float = 30.0
     max_backoff_s: float = 10.0
+    keys_check_s: float = 5.0  # how often DATA/keys is looked at for rotated keys
 
 
 class IngestWorker:
@@ -48,7 +56,7 @@ class IngestWorker:
     def __init__(
         self,
         database_url: str,
-        keyring: Keyring,
+        keyring: HubKeys,
         *,
         ack: Callable[[Incoming], bool],
         metrics: HubMetrics,
@@ -64,9 +72,13 @@ class IngestWorker:
         self.rules = rules
         self.limits = limits
         self.metrics = metrics
+        # Per thread, across reconnections: which devices are throttled (hub.ingest.bursts).
+        self.bursts = Bursts()
         self._committer = Committer(
-            ack=ack, metrics=metrics, rules=rules, enroll=enroll, publish=publish
-        )
+            ack=ack, metrics=metrics, rules=rules, enroll=enroll, publish=publish,
+            bursts=self.bursts,
+        )  # fmt: skip
+        self._keys_seen = -1  # the key generation whose held envelopes were last looked at
         self._stop = threading.Event()
         self._inbox = Inbox(limits.queue_size, metrics, self._stop)
         self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
@@ -115,7 +127,9 @@ class IngestWorker:
         self._db = None
         db = Database(self.database_url)
         self._db = db
-        self._opener = Opener(CachedDirectory(db), self.keyring, StoreReplayGuard(db))
+        self._opener = Opener(
+            CachedDirectory(db), self.keyring, StoreReplayGuard(db), bursts=self.bursts
+        )
 
     def _database_ok(self) -> bool:
         """Reconnect and probe: False if the database is unreachable."""
@@ -150,8 +164,14 @@ class IngestWorker:
 
     def _loop(self) -> None:
         next_tick = time.monotonic() + self.limits.tick_s
+        next_keys = 0.0
         ahead: Ahead | None = None
         while not self._stop.is_set():
+            if time.monotonic() >= next_keys:
+                next_keys = time.monotonic() + self.limits.keys_check_s
+                self.keyring.refresh(0.0)
+            if self.keyring.generation != self._keys_seen:
+                self._release_held()
             batch = self._inbox.take(self.limits.max_messages, wait=ahead is None)
             if self._ahead is None:
                 if batch:
@@ -166,11 +186,42 @@ class IngestWorker:
                 if ahead is not None:
                     self._handle(ahead.batch, opened)
                 ahead = opening
-            if self.rules is not None and time.monotonic() >= next_tick:
+            if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.limits.tick_s
-                self._tick()
+                self._keys_seen = -1  # held envelopes another hub process may open now
+                if self.rules is not None:
+                    self._tick()
         if ahead is not None:  # taken off the queue: finish it (commit, ack)
             self._handle(ahead.batch, self._collect(ahead))
+
+    def _release_held(self, limit: int = 500) -> None:
+        """Ingest the held envelopes the loaded keys open, a batch at a time. One that fails to
+        commit stays held (logged), and is tried again at the next change of keys or tick."""
+        self._keys_seen = self.keyring.generation
+        while not self._stop.is_set():
+            assert self._db is not None
+            try:
+                messages, ids = openable(self._db, self.keyring, limit)
+            except Exception as exc:
+                log.error("cannot read the held envelopes: %r", exc)
+                return
+            if not messages or not self._commit_released(messages, ids) or len(ids) < limit:
+                return
+
+    def _commit_released(self, messages: Sequence[Incoming], ids: Sequence[int]) -> bool:
+        """Commit held envelopes read back (one by one if the batch fails); False if any of
+        them could not be committed."""
+        assert self._db is not None and self._opener is not None
+        try:
+            self._committer.commit(self._db, self._opener, messages, with_rules=True, released=ids)
+            log.info("opened and ingested %d held envelope(s)", len(ids))
+            return True
+        except Exception as exc:
+            failure = exc
+        if not self._database_ok() or len(ids) == 1:
+            log.error("cannot ingest held envelope %s (%r); it stays held", ids, failure)
+            return False
+        return all([self._commit_released([m], [i]) for m, i in zip(messages, ids, strict=True)])
 
     def _collect(self, ahead: Ahead) -> list[Opening] | None:
         assert self._ahead is not None and self._opener is not None

@@ -2,6 +2,8 @@
 
 [policy]
 default_group = "pupils"              # group of devices enrolled without one
+class_groups = { staff-laptop = "staff" }  # ...or this group for their class (default shown,
+                                      # when a group "staff" exists)
 counts_only_classes = ["staff-laptop"]  # these devices report counts, never names
 summary_interval_s = 300
 
@@ -41,11 +43,20 @@ class PolicySettings:
     default_group: str = "pupils"
     counts_only_classes: tuple[str, ...] = ("staff-laptop",)
     summary_interval_s: int = 300
+    class_groups: tuple[tuple[str, str], ...] = ()  # (device class, group) pairs
 
     def group(self, name: str | None) -> GroupPolicy | None:
         """The named group (or the default one), or None if it is not configured."""
         wanted = name or self.default_group
         return next((g for g in self.groups if g.name == wanted), None)
+
+    def defines(self, name: str) -> bool:
+        """True if the site's policy has a group of this name."""
+        return any(g.name == name for g in self.groups)
+
+    def group_for_class(self, device_class: str) -> str:
+        """The group a device of this class gets when its token names none."""
+        return dict(self.class_groups).get(device_class, self.default_group)
 
 
 def _name(value: str) -> str | None:
@@ -76,11 +87,27 @@ def parse_policy(table: object, source: str) -> PolicySettings:
                     group.fail("block", category, "categories must be 1-63 chars of [a-z0-9._-]")
             group.done()
             groups.append(GroupPolicy(name, tuple(sorted(set(block)))))
+    names = {g.name for g in groups}
+    class_groups = _class_groups(sec, names)
     sec.done()
-    settings = PolicySettings(tuple(groups), default_group, tuple(classes), interval)
+    settings = PolicySettings(tuple(groups), default_group, tuple(classes), interval, class_groups)
     if settings.group(None) is None:
         sec.fail("default_group", default_group, "must name a group in [policy.groups]")
     return settings
+
+
+def _class_groups(sec: Section, groups: set[str]) -> tuple[tuple[str, str], ...]:
+    table = sec.optional_table("class_groups")
+    if table is None:
+        return (("staff-laptop", "staff"),) if "staff" in groups else ()
+    pairs: list[tuple[str, str]] = []
+    for device_class, group in sorted(table.items()):
+        if device_class not in DEVICE_CLASSES:
+            sec.fail("class_groups", device_class, f"classes are {', '.join(DEVICE_CLASSES)}")
+        if not isinstance(group, str) or group not in groups:
+            sec.fail(f"class_groups.{device_class}", group, "must name a group in [policy.groups]")
+        pairs.append((device_class, str(group)))
+    return tuple(pairs)
 
 
 def site_policy_file(config: HubConfig, site: str) -> Path:

@@ -1,10 +1,14 @@
-"""bypass: attempts to get round the filter. Blocked lookups in the bypass categories (DoH, VPN,
-proxy, Tor) and "bypass" events from the laptop agent (hard-coded DNS, encrypted-DNS ports...)."""
+"""bypass: attempts to get round the filter. Blocked lookups in the bypass categories (by
+default the shared vocabulary's: the filter's own anti-bypass answers such as
+use-application-dns.net, DoH, DoT, VPN, proxy, Tor) and "bypass" events from the laptop agent
+(hard-coded DNS, encrypted-DNS ports...). An attempt is judged once: a summary's attempt that
+an earlier event raised already adds nothing (hub.rules.attempts.count_once)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from common.categories import BYPASS
 from hub.alerts import Finding
 from hub.model import StoredReport
 from hub.rules.attempts import attempts_of, blocked_names
@@ -12,7 +16,7 @@ from hub.rules.settings import RulesConfig
 from hub.rules.wording import category_label, client_key, group_of, who
 from hub.store import Database
 
-RULE = "bypass"
+RULE = BYPASS
 _WHAT_KEYS = ("method", "kind", "what")  # where an agent's detail says which bypass it saw
 
 

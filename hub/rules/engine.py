@@ -19,6 +19,7 @@ from hub.config import load_config
 from hub.errors import StoreError
 from hub.model import StoredReport
 from hub.rules import blocked, bypass, offsite, security, silent, tamper
+from hub.rules.attempts import count_once
 from hub.rules.settings import RulesConfig, load_rules
 from hub.store import Database
 
@@ -134,6 +135,7 @@ class RuleEngine:
         (never commits): the same alerts as evaluate() on each in turn, with a few statements
         per rule and batch instead of a few per report. Call after the rows are inserted."""
         rules = self._rules  # one snapshot for the whole batch
+        reports = self._count_once(db, reports)
         unchecked: dict[tuple[str, str], StoredReport] = {}
         for report in reports:
             device = (report.site, report.device)
@@ -153,6 +155,19 @@ class RuleEngine:
         self._record(
             db, rules, [f for i in range(len(reports)) for found in per_rule for f in found[i]]
         )
+
+    def _count_once(self, db: Database, reports: Sequence[StoredReport]) -> list[StoredReport]:
+        """The reports with the attempts each adds, an event and the summary covering it counted
+        once (hub.rules.attempts.count_once). Should that trip over an odd payload, the batch
+        is judged as it stands: counted twice, never lost."""
+        try:
+            return count_once(db, reports)
+        except StoreError:
+            raise
+        except Exception:
+            self.failures["count_once"] += 1
+            log.exception("could not match events to summaries; counting this batch as it is")
+            return list(reports)
 
     def on_rejection(
         self, db: Database, reason: str, site: str | None, device: str | None, now_ms: int

@@ -11,6 +11,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from common.categories import (
+    BLOCKED_CONTENT,
+    BYPASS,
+    BYPASS_SEVERITY,
+    NOT_BLOCKS,
+    canonical,
+    defaults,
+    lookup,
+    shared_names,
+)
 from common.tomlconfig import Section
 from common.wire.errors import Reason
 from hub.alerts import AlertPolicy
@@ -44,9 +54,11 @@ class OffsiteRule:
     staff_out_of_hours_severity: int = 3
 
 
+# The shared vocabulary's defaults (common/categories.py, docs/categories.md).
 DEFAULT_CATEGORY_SEVERITY: Mapping[str, int] = MappingProxyType(
-    {"iwf": 5, "self_harm": 5, "extremism": 5, "adult": 4, "gambling": 3, "social_networks": 0}
+    {c.name: c.severity for c in defaults(BLOCKED_CONTENT)}
 )
+DEFAULT_BYPASS_CATEGORIES = tuple(c.name for c in defaults(BYPASS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +77,8 @@ class BlockedRule:
     minutes: int = 10
 
     def category(self, name: str) -> CategoryRule:
-        """The rule for a category (severity 0: no alert)."""
+        """The rule for a category or its alias (severity 0: no alert)."""
+        name = canonical(name)
         severity = self.severities.get(name, self.other_severity)
         default = (
             (self.urgent_attempts, self.urgent_minutes)
@@ -78,11 +91,12 @@ class BlockedRule:
 
 @dataclass(frozen=True, slots=True)
 class BypassRule:
-    """bypass: attempts to get round the filter (DoH, VPN, Tor, proxies, hard-coded DNS)."""
+    """bypass: attempts to get round the filter (the filter's anti-bypass names, DoH, DoT, VPN,
+    proxies, Tor; hard-coded DNS and the like from the laptop agent)."""
 
     enabled: bool = True
-    severity: int = 4
-    categories: tuple[str, ...] = ("doh", "vpn", "proxy", "tor")
+    severity: int = BYPASS_SEVERITY
+    categories: tuple[str, ...] = DEFAULT_BYPASS_CATEGORIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +213,18 @@ def _offsite(s: Section) -> OffsiteRule:
     return rule
 
 
-def _category_name(section: Section, name: str) -> None:
+def _category_name(section: Section, key: str, name: str) -> str:
+    """A category name as written (checked), resolved to the vocabulary's name."""
     if not _CATEGORY.fullmatch(name):
-        section.fail(name, name, "category names are 1-63 of [a-z0-9_-]")
+        section.fail(key, name, "category names are 1-63 of [a-z0-9_-]")
+    if canonical(name) in NOT_BLOCKS:
+        section.fail(
+            key,
+            name,
+            "is the filter's name for answers that are not blocks (docs/categories.md); "
+            "it never counts as a blocked attempt",
+        )
+    return canonical(name)
 
 
 def _threshold_default(d: BlockedRule, severity: int) -> tuple[int, int]:
@@ -213,16 +236,22 @@ def _blocked(s: Section, bypass: tuple[str, ...]) -> BlockedRule:
     severities = dict(d.severities)  # named categories are merged over the defaults
     thresholds: dict[str, tuple[int, int]] = {}
     cats = _sub(s, "categories")
-    for name, value in sorted(s.table("categories", {}).items()):
-        _category_name(cats, name)
+    written: dict[str, str] = {}  # vocabulary name -> the name written, to refuse an alias twice
+    for key, value in sorted(s.table("categories", {}).items()):
+        name = _category_name(cats, key, key)
+        if name in written:
+            cats.fail(
+                key, value, f"{key} and {written[name]} are one category ({name}): set it once"
+            )
+        written[name] = key
         if name in bypass:
-            cats.fail(name, value, "is a bypass category: set its severity in [rules.bypass]")
+            cats.fail(key, value, "is a bypass category: set its severity in [rules.bypass]")
         if not isinstance(value, dict):
             if isinstance(value, bool) or not isinstance(value, int):
-                cats.fail(name, value, "must be a severity 0..5 or {severity, attempts, minutes}")
-            severities[name] = _severity(cats, name, 0)
+                cats.fail(key, value, "must be a severity 0..5 or {severity, attempts, minutes}")
+            severities[name] = _severity(cats, key, 0)
             continue
-        one = Section(f"{cats.name}.{name}", cats.table(name), s.source)
+        one = Section(f"{cats.name}.{key}", cats.table(key), s.source)
         severities[name] = _severity(one, "severity", severities.get(name, d.other_severity))
         if one.has("attempts") or one.has("minutes"):
             attempts, minutes = _threshold_default(d, severities[name])
@@ -232,6 +261,8 @@ def _blocked(s: Section, bypass: tuple[str, ...]) -> BlockedRule:
             )
         one.done()
     cats.done()
+    for name in bypass:  # a bypass category is the bypass rule's, even where named by default
+        severities.pop(name, None)
     rule = BlockedRule(
         enabled=s.flag("enabled", True),
         severities=MappingProxyType(severities),
@@ -248,9 +279,8 @@ def _blocked(s: Section, bypass: tuple[str, ...]) -> BlockedRule:
 
 def _bypass(s: Section) -> BypassRule:
     d = BypassRule()
-    categories = tuple(s.text_list("categories", list(d.categories)))
-    for name in categories:
-        _category_name(s, name)
+    written = s.text_list("categories", list(d.categories))
+    categories = tuple(dict.fromkeys(_category_name(s, "categories", n) for n in written))
     rule = BypassRule(
         enabled=s.flag("enabled", True),
         severity=_severity(s, "severity", d.severity),
@@ -341,3 +371,44 @@ def load_rules(config: HubConfig) -> RulesConfig:
     if raw is None:
         return RulesConfig()
     return parse_rules(raw, str(config.path))
+
+
+def covering_rule(rules: RulesConfig, category: str) -> str | None:
+    """The rule that turns blocked lookups in a category (or an alias) into alerts under these
+    rules: "bypass", "blocked_content" (perhaps at severity 0: someone decided), or None."""
+    name = canonical(category)
+    if name in rules.bypass.categories:
+        return BYPASS
+    if name in rules.blocked.severities or rules.blocked.other_severity > 0:
+        return BLOCKED_CONTENT
+    return None
+
+
+def coverage_warnings(rules: RulesConfig, named: Mapping[str, str]) -> list[str]:
+    """A warning for each category that no rule covers: the shared vocabulary's (which a custom
+    [rules.bypass] categories can leave out), then those `named` (category -> where it is
+    named, e.g. "[policy.groups.pupils] block"). Each says what to do."""
+    wanted: dict[str, str] = {}
+    for category in defaults(BLOCKED_CONTENT) + defaults(BYPASS):
+        wanted[category.name] = f"shared category: {category.meaning}"
+    for name, where in named.items():
+        if canonical(name) not in NOT_BLOCKS:
+            wanted.setdefault(canonical(name), where)
+    warnings = []
+    for name, where in wanted.items():
+        if covering_rule(rules, name) is not None:
+            continue
+        shared = lookup(name)
+        if shared is not None and shared.rule == BYPASS:
+            fix = f'add "{name}" back to [rules.bypass] categories'
+        else:
+            fix = (
+                f"give it a severity in [rules.blocked_content.categories] (e.g. {name} = 3), "
+                f"add it to [rules.bypass] categories if it is a way round the filter, or name "
+                f"the list with a shared category (docs/categories.md: {shared_names()})"
+            )
+        warnings.append(
+            f'category "{name}" ({where}): no rule covers it, so its blocked lookups raise no '
+            f"alert; {fix}"
+        )
+    return warnings

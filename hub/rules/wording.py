@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from common.categories import lookup
 from hub.model import StoredReport
 from hub.rules.hours import local_time
 
@@ -17,16 +18,9 @@ _CLASS_NAMES = {
     "staff-laptop": "Staff laptop",
     "sinkhole": "DNS filter",
 }
-_CATEGORY_NAMES = {
-    "iwf": "IWF-listed (child abuse)",
-    "self_harm": "self-harm",
-    "doh": "DNS-over-HTTPS",
-    "dot": "DNS-over-TLS",
-    "hardcoded_dns": "a hard-coded DNS server",
-    "vpn": "VPN",
-    "tor": "Tor",
-    "proxy": "proxy",
-}
+# What the laptop agent's "bypass" events name that is not a category of the shared
+# vocabulary (common/categories.py names those).
+_METHOD_NAMES = {"hardcoded_dns": "a hard-coded DNS server"}
 
 
 def device_label(site: str, device: str, device_class: str | None) -> str:
@@ -68,8 +62,12 @@ def client_key(report: StoredReport) -> str:
 
 
 def category_label(category: str) -> str:
-    """E.g. "self-harm", "social networks"."""
-    return _CATEGORY_NAMES.get(category, category.replace("_", " "))
+    """E.g. "self-harm", "social network": the shared vocabulary's words for a category (or an
+    alias of one), else the name with spaces."""
+    shared = lookup(category)
+    if shared is not None:
+        return shared.said
+    return _METHOD_NAMES.get(category, category.replace("_", " "))
 
 
 def clock(ms: int, zone: ZoneInfo) -> str:

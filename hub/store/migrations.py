@@ -148,4 +148,59 @@ MIGRATIONS: list[list[str]] = [
             created_ms BIGINT NOT NULL,
             sent_ms BIGINT)""",
     ],
+    # 2: hub, broker and enrolment hardening (issue 10).
+    [
+        # -- enrolment tokens: ids, per-token broker logins, revocation --
+        # A token's public id (enroll-token list/revoke), the Mosquitto hash of its broker
+        # login's password (the login is enroll-<token_id>), and when it was revoked.
+        "ALTER TABLE enroll_tokens ADD COLUMN token_id TEXT",
+        "ALTER TABLE enroll_tokens ADD COLUMN login_hash TEXT",
+        "ALTER TABLE enroll_tokens ADD COLUMN revoked_ms BIGINT",
+        "CREATE UNIQUE INDEX enroll_tokens_id ON enroll_tokens (token_id)",
+        # -- ingest: rejection counts per minute, envelopes held until they can be opened --
+        # Refusals counted per (site, device, reason, minute): a flood costs one row per minute,
+        # not one per envelope ("" where the topic named no site or device).
+        """CREATE TABLE rejection_counts (
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            minute_ms BIGINT NOT NULL,
+            count BIGINT NOT NULL,
+            PRIMARY KEY (site, device, reason, minute_ms))""",
+        "CREATE INDEX rejection_counts_minute ON rejection_counts (minute_ms)",
+        # rejections now keeps samples of what rejection_counts counts (sampled = 1); rows from
+        # before (sampled = 0) still count one refusal each.
+        "ALTER TABLE rejections ADD COLUMN sampled INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX rejections_unsampled ON rejections (at_ms) WHERE sampled = 0",
+        # Authentic envelopes sealed to a hub key not loaded yet, opened once it is.
+        """CREATE TABLE held_envelopes (
+            id {id},
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            key_id {blob} NOT NULL,
+            topic TEXT NOT NULL,
+            envelope {blob} NOT NULL,
+            size INTEGER NOT NULL,
+            received_ms BIGINT NOT NULL,
+            UNIQUE (site, device, seq))""",
+        # Replay windows reset by the operator (hedgerow-hub devices reset-seq): the running
+        # hubs read new rows to forget what they remember of the device.
+        """CREATE TABLE seq_resets (
+            id {id},
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            highest BIGINT NOT NULL,
+            shift BIGINT NOT NULL)""",
+        # -- delivery receipts --
+        # How far each device's envelopes are processed without a gap (the `through` of its
+        # signed receipt), so a restarted hub carries on from there (hub/receipts).
+        """CREATE TABLE receipts (
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            through BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            PRIMARY KEY (site, device))""",
+    ],
 ]

@@ -190,6 +190,30 @@ def _scopes_values(db: Database, chunk: Sequence[WindowScope]) -> list[Row]:
     )
 
 
+def bodies_of_kind(db: Database, ids: Iterable[int], kind: str) -> dict[int, str]:
+    """The bodies of those of these reports that are of one kind ("summary", "event"), by id:
+    the rules read summaries' spans and events' times to count an attempt once."""
+    wanted = sorted(set(ids))
+    found: dict[int, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join(["?"] * len(chunk))
+        for report_id, body in db.execute(
+            f"SELECT id, body FROM reports WHERE kind = ? AND id IN ({marks})", [kind, *chunk]
+        ):
+            found[int(report_id)] = str(body)
+    return found
+
+
+def zero_attempts(db: Database, rows: Sequence[tuple[int, str]]) -> None:
+    """Set the attempts of these (report id, category) rows to 0: another report counts them
+    (an event whose attempt a summary covers)."""
+    if rows:
+        db.executemany(
+            "UPDATE attempts SET count = 0 WHERE report_id = ? AND category = ?", list(rows)
+        )
+
+
 def stored_digest(db: Database, site: str, device: str, seq: int) -> bytes | None:
     """The digest of the stored envelope with this (site, device, seq), or None."""
     rows = db.execute(

@@ -1,7 +1,8 @@
 """Retention: how long reports and alerts are kept ([retention] in hub.toml), and the purge.
 
 Reports (summaries, events, heartbeats) go after summaries_days (default 90) with their blocked
-and attempts rows, judged by when the hub received them; rejection records go with them. Alerts and their
+and attempts rows, judged by when the hub received them; rejection records (samples and
+per-minute counts) and envelopes still held for a key that never came go with them. Alerts and their
 actions (and queued notifications) go after alerts_days (default 456, about 15 months), judged
 by the alert's last activity.
 """
@@ -64,6 +65,8 @@ def purge(db: Database, retention: Retention, now_ms: int, *, dry_run: bool = Fa
     old_attempts = "FROM attempts WHERE report_id IN (SELECT id FROM reports WHERE received_ms < ?)"
     old_wills = "FROM last_wills WHERE received_ms < ?"
     old_rejections = "FROM rejections WHERE at_ms < ?"
+    old_counts = "FROM rejection_counts WHERE minute_ms < ?"
+    old_held = "FROM held_envelopes WHERE received_ms < ?"
     old_alerts = "FROM alerts WHERE last_seen_ms < ?"
     old_actions = (
         "FROM alert_actions WHERE alert_id IN (SELECT id FROM alerts WHERE last_seen_ms < ?)"
@@ -88,6 +91,8 @@ def purge(db: Database, retention: Retention, now_ms: int, *, dry_run: bool = Fa
                 (old_wills, reports_cutoff),
                 (old_reports, reports_cutoff),
                 (old_rejections, reports_cutoff),
+                (old_counts, reports_cutoff),  # the counts behind the samples
+                (old_held, reports_cutoff),
                 (old_actions, alerts_cutoff),
                 (old_notes, alerts_cutoff),
                 (old_alerts, alerts_cutoff),

@@ -1,4 +1,6 @@
-"""check: validate the config and every list without serving (for ExecStartPre=)."""
+"""check: validate the config and every list without serving (for ExecStartPre=); say what the
+hub does with each category's blocked lookups, and warn about a category no hub rule covers
+(the vocabulary the filter and the hub share: common/categories.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Print what was checked; errors raise (exit 1 via the CLI)."""
     from agent.dns.config import load_config
+    from agent.dns.config.categories import (
+        category_lines,
+        category_warnings,
+        immediate_warnings,
+    )
     from agent.dns.service import beacon_key_of
     from agent.filter.lists import check_lists
     from agent.filter.lists import explain as explain_lists
+    from common.categories import ANTI_BYPASS
 
     config = load_config(args.config)
     stats = check_lists(config.lists, config.server.list_cache_dir)
@@ -37,6 +45,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                     "so it stays blocked",
                     file=sys.stderr,
                 )
+    reported = list(config.categories)  # what reports will name: the lists' categories...
+    if any(group.block_bypass for group in config.groups):
+        reported.append(ANTI_BYPASS)  # ...and the filter's own anti-bypass answers
+    for line in category_lines(reported):
+        print(line)
+    warnings = category_warnings(config.categories)
+    if config.report is not None:
+        warnings += immediate_warnings(config.report.immediate, reported)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if config.beacon is not None and beacon_key_of(config) is None:
         print(
             f"warning: [beacon] identity = '{config.beacon.identity}': no beacon key yet, "

@@ -56,6 +56,7 @@ def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
         report.immediate,
         report.identity / "spool",
         broker_url=report.hub,
+        resend_after_s=report.resend_after_s,
     )
 
 

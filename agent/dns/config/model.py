@@ -41,6 +41,7 @@ class ReportConfig:
     identity: Path
     interval_s: int = 300
     immediate: tuple[str, ...] = ()
+    resend_after_s: int = 60  # send again what no receipt covers after this long
 
 
 @dataclass(frozen=True, slots=True)

@@ -260,6 +260,7 @@ def _report(sec: Section) -> ReportConfig:
         identity=Path(sec.text("identity", "/var/lib/hedgerow/dns")),
         interval_s=sec.integer("interval_s", 300, 10, 86_400),
         immediate=_names(sec, "immediate", NAME, "a category name"),
+        resend_after_s=sec.integer("resend_after_s", 60, 1, 3_600),
     )
     sec.done()
     return config

@@ -1,11 +1,15 @@
 """Anti-bypass: names browsers and phones use to switch to their own encrypted DNS or relay,
-and HTTPS/SVCB records (ECH) where the group blocks encrypted client hello."""
+and HTTPS/SVCB records (ECH) where the group blocks encrypted client hello.
+
+Blocked bypass names carry the shared category ANTI_BYPASS ("bypass", common/categories.py),
+which the hub's bypass rule covers: reports name it, and the hub raises a bypass alert."""
 
 from __future__ import annotations
 
 from agent.filter import packet
 from agent.filter.request import Outcome, Request
 from agent.filter.verdict import Answer, Kind, Verdict
+from common.categories import ANTI_BYPASS
 
 # NXDOMAIN tells the product to stay on the network's resolver.
 NXDOMAIN_NAMES = {
@@ -31,11 +35,11 @@ class BypassLink:
         if group.block_bypass:
             reason = NXDOMAIN_NAMES.get(q.qname)
             if reason is not None:
-                verdict = Verdict(Kind.BYPASS, group.name, "bypass", reason)
+                verdict = Verdict(Kind.BYPASS, group.name, ANTI_BYPASS, reason)
                 ede = (packet.EDE_FILTERED, EDE_TEXT)
                 return Answer(packet.error(q, packet.NXDOMAIN, ede), verdict)
             if q.qname == DDR_ZONE or q.qname.endswith("." + DDR_ZONE):
-                verdict = Verdict(Kind.BYPASS, group.name, "bypass", "DDR (resolver.arpa)")
+                verdict = Verdict(Kind.BYPASS, group.name, ANTI_BYPASS, "DDR (resolver.arpa)")
                 return Answer(packet.nodata(q, (packet.EDE_FILTERED, EDE_TEXT)), verdict)
         if group.block_ech and q.qtype in (packet.HTTPS, packet.SVCB):
             verdict = Verdict(Kind.FILTERED, group.name, "ech", "block_ech")
