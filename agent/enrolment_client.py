@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 from agent.policy_client import accept_policy
 from agent.report.errors import LinkError
-from agent.report.mqtt import Message, MqttSession
+from agent.report.mqtt import Message
+from agent.report.session import MqttSession
 from common.enrolment import (
     BUNDLE_TYPE,
     ENROLL_USER,

@@ -49,7 +49,9 @@ class HubService:
         self.config = config
         # Everything that reads hub.toml is read here, before anything starts: a bad file
         # stops serve at once with a message naming the section and key.
-        workers = load_ingest_settings(config).workers  # [ingest] workers
+        ingest = load_ingest_settings(config)  # [ingest]
+        workers = ingest.workers
+        self._bursts = ingest.bursts
         self.opening_processes = workers if opening_processes is None else opening_processes
         self.keys = HubKeys(config.keys_dir)
         self.metrics = HubMetrics()
@@ -97,6 +99,7 @@ class HubService:
             publish=connection.publish,
             opening_processes=self.opening_processes,
             keys_dir=self.config.keys_dir,
+            bursts=self._bursts,
         )
         connection.on_message = self.worker.offer
         connection.on_takeover = self._session_taken_over

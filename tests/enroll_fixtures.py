@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agent.enrolment_client import build_request, finish
-from agent.report.mqtt import MqttSession
+from agent.report.session import MqttSession
 from common.enrolment import EnrollToken
 from common.identity import Identity, MqttCredentials
 from common.wire import OpenError

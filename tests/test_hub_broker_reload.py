@@ -13,7 +13,7 @@ import pytest
 
 from agent.enrolment_client import enroll_from_bundle, enroll_online
 from agent.report.errors import LinkError
-from agent.report.mqtt import MqttSession
+from agent.report.session import MqttSession
 from common.identity import Identity, MqttCredentials
 from hub.cli import main
 from hub.config import load_config

@@ -111,6 +111,17 @@ def test_ingest_workers(tmp_path: Path, text: str, workers: int) -> None:
     assert HubService(load_config(config)).opening_processes == workers  # what serve starts
 
 
+def test_the_throttle_is_configurable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "[ingest]\nthrottle_refusals = 500\nthrottle_window_s = 30\nthrottle_seconds = 600\n"
+    config = make_config(tmp_path, text)
+    assert main(["check", "--config", str(config)]) == 0
+    bursts = load_ingest_settings(load_config(config)).bursts
+    assert (bursts.rejections, bursts.window_s, bursts.cool_s) == (500, 30, 600)
+    bad = make_config(tmp_path / "bad", "[ingest]\nthrottle_refusals = 1\n")
+    assert main(["check", "--config", str(bad)]) != 0
+    assert "[ingest] throttle_refusals = 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 2), (5, 4), (64, 4)])
 def test_auto_workers_leave_a_core_to_the_ingest_thread(cores: int, workers: int) -> None:
     assert auto_workers(cores) == workers

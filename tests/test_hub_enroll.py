@@ -9,7 +9,7 @@ import pytest
 
 from agent.enrolment_client import enroll_online
 from agent.policy_client import accepted_versions, current_policy
-from agent.report.mqtt import MqttSession
+from agent.report.session import MqttSession
 from common.enrolment import EnrollError, EnrollRefused, EnrollToken
 from common.identity import Identity, MqttCredentials
 from common.wire.keyfile import b64

@@ -10,7 +10,7 @@ import pytest
 
 from agent.enrolment_client import enroll_from_bundle
 from agent.report.errors import LinkError
-from agent.report.mqtt import MqttSession
+from agent.report.session import MqttSession
 from common.enrolment import EnrollToken
 from common.identity import Identity, MqttCredentials
 from hub.cli import main

@@ -8,7 +8,7 @@ import pytest
 
 from agent.enrolment_client import check_hub_keys, enroll_from_bundle
 from agent.policy_client import accept_policy, accepted_versions
-from agent.report.mqtt import MqttSession
+from agent.report.session import MqttSession
 from common.enrolment import EnrollError, hub_fingerprint
 from common.identity import Identity, MqttCredentials
 from common.wire import OpenError, Reason, SigningKey, sign_message, topics

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.enrolment_client import enroll_from_bundle
-from agent.report.mqtt import MqttSession
+from agent.report.session import MqttSession
 from common.identity import MqttCredentials
 from hub.cli import main
 from tests.enroll_fixtures import SITE, Hub, make_hub

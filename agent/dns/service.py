@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent.dns import prebuild
 from agent.dns.config import DnsConfig, load_config
+from agent.dns.config.categories import category_warnings
 from agent.filter.answer_cache import AnswerCache
 from agent.filter.catalog import load_index
 from agent.filter.chain import Chain, build_chain
@@ -146,6 +147,7 @@ class Service:
         self._refresh = asyncio.ensure_future(self._refresh_lists())
         self._freeze()
         log.info("serving %d lists, %d groups", len(loaded.stats), len(config.groups))
+        _warn_categories(config)
 
     def _build(self, loaded: Loaded) -> Chain:
         assert self.cache is not None and self.metrics is not None
@@ -193,6 +195,7 @@ class Service:
                 log.warning("listen addresses changed: that takes a restart, not a reload")
             self._swap(loaded)
             log.info("reloaded: %d lists, %d groups", len(loaded.stats), len(loaded.config.groups))
+            _warn_categories(loaded.config)
             return True
 
     async def _load_for_reload(self) -> Loaded:
@@ -299,3 +302,10 @@ async def _retire(fast: FastPath) -> None:
     """Empty a retired fast path's memos a slice at a time, letting packets in between."""
     while fast.forget(RETIRE_STEP):
         await asyncio.sleep(0)
+
+
+def _warn_categories(config: DnsConfig) -> None:
+    """The `check` warnings about categories no hub rule covers, in the log too: a blocked
+    lookup in such a category reaches the hub and raises nothing."""
+    for warning in category_warnings(config.categories):
+        log.warning("%s", warning)

@@ -1,4 +1,5 @@
-"""[ingest] in hub.toml: how many worker processes open envelopes beside the ingest thread."""
+"""[ingest] in hub.toml: how many worker processes open envelopes beside the ingest thread, and
+when a device whose envelopes are refused in a burst is throttled (hub.ingest.bursts)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 
 from common.tomlconfig import Section
 from hub.config import HubConfig
+from hub.ingest.bursts import BurstLimits
 
 AUTO = "auto"
+DEFAULT_BURSTS = BurstLimits()
 MAX_WORKERS = 64
 AUTO_MAX = 4  # beyond this one ingest thread (store, rules, commit) cannot keep up anyway
 WORKERS_RULE = (
@@ -22,6 +25,7 @@ class IngestSettings:
     """How ingest runs."""
 
     workers: int  # opening worker processes; 0: the ingest thread opens envelopes itself
+    bursts: BurstLimits = DEFAULT_BURSTS
 
 
 def auto_workers(cores: int | None = None) -> int:
@@ -43,5 +47,11 @@ def load_ingest_settings(config: HubConfig) -> IngestSettings:
         workers = int(section.integer("workers", lo=0, hi=MAX_WORKERS))
     else:
         section.fail("workers", value, WORKERS_RULE)
+    default = DEFAULT_BURSTS
+    bursts = BurstLimits(
+        rejections=section.integer("throttle_refusals", default.rejections, lo=5, hi=1_000_000),
+        window_s=section.integer("throttle_window_s", int(default.window_s), lo=1, hi=3600),
+        cool_s=section.integer("throttle_seconds", int(default.cool_s), lo=1, hi=86_400),
+    )
     section.done()
-    return IngestSettings(workers)
+    return IngestSettings(workers, bursts)

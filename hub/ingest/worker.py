@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.ingest.ahead import Ahead, OpeningAhead
-from hub.ingest.bursts import Bursts
+from hub.ingest.bursts import BurstLimits, Bursts
 from hub.ingest.commit import Committer, now_ms
 from hub.ingest.directory import CachedDirectory
 from hub.ingest.holding import openable
@@ -66,6 +66,7 @@ class IngestWorker:
         limits: BatchLimits = BatchLimits(),
         opening_processes: int = 0,
         keys_dir: Path | None = None,
+        bursts: BurstLimits | None = None,
     ) -> None:
         self.database_url = database_url
         self.keyring = keyring
@@ -73,7 +74,7 @@ class IngestWorker:
         self.limits = limits
         self.metrics = metrics
         # Per thread, across reconnections: which devices are throttled (hub.ingest.bursts).
-        self.bursts = Bursts()
+        self.bursts = Bursts(bursts or BurstLimits())
         self._committer = Committer(
             ack=ack, metrics=metrics, rules=rules, enroll=enroll, publish=publish,
             bursts=self.bursts,
