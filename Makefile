@@ -9,7 +9,8 @@ help:
 	@echo "make test       bootstrap, then the whole test suite (warnings are errors)"
 	@echo "make lint       ruff, mypy --strict and the import rules (.importlinter)"
 	@echo "make bench      quick benchmarks: wire seal/open, DNS hot path (docs/benchmarks.md)"
-	@echo "make bench-dns  hedgerow-dns vs dnsmasq and unbound with 1M domains (~7 min)"
+	@echo "make bench-dns  hedgerow-dns vs dnsmasq and unbound with 1M domains, warm and cold cache (~10 min;"
+	@echo "                BENCH_DNS_ARGS=--cold-only: only the cold-cache rounds, ~3 min)"
 	@echo "make bench-hub  hub ingest through a real Mosquitto, SQLite and PostgreSQL"
 	@echo "make bootstrap  .venv with hedgerow and test tools; Debian packages when root"
 	@echo "make lock       re-resolve requirements/lock.txt (pins + hashes) after editing pyproject.toml"
@@ -60,8 +61,9 @@ bench: bootstrap
 	$(PY) bench/wire.py
 	$(PY) bench/dns_hotpath.py
 
+BENCH_DNS_ARGS ?=
 bench-dns: bootstrap
-	$(PY) -m bench.dns.run
+	$(PY) -m bench.dns.run $(BENCH_DNS_ARGS)
 
 bench-hub: bootstrap
 	$(PY) bench/hub_ingest.py

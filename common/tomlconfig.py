@@ -6,9 +6,9 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-from common.errors import ConfigError
+from common.errors import ConfigError, HedgerowError
 
 Check = Callable[[str], str | None]  # returns the rule a value breaks, or None
 
@@ -226,3 +226,74 @@ class Section:
         unknown = sorted(set(self._table) - self._seen)
         if unknown:
             self.fail(unknown[0], self._table[unknown[0]], "is not a known key")
+
+
+T = TypeVar("T")
+Tree = dict[str, object] | list[object]
+
+
+def every_problem(load: Callable[[], T], tree: object, problems: list[str]) -> T | None:
+    """Run `load`, which reads from the parsed TOML `tree` (or tables inside it), until it
+    succeeds: at each problem, add its message to `problems`, drop the key it names from the
+    tree (the whole table when the key is absent, as a required one is) and read again. So one
+    call finds every problem it can, several within one section included. A problem that only
+    follows from a dropped key (a required key cut for its bad value) is not reported, the first
+    message said it: its whole table is cut instead. Stops, returning None, at a problem it
+    cannot step past. Returns what `load` returned at last."""
+    dropped: set[tuple[int, str]] = set()
+    said: set[str] = set()  # a message twice: the cut did not reach what `load` reads
+    while True:
+        try:
+            return load()
+        except FieldError as exc:
+            follows = exc.table is not None and (id(exc.table), exc.key) in dropped
+            if str(exc) in said:
+                return None
+            said.add(str(exc))
+            if follows:  # not reported (the first message said it): cut the whole table
+                spot = _holder(tree, exc.table)
+            else:
+                if str(exc) not in problems:
+                    problems.append(str(exc))
+                spot = _spot(exc, tree)
+            if spot is None:
+                return None
+            holder, key = spot
+            if isinstance(holder, dict):
+                dropped.add((id(holder), str(key)))
+                del holder[str(key)]
+            else:
+                del holder[int(key)]
+        except HedgerowError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+            return None
+
+
+def _spot(exc: FieldError, tree: object) -> tuple[Tree, str | int] | None:
+    """Where in the tree to cut so that the problem goes: its key, else its table."""
+    table = exc.table
+    if table is None:
+        return None
+    if exc.key and exc.key in table:
+        return table, exc.key
+    return _holder(tree, table)
+
+
+def _holder(tree: object, wanted: object) -> tuple[Tree, str | int] | None:
+    """The table or array that holds `wanted` (by identity), and its key or index there."""
+    items: list[tuple[str | int, object]]
+    if isinstance(tree, dict):
+        items = list(tree.items())
+    elif isinstance(tree, list):
+        items = list(enumerate(tree))
+    else:
+        return None
+    for key, value in items:
+        if value is wanted:
+            return tree, key
+    for _, value in items:
+        found = _holder(value, wanted)
+        if found is not None:
+            return found
+    return None

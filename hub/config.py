@@ -1,18 +1,15 @@
 """hub.toml: typed, strict, frozen. Unknown keys are errors (docs/hub.md lists every key).
 
-every_problem() reads on past an error, for `hedgerow-hub check` to report them all at once.
+`hedgerow-hub check` reads on past an error with common.tomlconfig.every_problem().
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlparse
 
-from common.errors import HedgerowError
-from common.tomlconfig import FieldError, Section, load_toml
+from common.tomlconfig import Section, load_toml
 from common.wire.header import SuiteId, valid_name
 from common.wire.suites import SUITE_NAMES
 
@@ -152,70 +149,3 @@ def parse_config(raw: dict[str, object], path: Path) -> HubConfig:
         mqtt=mqtt,
         extra=extra,
     )
-
-
-T = TypeVar("T")
-Tree = dict[str, object] | list[object]
-
-
-def every_problem(load: Callable[[], T], tree: object, problems: list[str]) -> T | None:
-    """Run `load`, which reads from the parsed TOML `tree` (or tables inside it), until it
-    succeeds: at each problem, add its message to `problems`, drop the key it names from the
-    tree (the whole table when the key is absent, as a required one is) and read again. So one
-    call finds every problem it can, several within one section included. Stops, returning
-    None, at a problem it cannot step past, or at one that only follows from a dropped key
-    (not reported: the first message said it). Returns what `load` returned at last."""
-    dropped: set[tuple[int, str]] = set()
-    said: set[str] = set()  # a message twice: the cut did not reach what `load` reads
-    while True:
-        try:
-            return load()
-        except FieldError as exc:
-            follows = exc.table is not None and (id(exc.table), exc.key) in dropped
-            if follows or str(exc) in said:
-                return None
-            said.add(str(exc))
-            if str(exc) not in problems:
-                problems.append(str(exc))
-            spot = _spot(exc, tree)
-            if spot is None:
-                return None
-            holder, key = spot
-            if isinstance(holder, dict):
-                dropped.add((id(holder), str(key)))
-                del holder[str(key)]
-            else:
-                del holder[int(key)]
-        except HedgerowError as exc:
-            if str(exc) not in problems:
-                problems.append(str(exc))
-            return None
-
-
-def _spot(exc: FieldError, tree: object) -> tuple[Tree, str | int] | None:
-    """Where in the tree to cut so that the problem goes: its key, else its table."""
-    table = exc.table
-    if table is None:
-        return None
-    if exc.key and exc.key in table:
-        return table, exc.key
-    return _holder(tree, table)
-
-
-def _holder(tree: object, wanted: object) -> tuple[Tree, str | int] | None:
-    """The table or array that holds `wanted` (by identity), and its key or index there."""
-    items: list[tuple[str | int, object]]
-    if isinstance(tree, dict):
-        items = list(tree.items())
-    elif isinstance(tree, list):
-        items = list(enumerate(tree))
-    else:
-        return None
-    for key, value in items:
-        if value is wanted:
-            return tree, key
-    for _, value in items:
-        found = _holder(value, wanted)
-        if found is not None:
-            return found
-    return None

@@ -34,6 +34,23 @@ NAMES = [
     "x.beacon.hedgerow.internal", "",
 ]  # fmt: skip
 CACHED = ["cached.example", "www.cached.example", "nx.cached.example", "www.bbc.co.uk"]
+# Cached answers that lead to other names (CNAME cloaking): name -> (record type, target).
+# Gambling and social networks (in term time) are blocked for pupils only, adult for both
+# groups, csam.example is statutory; bbc.co.uk and lucky.casino.example are pupils' allow
+# entries. SVCB/HTTPS records answer the HTTPS and SVCB questions, CNAME/DNAME every type.
+CLOAKS = {
+    "cloaked.example": (packet.CNAME, "www.casino.example"),
+    "social.cloaked.example": (packet.CNAME, "social.example"),
+    "lucky.cloaked.example": (packet.CNAME, "lucky.casino.example"),
+    "cdn.bbc.co.uk": (packet.CNAME, "casino.example"),
+    "iwf.bbc.co.uk": (packet.CNAME, "a.csam.example"),
+    "www.dname.cloaked.example": (packet.DNAME, "bets.example"),
+    "alias.cloaked.example": (packet.HTTPS, "adult.example"),
+    "service.cloaked.example": (packet.SVCB, "csam.example"),
+    "root.cloaked.example": (packet.SVCB, ""),
+    "plain.cloaked.example": (packet.CNAME, "cdn.unlisted.example"),
+}
+NAMES += list(CLOAKS)
 CLIENTS = ["127.0.1.5", "127.0.2.5", "127.0.9.9", "127.200.0.1", "::1"]
 QTYPES = [packet.A, packet.AAAA, packet.TXT, packet.HTTPS, packet.SVCB, 15]
 
@@ -52,6 +69,10 @@ class Setup:
             for qtype in (packet.A, packet.AAAA, packet.TXT, 15):
                 for do in (False, True):
                     self.cache.put((name, qtype, 1, do), _stored(name, qtype))
+        for name in CLOAKS:
+            for qtype in (packet.A, packet.AAAA, packet.TXT, packet.HTTPS, packet.SVCB):
+                for do in (False, True):
+                    self.cache.put((name, qtype, 1, do), cloaked_stored(name, qtype))
 
     def chain(self, buckets: TokenBuckets | None = None) -> Chain:
         return build_chain(
@@ -82,6 +103,27 @@ def _stored(name: str, qtype: int) -> Stored:
         reply.add_auth(
             dnslib.RR("example.", dnslib.QTYPE.SOA, rdata=dnslib.SOA("a.", "b.", (1,) * 5), ttl=50)
         )
+    return parse_response(reply.pack(), packet.question_bytes(name, qtype, 1))
+
+
+def cloaked_stored(name: str, qtype: int) -> Stored:
+    """An upstream answer to `name` that leads to its CLOAKS target, as dnslib packs it
+    (compressed CNAME and DNAME targets; SVCB TargetName uncompressed, RFC 9460)."""
+    rtype, target = CLOAKS[name]
+    reply = dnslib.DNSRecord.question(name, dnslib.QTYPE.get(qtype)).reply()
+    if rtype in (packet.SVCB, packet.HTTPS):
+        if qtype in (packet.SVCB, packet.HTTPS):
+            priority = 0 if rtype == packet.HTTPS else 1
+            rdata = struct.pack("!H", priority) + packet.encode_name(target)
+            reply.add_answer(dnslib.RR(name, qtype, rdata=dnslib.RD(rdata), ttl=300))
+    else:
+        if rtype == packet.DNAME:
+            zone = name.split(".", 1)[1]
+            reply.add_answer(dnslib.RR(zone, rtype, rdata=dnslib.DNAME(target), ttl=300))
+            target = name.split(".", 1)[0] + "." + target
+        reply.add_answer(dnslib.RR(name, packet.CNAME, rdata=dnslib.CNAME(target), ttl=300))
+        if qtype == packet.A:
+            reply.add_answer(dnslib.RR(target, rdata=dnslib.A("192.0.2.7"), ttl=300))
     return parse_response(reply.pack(), packet.question_bytes(name, qtype, 1))
 
 

@@ -16,7 +16,8 @@ ARP_PATH = Path("/proc/net/arp")
 _INCOMPLETE = "00:00:00:00:00:00"
 
 
-_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")  # what the payload schema takes
+# What the payload schema takes as a MAC address; the lease parsers and [clients] use it too.
+MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 def read_arp(path: Path = ARP_PATH) -> dict[str, str]:
@@ -36,6 +37,6 @@ def read_arp(path: Path = ARP_PATH) -> dict[str, str]:
             complete = int(flags, 16) & 0x2
         except ValueError:
             continue
-        if complete and mac != _INCOMPLETE and _MAC.fullmatch(mac.lower()):
+        if complete and mac != _INCOMPLETE and MAC.fullmatch(mac.lower()):
             table[ip] = mac.lower()
     return table

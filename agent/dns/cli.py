@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser for this command line (enroll's arguments only when it is chosen)."""
-    from agent.dns.commands import check, enroll, explain, selftest, serve
+    from agent.dns.commands import check, enroll, explain, init, selftest, serve, status
 
     parser = argparse.ArgumentParser(
         prog="hedgerow-dns",
@@ -22,7 +22,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, check, explain, selftest):  # then enroll
+    for module in (init, serve, check, status, explain, selftest):  # then enroll
         module.register(sub)
     enroll.register(sub, arguments=_command_of(sys.argv[1:] if argv is None else argv) == "enroll")
     return parser

@@ -5,6 +5,10 @@ the record is dropped and counted. A worker thread drains it into a Window (repo
 blocked queries in an `immediate` category also leave at once as a rate-limited EVENT. Every
 `interval_s` the worker hands one SUMMARY per client seen, plus a HEARTBEAT, to the Publisher,
 which seals, spools and delivers them (agent/report/). stop() flushes the current window.
+
+The worker also keeps ClientNames (agent/dns/clients/) current and names each record's client
+as it tallies it: the device name and MAC at that moment go with the record, so a lease that
+changes later does not rename what came before.
 """
 
 from __future__ import annotations
@@ -19,17 +23,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agent.dns.arp import ARP_PATH, read_arp
+from agent.dns.arp import ARP_PATH
 from agent.dns.client_window import (
     DEFAULT_LIMITS,
     PAYLOAD_VERSION,
     ImmediateEvents,
+    Known,
     Window,
     WindowLimits,
 )
+from agent.dns.clients.names import ClientNames
+from agent.dns.config.model import ClientsConfig
 from agent.filter.querylog import QueryRecord
 from agent.report import Publisher, PublisherStats
 from common.errors import ConfigError
+from common.text import printable
+from common.tomlconfig import toml_value
 from common.wire.header import Kind
 
 log = logging.getLogger(__name__)
@@ -82,19 +91,21 @@ class DnsReporter:
         max_events_per_window: int = 200,
         software: str | None = None,
         arp_path: Path = ARP_PATH,
+        clients: ClientsConfig | None = None,
         clock: Callable[[], float] = time.time,
         poll_s: float = 0.1,
         **publisher_options: Any,
     ) -> None:
         if type(interval_s) is not int or interval_s <= 0:
-            raise ConfigError(f"[report] interval_s = {interval_s!r}: must be a positive integer")
+            raise ConfigError(
+                f"[report] interval_s = {toml_value(interval_s)}: must be a positive integer"
+            )
         if queue_size <= 0:
-            raise ConfigError(f"[report] queue_size = {queue_size!r}: must be positive")
+            raise ConfigError(f"[report] queue_size = {toml_value(queue_size)}: must be positive")
         self._interval_s = interval_s
         self._queue_size = queue_size
         self._limits = limits
         self._software = software or _software()
-        self._arp_path = arp_path
         self._clock = clock
         self._poll_s = poll_s
         self._started_at = time.monotonic()
@@ -106,7 +117,9 @@ class DnsReporter:
         # Worker-owned.
         self._events = ImmediateEvents(immediate, max_events_per_window)
         self._window = Window(self._now_ms(), limits)
-        self._macs: dict[str, str] = {}
+        self._names = ClientNames(clients or ClientsConfig(), arp_path=arp_path, clock=clock)
+        # reconfigure() sets the wanted [clients]; the worker applies it (no lock: one reference)
+        self._clients_wanted = self._clients_applied = self._names.config
         self._summaries = 0
         self._sent_events = 0
         self._clients_dropped = 0
@@ -141,14 +154,42 @@ class DnsReporter:
             return
         self._queue.append(record)
 
+    def report_health(
+        self, source: str, category: str, statutory: bool, problem: str, detail: str
+    ) -> None:
+        """HealthSink (agent/dns/service.py): one `health` event about a list the filter serves
+        without, or has again (docs/protocol.md 6.4). Never blocks: the publisher queues it."""
+        event = {
+            "v": PAYLOAD_VERSION,
+            "type": "health",
+            "at": self._now_ms(),
+            "detail": {
+                "problem": problem,
+                "list": printable(source)[:1024],
+                "category": category,
+                "statutory": statutory,
+                "error": printable(detail)[:1024],
+            },
+        }
+        if self._publisher.offer(Kind.EVENT, event):
+            self._sent_events += 1
+
     def start(self) -> None:
         """Start the publisher (broker link, spool delivery) and the summarising thread."""
         if self._thread is not None:
             return
-        self._macs = read_arp(self._arp_path)
+        self._names.poll()
         self._publisher.start()
         self._thread = threading.Thread(target=self._run, name="hedgerow-dns-report", daemon=True)
         self._thread.start()
+
+    def known(self, ip: str) -> Known | None:
+        """What a record from `ip` tallied now would be named as (status, tests)."""
+        return self._names.lookup(ip)
+
+    def reconfigure(self, clients: ClientsConfig) -> None:
+        """Use a reloaded [clients] from the worker's next round (any thread may call this)."""
+        self._clients_wanted = clients
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush the current window, then stop the publisher (clean-stop heartbeat included)."""
@@ -193,6 +234,7 @@ class DnsReporter:
             "reports_receipts_ignored": pub.receipts_ignored,
             "reports_publisher_dropped": pub.dropped_queue_full,
             "reports_broker_connected": float(pub.connected),
+            **self._names.counters(),
         }
 
     def _run(self) -> None:
@@ -200,6 +242,7 @@ class DnsReporter:
         while True:
             stopping = self._stopping.wait(self._poll_s)
             try:
+                self._refresh_names()
                 self._drain()
                 if stopping or time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + self._interval_s
@@ -210,18 +253,26 @@ class DnsReporter:
             if stopping:
                 return
 
+    def _refresh_names(self) -> None:
+        wanted = self._clients_wanted
+        if wanted is not self._clients_applied:
+            self._names.configure(wanted)
+            self._clients_applied = wanted
+        self._names.poll()  # a stat per lease file every check_s; parsed only when changed
+
     def _drain(self) -> None:
         queue = self._queue
+        lookup = self._names.lookup
         while queue:
             record = queue.popleft()
-            self._window.add(record)
-            event = self._events.check(record, self._macs.get(record.client_ip))
+            known = lookup(record.client_ip)
+            self._window.add(record, known)
+            event = self._events.check(record, None, known)
             if event is not None and self._publisher.offer(Kind.EVENT, event):
                 self._sent_events += 1
 
     def _flush(self, *, heartbeat: bool) -> None:
         end = self._now_ms()
-        self._macs = read_arp(self._arp_path)
         window, self._window = self._window, Window(end, self._limits)
         self._events.new_window()
         self._clients_dropped += window.clients_dropped
@@ -231,7 +282,7 @@ class DnsReporter:
                 self._limits.max_clients,
                 window.clients_dropped,
             )
-        for summary in window.summaries(end, self._macs):
+        for summary in window.summaries(end):
             if self._publisher.offer(Kind.SUMMARY, summary):
                 self._summaries += 1
         if heartbeat:  # on stop, the publisher sends the clean-stop heartbeat instead

@@ -65,17 +65,47 @@ def registrable_domain(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Known:
+    """What the filter knew of a client address when one of its queries was tallied.
+
+    `hostname` and `mac` come from the static table or a DHCP lease: they say which device held
+    the address, so they are part of a tally's key (an address that changes hands mid-window
+    gives two summaries, one per device). `arp_mac`, from the kernel's ARP table, only fills in
+    a MAC the lease did not give: it appears a little after a device does and must not split
+    one device's window in two.
+    """
+
+    hostname: str | None = None
+    mac: str | None = None
+    arp_mac: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Client:
-    """Who asked: the querying address and its policy group."""
+    """Who asked: the querying address, its policy group and, where known, the device name and
+    the MAC its lease or the static table gave (see Known)."""
 
     ip: str
     group: str
+    hostname: str | None = None
+    mac: str | None = None
+
+    @classmethod
+    def of(cls, record: QueryRecord, known: Known | None) -> Client:
+        """The client of a record, named as `known` says."""
+        if known is None:
+            return cls(record.client_ip, record.group)
+        return cls(record.client_ip, record.group, known.hostname, known.mac)
 
     def document(self, mac: str | None) -> dict[str, str]:
-        """The payload's `client` object (mac only when known)."""
+        """The payload's `client` object (mac and hostname only when known; `mac` fills in
+        when the binding gave none)."""
         doc = {"ip": self.ip[:64], "group": self.group[:63]}
+        mac = self.mac or mac
         if mac:
             doc["mac"] = mac[:32]
+        if self.hostname:
+            doc["hostname"] = self.hostname[:255]
         return doc
 
 
@@ -87,6 +117,7 @@ class _ClientTally:
     categories: Counter[str] = field(default_factory=Counter)
     blocked: Counter[tuple[str, str]] = field(default_factory=Counter)
     allowed: Counter[str] = field(default_factory=Counter)
+    arp_mac: str | None = None  # the first ARP MAC seen for this client in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +146,10 @@ class Window:
     def __len__(self) -> int:
         return len(self._tallies)
 
-    def add(self, record: QueryRecord) -> None:
-        """Count one answered query."""
-        client = Client(record.client_ip, record.group)
+    def add(self, record: QueryRecord, known: Known | None = None) -> None:
+        """Count one answered query, from the device `known` names (what the lease files and
+        the static table said when it was tallied: later changes do not rename it)."""
+        client = Client.of(record, known)
         time_ms, qname, verdict, category = (
             record.time_ms,
             dns_presentation(record.qname, 255),  # attacker-chosen bytes: printable on the wire
@@ -130,6 +162,8 @@ class Window:
                 self.clients_dropped += 1
                 return
             tally = self._tallies[client] = _ClientTally(time_ms, time_ms)
+        if tally.arp_mac is None and known is not None:
+            tally.arp_mac = known.arp_mac
         tally.first_seen = min(tally.first_seen, time_ms)
         tally.last_seen = max(tally.last_seen, time_ms)
         _bump(tally.counts, verdict, self.limits.max_keys)
@@ -146,8 +180,10 @@ class Window:
             if domain in tally.allowed or len(tally.allowed) < self.limits.max_allowed:
                 tally.allowed[domain] += 1
 
-    def summaries(self, end_ms: int, macs: Mapping[str, str]) -> list[dict[str, Any]]:
-        """One SUMMARY document per client seen (common/wire/payload.py's schema)."""
+    def summaries(self, end_ms: int, macs: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """One SUMMARY document per client seen (common/wire/payload.py's schema); `macs`
+        (address -> MAC) fills in a MAC nothing else gave."""
+        macs = macs or {}
         out = []
         for client, tally in self._tallies.items():
             blocked = sorted(tally.blocked.items(), key=lambda item: (-item[1], item[0]))
@@ -158,7 +194,7 @@ class Window:
                     "source": "dns",
                     "start": self.start_ms,
                     "end": end_ms,
-                    "client": client.document(macs.get(client.ip)),
+                    "client": client.document(tally.arp_mac or macs.get(client.ip)),
                     "counts": dict(tally.counts),
                     "categories": dict(tally.categories),
                     "blocked": [
@@ -199,12 +235,15 @@ class ImmediateEvents:
         self._seen: set[tuple[Client, str]] = set()
         self._sent = 0
 
-    def check(self, record: QueryRecord, mac: str | None) -> dict[str, Any] | None:
-        """The EVENT document to send now for this query, or None."""
+    def check(
+        self, record: QueryRecord, mac: str | None = None, known: Known | None = None
+    ) -> dict[str, Any] | None:
+        """The EVENT document to send now for this query, or None; the client is named as
+        `known` says, with `mac` (or its ARP MAC) filling in a MAC the binding did not give."""
         category = record.category
         if record.verdict not in BLOCKED_VERDICTS or category not in self.categories:
             return None
-        client = Client(record.client_ip, record.group)
+        client = Client.of(record, known)
         key = (client, record.qname)
         if key in self._seen or self._sent >= self.max_per_window:
             self.suppressed += 1
@@ -216,7 +255,7 @@ class ImmediateEvents:
             "type": "blocked",
             "category": category[:63],
             "name": dns_presentation(record.qname, 255),
-            "client": client.document(mac),
+            "client": client.document(mac or (known.arp_mac if known else None)),
             "at": record.time_ms,
             "count": 1,
         }

@@ -22,7 +22,7 @@ import psutil
 from agent.dns.config import DnsConfig
 from agent.dns.service import Loaded
 from agent.filter import dnscodec, packet
-from agent.filter.groups import GroupPolicy, build_policy
+from agent.filter.groups import GroupPolicy, build_policy, mask_of
 from agent.filter.lists import ListError
 from agent.filter.lists.load import readable_copy
 from agent.filter.lists.model import SELF_BLOCK
@@ -131,8 +131,21 @@ def expectations(loaded: Loaded, group: GroupPolicy, now: float) -> list[Expecta
             what = "youtube" if "youtube" in name else "safesearch"
             out.append(Expectation(what, name, packet.A, "cname", target))
     if group.block_bypass:
-        out.extend(Expectation("bypass", name, packet.A, "nxdomain") for name in BYPASS_NAMES)
+        out.extend(_canary(loaded, group, mask, name, qtype, blocked) for name in BYPASS_NAMES)
     return out
+
+
+def _canary(
+    loaded: Loaded, group: GroupPolicy, mask: int, name: str, qtype: int, blocked: str
+) -> Expectation:
+    """A bypass canary's expectation: NXDOMAIN from the anti-bypass link, unless a list the
+    group blocks has the name (a bypass or vpn list often does), since lists decide first
+    (agent/filter/chain.py): then the blocked answer is the right one."""
+    listed = loaded.index.lookup(name) & mask
+    statutory = listed & mask_of(loaded.index, loaded.config.statutory)
+    if statutory or (listed and not group.allowed_by(name)):
+        return Expectation("bypass", name, qtype, "blocked", blocked)
+    return Expectation("bypass", name, packet.A, "nxdomain")
 
 
 def _blocked_form(config: DnsConfig) -> tuple[int, str]:
@@ -176,6 +189,32 @@ def verdict_of(expect: Expectation, reply: bytes | None) -> tuple[bool, str]:
 
 
 _TYPE_NAMES = {packet.A: "A", packet.AAAA: "AAAA", packet.CNAME: "CNAME"}
+
+
+def answering(server: tuple[str, int], timeout: float) -> bool:
+    """Whether a DNS server answers at `server` at all: one question, from any local address,
+    for a name the filter answers itself and never forwards. A connected socket hears the
+    port-unreachable error at once when nothing listens there."""
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    msg_id = secrets.randbelow(0x10000)
+    question = packet.query_message(
+        msg_id, "selftest.hedgerow.internal", packet.A, packet.CLASS_IN, False
+    )
+    for _ in range(2):
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(server)
+                sock.send(question)
+                while True:
+                    reply = sock.recv(65535)
+                    if len(reply) >= 12 and struct.unpack_from("!H", reply)[0] == msg_id:
+                        return True
+            except TimeoutError:
+                continue
+            except OSError:  # refused (nothing listens), unreachable, no route
+                return False
+    return False
 
 
 def ask(

@@ -12,19 +12,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from agent.dns import prebuild
 from agent.dns.config import DnsConfig, load_config
 from agent.dns.config.categories import category_warnings
 from agent.filter.answer_cache import AnswerCache
-from agent.filter.catalog import load_index
+from agent.filter.catalog import load_index, serving
 from agent.filter.chain import Chain, build_chain
 from agent.filter.fastpath import FastPath
 from agent.filter.groups import CategoryLookup, wall_clock
 from agent.filter.lists import CategoryIndex, ListRefresher
-from agent.filter.lists.model import ListStats, StaleIndex
-from agent.filter.metrics import Metrics
+from agent.filter.lists.model import ListSpec, ListStats, StaleIndex
+from agent.filter.metrics import ListHealth, Metrics
 from agent.filter.querylog import QuerySink
 from agent.filter.resolvers.forward import Forwarder
 from agent.filter.server import DnsServer
@@ -38,6 +39,17 @@ log = logging.getLogger(__name__)
 
 
 REFRESH_CHECK_S = 300.0  # how often to look for lists whose refresh_h has passed
+
+
+@runtime_checkable
+class HealthSink(Protocol):
+    """A sink that tells the hub about the filter's own health (a `health` event). Called on
+    the event loop, so it must hand the event off without blocking."""
+
+    def report_health(
+        self, source: str, category: str, statutory: bool, problem: str, detail: str
+    ) -> None:
+        """problem: "missing" (a list has no copy: served without it) or "recovered"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +69,18 @@ def load_all(
     *,
     compiled_only: bool = False,
     save_later: bool = False,
+    missing_ok: bool = False,
 ) -> Loaded:
     """Read the config, every list and the beacon key; raises HedgerowError on any problem
     (StaleIndex if `compiled_only` and the compiled index is not that of the current lists).
-    `save_later`: see load_index."""
+    `save_later`, `missing_ok`: see load_index."""
     config = load_config(path)
     refresher, index, stats = load_index(
-        config.spec, list_clock, compiled_only=compiled_only, save_later=save_later
+        config.spec,
+        list_clock,
+        compiled_only=compiled_only,
+        save_later=save_later,
+        missing_ok=missing_ok,
     )
     return Loaded(config, index, tuple(stats), beacon_key_of(config), refresher)
 
@@ -111,16 +128,19 @@ class Service:
         self._refresh: asyncio.Task[None] | None = None
         self._saving: asyncio.Future[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # old fast paths being emptied
+        self._missing: frozenset[ListSpec] = frozenset()  # lists told to the hub as missing
 
     async def start(self) -> None:
-        """Load everything and start listening; raises HedgerowError or OSError."""
-        loaded = load_all(self.path, self.list_clock, save_later=True)
+        """Load everything and start listening; raises HedgerowError or OSError. A list that
+        cannot be had at all is left out and retried (docs/dns.md), not an error."""
+        loaded = load_all(self.path, self.list_clock, save_later=True, missing_ok=True)
         config = loaded.config
         self.metrics = Metrics()
         self.cache = AnswerCache(config.cache.max_entries, config.cache.max_ttl_s)
         cache = self.cache
         self.metrics.watch_cache(lambda: (cache.hits, cache.misses, len(cache)))
         self.metrics.watch(self._list_counters)
+        self.metrics.watch_lists(self._list_health)
         for sink in self.sinks:
             counters = getattr(sink, "counters", None)
             if callable(counters):
@@ -148,6 +168,7 @@ class Service:
         self._freeze()
         log.info("serving %d lists, %d groups", len(loaded.stats), len(config.groups))
         _warn_categories(config)
+        self._tell_health(loaded)
 
     def _build(self, loaded: Loaded) -> Chain:
         assert self.cache is not None and self.metrics is not None
@@ -156,10 +177,16 @@ class Service:
         if old is None or old.upstreams.config != config.upstream:
             upstreams = Upstreams(config.upstream, self.metrics.upstream_error)
             self._forwarder = Forwarder(self.cache, upstreams)
+            if old is None:  # the pool's counters, of whichever Upstreams serves now
+                self.metrics.watch(self._upstream_counters)
         self.cache.resize(config.cache.max_entries, config.cache.max_ttl_s)
         assert self._forwarder is not None
+        # A statutory list with no copy at all: every name blocked but the filter's own.
+        missing = loaded.refresher.missing() if loaded.refresher is not None else []
+        hub = [urlsplit(config.report.hub).hostname or ""] if config.report is not None else []
+        spec, index = serving(config.spec, loaded.index, missing, hub)
         return build_chain(
-            config.spec, loaded.index, self._forwarder, clock=self.clock, beacon_key=loaded.beacon_key
+            spec, index, self._forwarder, clock=self.clock, beacon_key=loaded.beacon_key
         )
 
     @staticmethod
@@ -196,6 +223,7 @@ class Service:
             self._swap(loaded)
             log.info("reloaded: %d lists, %d groups", len(loaded.stats), len(loaded.config.groups))
             _warn_categories(loaded.config)
+            self._tell_health(loaded)
             return True
 
     async def _load_for_reload(self) -> Loaded:
@@ -231,7 +259,7 @@ class Service:
         see _refreshed) and swap in a new chain if an index changed. A bad copy keeps the old
         list (logged; metrics show it as hedgerow_dns_lists_with_problems)."""
         while True:
-            await asyncio.sleep(self.refresh_check_s)
+            await asyncio.sleep(self._until_due())
             assert self._reloading is not None and self.server is not None
             async with self._reloading:  # never at the same time as a SIGHUP reload
                 loaded = self.loaded
@@ -242,6 +270,7 @@ class Service:
                 except Exception:  # the refresher should not raise; keep serving if it does
                     log.exception("list refresh failed; still serving the previous lists")
                     continue
+                self._tell_health(loaded)
                 if index is loaded.index:
                     continue
                 fresh = replace(loaded, index=index, stats=tuple(loaded.refresher.stats()))
@@ -265,6 +294,45 @@ class Service:
             return await loop.run_in_executor(None, rebuild)
         adopt = functools.partial(refresher.adopt, handed.status, handed.stats, handed.rebuilt)
         return await loop.run_in_executor(None, adopt)
+
+    def _until_due(self) -> float:
+        """Seconds to the next look at the lists: refresh_check_s, or sooner when a missing
+        list's retry (with backoff) comes first."""
+        loaded = self.loaded
+        if loaded is None or loaded.refresher is None:
+            return self.refresh_check_s
+        wait = loaded.refresher.next_due() - self.list_clock()
+        return max(0.0, min(self.refresh_check_s, wait))
+
+    def _tell_health(self, loaded: Loaded) -> None:
+        """Tell the sinks that speak to the hub (HealthSink) about each list newly missing or
+        back since the last call: one `health` event each (the refresher logs the state)."""
+        refresher = loaded.refresher
+        if refresher is None:
+            return
+        now = frozenset(refresher.missing())
+        status = {(s.source, s.category): s for s in refresher.status()}
+        changes = [(spec, "missing") for spec in now - self._missing]
+        changes += [(spec, "recovered") for spec in self._missing - now]
+        self._missing = now
+        for spec, problem in changes:
+            one = status.get((spec.source, spec.category))
+            detail = (one.problem or "") if one is not None else ""
+            for sink in self.sinks:
+                if isinstance(sink, HealthSink):
+                    sink.report_health(spec.source, spec.category, spec.statutory, problem, detail)
+
+    def _list_health(self) -> list[ListHealth]:
+        """Each list's health for /metrics: missing (no copy at all) and failed fetches."""
+        loaded = self.loaded
+        if loaded is None or loaded.refresher is None:
+            return []
+        refresher = loaded.refresher
+        missing = set(refresher.missing())
+        return [
+            (spec.category, spec.source, spec in missing, failed)
+            for spec, failed in refresher.failures().items()
+        ]
 
     def _list_counters(self) -> dict[str, float]:
         """List health for /metrics (read at scrape time)."""
@@ -291,8 +359,14 @@ class Service:
             task.cancel()
         if self.server is not None:
             await self.server.stop()
+        if self._forwarder is not None:
+            self._forwarder.upstreams.close()  # pooled sockets, DoT connections
+            await asyncio.sleep(0)  # let the aborted connections finish closing
         if self.metrics is not None:
             self.metrics.close()
+
+    def _upstream_counters(self) -> dict[str, float]:
+        return self._forwarder.upstreams.counters() if self._forwarder is not None else {}
 
 
 RETIRE_STEP = 1_000  # memo entries freed per slice (~0.3 ms)

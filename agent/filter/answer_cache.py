@@ -7,6 +7,11 @@ expiry keeps the set fresh).
 Entries are small tuples of atomic values (see Entry; bytes per entry are measured in
 docs/dns.md), untracked by the garbage collector, and remember their records rendered for one
 age, so the fast path re-patches TTLs only when the age in whole seconds changes.
+
+Each entry also keeps the names its answer leads to (CNAME, DNAME, SVCB/HTTPS targets:
+packet.answer_targets), parsed once when it is stored. The cache is shared by every group and
+outlives reloads, so it never decides on them: the chain checks them against the asking
+client's group on every hit (resolvers/blocking.py TargetCheck).
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import struct
 import time
 from collections.abc import Callable
 
+from agent.filter import packet
 from agent.filter.response import Stored
 
 CacheKey = tuple[str, int, int, bool]
-# (expires_at, stored_at, body, meta, offsets, age, records): the records as received, rcode and
-# flags and counts packed in `meta` (pack_meta), the TTL offsets in the records (2 bytes each),
-# and the records as last rendered for `age` seconds. A tuple of atomic values: the garbage
-# collector stops tracking it, so a full cache adds nothing to a collection's work.
-Entry = tuple[float, float, bytes, int, bytes, int, bytes]
+Targets = tuple[str, ...]  # names the answer leads to; () for most answers
+# (expires_at, stored_at, body, meta, offsets, age, records, targets): the records as received,
+# rcode and flags and counts packed in `meta` (pack_meta), the TTL offsets in the records (2 bytes
+# each), the records as last rendered for `age` seconds, and the answer's targets. A tuple of
+# atomic values (and a tuple of str): the garbage collector stops tracking it, so a full cache
+# adds nothing to a collection's work.
+Entry = tuple[float, float, bytes, int, bytes, int, bytes, Targets]
 _TTL = struct.Struct("!I")
 _OFFSET = struct.Struct("!H")
 EVICT_FRACTION = 64  # a full cache drops its oldest 1/64 at once
@@ -65,8 +73,14 @@ def records_at(body: bytes, offsets: bytes, age: int) -> bytes:
     return bytes(patched)
 
 
+def targets_of(key: CacheKey, stored: Stored) -> Targets:
+    """The names a stored answer to `key` leads to (packet.answer_targets)."""
+    qname, qtype, qclass, _ = key
+    return packet.answer_targets(qname, qtype, qclass, stored.body, sum(stored.counts))
+
+
 def _stored(entry: Entry) -> Stored:
-    expires_at, stored_at, body, meta, offsets, _, _ = entry
+    expires_at, stored_at, body, meta, offsets, _, _, _ = entry
     rcode, aa, ad, counts = unpack_meta(meta)
     ttls = tuple(
         (offset, _TTL.unpack_from(body, offset)[0]) for (offset,) in _OFFSET.iter_unpack(offsets)
@@ -91,10 +105,10 @@ class AnswerCache:
         """Entries held (some may have expired but not yet been dropped)."""
         return len(self._entries)
 
-    def entry(self, key: CacheKey) -> tuple[int, bytes] | None:
-        """(meta, records rendered for the entry's age) of a live entry, or None if absent or
-        expired (the fast path's lookup). Counts hits only: after a miss the full chain asks
-        get(), which counts it once."""
+    def entry(self, key: CacheKey) -> tuple[int, bytes, Targets] | None:
+        """(meta, records rendered for the entry's age, targets) of a live entry, or None if
+        absent or expired (the fast path's lookup). Counts hits only: after a miss the full chain
+        asks lookup(), which counts it once."""
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
@@ -106,7 +120,7 @@ class AnswerCache:
         self.hits += 1
         age = int(now - entry[1])
         if age != entry[5]:
-            expires_at, stored_at, body, meta, offsets, _, _ = entry
+            expires_at, stored_at, body, meta, offsets, _, _, targets = entry
             entry = (
                 expires_at,
                 stored_at,
@@ -115,12 +129,19 @@ class AnswerCache:
                 offsets,
                 age,
                 records_at(body, offsets, age),
+                targets,
             )
             entries[key] = entry  # an existing key keeps its place in the eviction order
-        return entry[3], entry[6]
+        return entry[3], entry[6], entry[7]
 
     def get(self, key: CacheKey) -> tuple[Stored, int] | None:
         """The stored answer and its age in whole seconds, or None if absent or expired."""
+        hit = self.lookup(key)
+        return None if hit is None else (hit[0], hit[1])
+
+    def lookup(self, key: CacheKey) -> tuple[Stored, int, Targets] | None:
+        """The stored answer, its age in whole seconds and its targets, or None if absent or
+        expired."""
         entry = self._entries.get(key)
         now = self._clock()
         if entry is None or now >= entry[0]:
@@ -129,10 +150,11 @@ class AnswerCache:
             self.misses += 1
             return None
         self.hits += 1
-        return _stored(entry), int(now - entry[1])
+        return _stored(entry), int(now - entry[1]), entry[7]
 
-    def put(self, key: CacheKey, stored: Stored) -> None:
-        """Keep an answer for min(its TTL, max_ttl_s) seconds."""
+    def put(self, key: CacheKey, stored: Stored, targets: Targets | None = None) -> None:
+        """Keep an answer for min(its TTL, max_ttl_s) seconds, with its targets (parsed here if
+        the caller has not parsed them already)."""
         ttl = min(stored.ttl, self.max_ttl_s)
         if ttl <= 0 or self.max_entries <= 0 or stored.truncated:
             return
@@ -144,7 +166,10 @@ class AnswerCache:
             self._evict(self.max_entries - max(1, self.max_entries // EVICT_FRACTION))
         now = self._clock()
         meta = pack_meta(stored.rcode, stored.aa, stored.ad, stored.counts)
-        entries[key] = (now + ttl, now, stored.body, meta, _offsets(stored), 0, stored.body)
+        if targets is None:
+            targets = targets_of(key, stored)
+        entry = (now + ttl, now, stored.body, meta, _offsets(stored), 0, stored.body, targets)
+        entries[key] = entry
 
     def _evict(self, keep: int) -> None:
         """Drop the oldest insertions until at most `keep` entries remain."""

@@ -12,7 +12,7 @@ from agent.filter.groups import CategoryLookup, build_policy
 from agent.filter.request import Link, Pending, Request
 from agent.filter.resolvers.access import AccessLink
 from agent.filter.resolvers.beacon import BeaconLink
-from agent.filter.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink
+from agent.filter.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink, TargetCheck
 from agent.filter.resolvers.bypass import BypassLink
 from agent.filter.resolvers.forward import CacheLink, Forwarder, UpstreamLink
 from agent.filter.resolvers.ratelimit import RateLimitLink, TokenBuckets
@@ -68,6 +68,8 @@ def build_chain(
     """
     policy = build_policy(spec, index)
     sinkhole = Sinkhole(spec.blocked_answer, spec.blocked_ttl_s)
+    # What an answer leads to (CNAME, DNAME, SVCB/HTTPS targets) meets links 2-4 as well.
+    targets = TargetCheck(index, sinkhole, policy.sources, policy.statutory_mask)
     links: list[Link] = [
         # 1. Who is asking comes first: outsiders are refused before they cost anything, and
         #    every later link needs the client's group.
@@ -75,7 +77,7 @@ def build_chain(
     ]
     if spec.rate_limit_qps:
         # 1b. Rate limiting before any work an attacker controls (lookups, upstream queries).
-        links.append(RateLimitLink(buckets or TokenBuckets(spec.rate_limit_qps)))
+        links.append(RateLimitLink(buckets or TokenBuckets.for_spec(spec)))
     links += [
         # 2. Statutory lists (IWF, counter-terrorism) block for everyone, so they sit before
         #    the allowlist: no school setting can let them through.
@@ -93,9 +95,11 @@ def build_chain(
         BypassLink(),
         # 7. The beacon: our own private zone is answered here and never forwarded.
         BeaconLink(spec.beacon_site, beacon_key),
-        # 8. Only now is the answer worth looking up: the cache, then the upstreams.
-        CacheLink(forwarder.cache),
-        UpstreamLink(forwarder),
+        # 8. Only now is the answer worth looking up: the cache, then the upstreams. Both block
+        #    an answer whose CNAME, DNAME or SVCB/HTTPS target links 2-4 would block (cloaking),
+        #    per group and on every cache hit: the cache is shared and outlives reloads.
+        CacheLink(forwarder.cache, targets),
+        UpstreamLink(forwarder, targets),
     ]
     # The fast path is these links compiled, in this order; it hands the full chain the rest.
     fast = FastPath(

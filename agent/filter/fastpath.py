@@ -22,7 +22,7 @@ from agent.filter.request import Link
 from agent.filter.resolvers.access import OUTSIDER, AccessLink
 from agent.filter.resolvers.beacon import ZONE as BEACON_ZONE
 from agent.filter.resolvers.beacon import BeaconLink
-from agent.filter.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink
+from agent.filter.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink, TargetCheck
 from agent.filter.resolvers.bypass import DDR_ZONE, NXDOMAIN_NAMES, BypassLink
 from agent.filter.resolvers.forward import CacheLink, UpstreamLink
 from agent.filter.resolvers.ratelimit import RateLimitLink, TokenBuckets
@@ -41,6 +41,7 @@ BLOCKED_MEMO = 4_096  # blocked templates per group, by hit mask and type kind
 CLIENT_MEMO = 65_536
 FORGET_FRACTION = 16  # a full memo forgets its oldest sixteenth at once
 SHAPE_MEMO = 4_096  # templates of cached answers' shapes (rcode, flags, counts)
+CLOAKED_MEMO = 4_096  # verdicts of answers blocked for a target, per group
 # Label bytes the fast path accepts (as packet.parse_query); others go to the full path.
 _PLAIN = b"abcdefghijklmnopqrstuvwxyz0123456789-_*/"
 _PLAIN_OR_DOT = _PLAIN + b"."
@@ -65,7 +66,8 @@ class GroupFast:
     """One group's precomputed verdicts and templates."""
 
     __slots__ = (
-        "_allowed", "always", "blocked", "cached", "ech", "limited", "outsider", "policy", "pos"
+        "_allowed", "always", "blocked", "cached", "cloaked", "ech", "limited", "outsider",
+        "policy", "pos",
     )  # fmt: skip
 
     def __init__(self, policy: GroupPolicy | None, pos: int) -> None:
@@ -79,6 +81,8 @@ class GroupFast:
         self.cached = Verdict(Kind.CACHED, name)
         # hit mask << 2 | type kind (A, AAAA, other) -> (heads, tails, verdict)
         self.blocked: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...], Verdict]] = {}
+        # (hit mask, target) -> the verdict of a cached answer blocked for that target
+        self.cloaked: dict[tuple[int, str], Verdict] = {}
         self.ech: tuple[Template, Verdict] | None = None
         if policy is not None and policy.block_ech:
             ede = (packet.EDE_FILTERED, "filtered: HTTPS/SVCB withheld (ECH)")
@@ -120,8 +124,9 @@ class FastPath:
         self._clients: dict[str, GroupFast] = {}
         self._table: ClientTable | None = None
         self._buckets: TokenBuckets | None = None
-        self._buckets_table: dict[str, list[float]] = {}
+        self._buckets_table: dict[str, list[Any]] = {}
         self._rate = 0.0
+        self._network_rate = 0.0
         self._monotonic: Callable[[], float] = time.monotonic
         self._index: CategoryLookup | None = None
         self._sinkhole: Sinkhole | None = None
@@ -129,6 +134,7 @@ class FastPath:
         self._statutory = 0
         self._allowing = False
         self._cache: AnswerCache | None = None
+        self._targets: TargetCheck | None = None
         self._special_names: set[str] = set()
         self._special_zones: list[str] = []
         for link in links:
@@ -138,7 +144,9 @@ class FastPath:
         self._special_suffixes = tuple("." + zone for zone in self._special_zones)
         if self._table is None or self._cache is None or self._index is None:
             raise TypeError("the chain needs access, list and cache links to be compiled")
-        self._cache_entry: Callable[[CacheKey], tuple[int, bytes] | None] = self._cache.entry
+        self._cache_entry: Callable[[CacheKey], tuple[int, bytes, tuple[str, ...]] | None] = (
+            self._cache.entry
+        )
 
     def _compile(self, link: Link) -> None:
         """Take from each link what its fast form needs (in chain order)."""
@@ -148,6 +156,7 @@ class FastPath:
             self._buckets = link.buckets
             self._buckets_table = link.buckets.table
             self._rate = float(link.buckets.rate)
+            self._network_rate = float(link.buckets.network_rate)
             self._monotonic = link.buckets.clock
         elif isinstance(link, StatutoryLink):
             self._index, self._sinkhole = link.index, link.sinkhole
@@ -163,10 +172,14 @@ class FastPath:
         elif isinstance(link, BypassLink):
             self._special_names.update(NXDOMAIN_NAMES)
             self._special_zones.append(DDR_ZONE)
+            # Public encrypted-DNS resolvers and the names below them, where a group blocks them
+            # (another group's cached answer must never reach that group from here).
+            if any(g.policy is not None and g.policy.block_encrypted_dns for g in self._groups):
+                self._special_zones.extend(sorted(link.resolvers.names))
         elif isinstance(link, BeaconLink):
             self._special_zones.append(BEACON_ZONE)
         elif isinstance(link, CacheLink):
-            self._cache = link.cache
+            self._cache, self._targets = link.cache, link.targets
         elif not isinstance(link, UpstreamLink):
             raise TypeError(f"no fast form for the {link.name} link")
 
@@ -202,6 +215,18 @@ class FastPath:
                 if tokens < 1.0:
                     bucket[0] = tokens
                     return self._refused.reply(data, qend, variant), group.limited, None, qtype
+                shared = bucket[2]  # the client's network's bucket, if limited per network
+                if shared is not None:
+                    network_rate = self._network_rate
+                    left = shared[0] + (now - shared[1]) * network_rate
+                    if left > network_rate:
+                        left = network_rate
+                    shared[1] = now
+                    if left < 1.0:
+                        shared[0] = left
+                        bucket[0] = tokens
+                        return self._refused.reply(data, qend, variant), group.limited, None, qtype
+                    shared[0] = left - 1.0
                 bucket[0] = tokens - 1.0
         if info is None:
             return True
@@ -233,7 +258,13 @@ class FastPath:
         cached = self._cache_entry((qname, qtype, packet.CLASS_IN, edns == 2))
         if cached is None:
             return True
-        shape_meta, records = cached
+        shape_meta, records, targets = cached
+        if targets:  # it names other owners: they meet the policy too (TargetCheck)
+            cloaked = self._cloaked(group, allowed, targets, qtype)
+            if cloaked is not None:
+                heads, tails, verdict = cloaked
+                wire = b"".join((data[:2], heads[variant], data[12:qend], tails[variant]))
+                return wire, verdict, qname, qtype
         shape = self._shapes.get(shape_meta)
         if shape is None:
             shape = self._shape_template(shape_meta)
@@ -245,6 +276,39 @@ class FastPath:
         entry_name = allowed[group.pos] if allowed is not None else None
         verdict = group.cached if entry_name is None else group.cached_allowed(entry_name)
         return wire, verdict, qname, qtype
+
+    def _cloaked(
+        self,
+        group: GroupFast,
+        allowed: tuple[str | None, ...] | None,
+        targets: tuple[str, ...],
+        qtype: int,
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...], Verdict] | None:
+        """The blocked reply parts of a cached answer one of whose targets the group blocks,
+        as CacheLink builds it with TargetCheck.check; None if none is blocked."""
+        assert self._targets is not None and group.policy is not None
+        blocking = 0
+        if allowed is None or allowed[group.pos] is None:
+            blocking = group.always
+            if blocking < 0:
+                blocking = group.policy.block_mask(self._clock())
+        found = self._targets.find(group.policy, blocking, targets)
+        if found is None:
+            return None
+        hit, target = found
+        kind = 0 if qtype == packet.A else 1 if qtype == packet.AAAA else 2
+        template = group.blocked.get(hit << 2 | kind)
+        if template is None:
+            template = self._blocked_template(group, hit, kind)
+        heads, tails, direct = template
+        verdict = group.cloaked.get((hit, target))
+        if verdict is None:
+            verdict = Verdict(
+                direct.kind, direct.group, direct.category, f"{direct.rule} via {target}"
+            )
+            if len(group.cloaked) < CLOAKED_MEMO:
+                group.cloaked[hit, target] = verdict
+        return heads, tails, verdict
 
     def forget(self, count: int) -> bool:
         """Drop up to `count` memo entries, oldest first; False once the memos are empty. A

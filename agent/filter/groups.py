@@ -49,6 +49,7 @@ class GroupPolicy:
     rewrites: dict[str, str]
     block_ech: bool
     block_bypass: bool
+    block_encrypted_dns: bool
     _minute: int = field(default=-1, repr=False)
     _mask: int = field(default=0, repr=False)
 
@@ -92,6 +93,7 @@ def compile_group(group: GroupSpec, index: CategoryLookup) -> GroupPolicy:
         rewrites=targets_for(group.safesearch, group.youtube),
         block_ech=group.block_ech,
         block_bypass=group.block_bypass,
+        block_encrypted_dns=group.block_encrypted_dns,
     )
 
 

@@ -19,6 +19,9 @@ from agent.filter.fastpath import FastAnswer
 log = logging.getLogger(__name__)
 _LEN = struct.Struct("!H")
 ROUNDS = 8  # batches read per wake-up before other sockets get a turn
+IN_FLIGHT = 16  # queries of one TCP connection being answered at once
+WRITE_HIGH = 16 * 1024  # unsent answer bytes above which a TCP connection is not read
+WRITE_CAP = 256 * 1024  # an answer that would take the unsent bytes past this closes it
 
 
 class Datagram(Protocol):
@@ -32,7 +35,14 @@ class Datagram(Protocol):
 class Stream(Protocol):
     """Where a TCP answer goes (TcpProtocol)."""
 
+    client: str
+    in_flight: int  # its queries being answered
+
     def send(self, wire: bytes, /) -> None: ...
+
+    def unanswered(self) -> None:
+        """A query of this connection that gets no answer (a response, or too short)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -41,6 +51,7 @@ class Answerer(Protocol):
     """What the listeners need from the server that answers: decide, send, account."""
 
     tcp_idle_timeout_s: float
+    tcp_message_timeout_s: float
 
     def fast_resolver(self) -> Callable[[bytes, str], FastAnswer | bool]:
         """The current chain's fast path (a reload swaps it between two batches)."""
@@ -76,12 +87,25 @@ class Answerer(Protocol):
         ...
 
     def tcp_opened(self, stream: Stream) -> bool:
-        """Count a new TCP connection; False if it must be closed (too many)."""
+        """Count a new TCP connection (making room for it); False if it must be closed."""
+        ...
+
+    def tcp_active(self, stream: Stream) -> None:
+        """A whole query came in or an answer went out on this connection."""
         ...
 
     def tcp_closed(self, stream: Stream) -> None:
         """Forget a TCP connection counted by tcp_opened."""
         ...
+
+    def tcp_event(self, event: str) -> None:
+        """Count a TCP connection closed (idle, slow, overflow) or paused for backpressure."""
+        ...
+
+
+def _partial(buffer: bytearray) -> bool:
+    """True if the buffer holds the start of a TCP message but not all of it."""
+    return bool(buffer) and (len(buffer) < 2 or len(buffer) < 2 + _LEN.unpack_from(buffer)[0])
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -162,60 +186,170 @@ class BatchedUdp:
 
 
 class TcpProtocol(asyncio.Protocol):
-    """Several length-prefixed queries per connection; closed when idle."""
+    """Several length-prefixed queries per connection (RFC 7766), held to bounds a client
+    cannot stretch: at most IN_FLIGHT queries being answered and WRITE_HIGH bytes of answers
+    unsent before reading stops (a client that never reads costs us that, not the answers to
+    everything it sent), a deadline per message that further bytes do not move (a byte every
+    few seconds holds nothing), and closed when idle."""
 
     def __init__(self, server: Answerer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.client = ""
         self.buffer = bytearray()
-        self.idle: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.counted = False
+        self.in_flight = 0  # queries handed to the server and not yet answered
+        self.writing_paused = False  # the transport's write buffer is over WRITE_HIGH
+        self.reading_paused = False
+        self.draining = False
+        self.active = 0.0  # loop time of the last whole query in or answer out
+        self.message_deadline = 0.0  # loop time the partial message must be whole by; 0: none
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        self.loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else ""
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self.active = self.loop.time()
         if not self.server.tcp_opened(self):
-            log.warning("too many TCP connections; closing one from %s", self.client)
             transport.close()
             return
         self.counted = True
-        self._touch()
+        self._arm(self.active + self.server.tcp_idle_timeout_s)
 
-    def _touch(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.server.tcp_idle_timeout_s, self.close)
+    def _arm(self, at: float) -> None:
+        # One timer per connection, moved only when a deadline comes earlier than it; when
+        # it fires, _expire works out the real deadline and re-arms (no handle per message).
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= at:
+                return
+            timer.cancel()
+        assert self.loop is not None
+        self.timer = self.loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.transport is None or self.loop is None:
+            return
+        now = self.loop.time()
+        if self.message_deadline and not self.reading_paused:
+            due, reason = self.message_deadline, "slow"
+        elif self.in_flight and not self.writing_paused:
+            due, reason = now + self.server.tcp_idle_timeout_s, "idle"  # waiting upstream
+        else:
+            due, reason = self.active + self.server.tcp_idle_timeout_s, "idle"
+        if now >= due:
+            self.server.tcp_event(reason)
+            self.close()
+        else:
+            self._arm(due)
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """Close now; answers the client has not read are dropped rather than waited for."""
+        if self.counted:
+            self.counted = False
+            self.server.tcp_closed(self)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if transport.get_write_buffer_size():
+                transport.abort()  # close() would wait for a client that may never read
+            else:
+                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.counted:
-            self.server.tcp_closed(self)
             self.counted = False
+            self.server.tcp_closed(self)
         self.transport = None
+        self.buffer.clear()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._drain()
 
     def send(self, wire: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_LEN.pack(len(wire)) + wire)
+        if self.in_flight:
+            self.in_flight -= 1
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + len(wire) > WRITE_CAP:
+            self.server.tcp_event("overflow")
+            self.close()
+            return
+        transport.write(_LEN.pack(len(wire)) + wire)
+        self._activity()
+        self._drain()
+
+    def unanswered(self) -> None:
+        if self.in_flight:
+            self.in_flight -= 1
+        self._drain()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        self._touch()
-        buffer = self.buffer
-        while len(buffer) >= 2:
-            size = _LEN.unpack_from(buffer)[0]
-            if len(buffer) < 2 + size:
-                break
-            message = bytes(buffer[2 : 2 + size])
-            del buffer[: 2 + size]
-            self._query(message)
+        self._drain()
 
-    def _query(self, message: bytes) -> None:
-        self.server.answer_tcp(message, self.client, time.perf_counter(), self)
+    def _activity(self) -> None:
+        assert self.loop is not None
+        self.active = self.loop.time()
+        self.server.tcp_active(self)
+
+    def _drain(self) -> None:
+        """Hand on the whole queries buffered, as far as the bounds allow; then stop or
+        start reading, and start the deadline of a message begun but not whole."""
+        if self.draining or self.transport is None:
+            return
+        self.draining = True
+        buffer = self.buffer
+        taken = 0  # bytes of whole messages handed on: cut from the buffer once, at the end
+        try:
+            while not self.writing_paused and self.in_flight < IN_FLIGHT:
+                if len(buffer) - taken < 2:
+                    break
+                end = taken + 2 + _LEN.unpack_from(buffer, taken)[0]
+                if len(buffer) < end:
+                    break
+                message = bytes(buffer[taken + 2 : end])
+                taken = end
+                self.message_deadline = 0.0
+                self._activity()
+                self.in_flight += 1
+                self.server.answer_tcp(message, self.client, time.perf_counter(), self)
+                if self.transport is None or self.transport.is_closing():
+                    return
+        finally:
+            del buffer[:taken]
+            self.draining = False
+        self._flow()
+        if self.message_deadline or self.reading_paused or not _partial(buffer):
+            return
+        assert self.loop is not None
+        self.message_deadline = self.loop.time() + self.server.tcp_message_timeout_s
+        self._arm(self.message_deadline)
+
+    def _flow(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        blocked = self.writing_paused or self.in_flight >= IN_FLIGHT
+        if blocked and not self.reading_paused:
+            self.reading_paused = True
+            self.message_deadline = 0.0  # we stopped reading: not the client's delay
+            transport.pause_reading()
+            self.server.tcp_event("paused")
+        elif not blocked and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
+# One list's health for /metrics: category, source, missing (no copy at all), failed fetches.
+ListHealth = tuple[str, str, bool, int]
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 2.5)
 
 
@@ -33,9 +35,11 @@ class _Callbacks:
         self.extra: list[Callable[[], dict[str, float]]] = []
         self.answers: dict[tuple[str, str, str], int] = {}
         self.dropped: dict[str, int] = {}
+        self.tcp: dict[str, int] = {}  # TCP connections closed by reason, and "paused"
         self.upstream_errors: dict[tuple[str, str], int] = {}
         # counts per bucket, then +Inf, then the sum of all observations
         self.latency: list[float] = [0] * (len(LATENCY_BUCKETS) + 2)
+        self.lists: Callable[[], list[ListHealth]] | None = None
 
     def collect(self) -> Iterator[Any]:
         """Metric families from the current counts (called by the registry when scraped)."""
@@ -51,6 +55,21 @@ class _Callbacks:
         for reason, count in list(self.dropped.items()):
             dropped.add_metric([reason], count)
         yield dropped
+        tcp = dict(self.tcp)
+        paused = tcp.pop("paused", 0)
+        closed = CounterMetricFamily(
+            "hedgerow_dns_tcp_closed",
+            "TCP connections we closed (idle, slow, overflow, client_limit, table_full)",
+            labels=["reason"],
+        )
+        for reason, count in tcp.items():
+            closed.add_metric([reason], count)
+        yield closed
+        yield CounterMetricFamily(
+            "hedgerow_dns_tcp_paused",
+            "Times a TCP connection was not read because its answers were not being read",
+            value=paused,
+        )
         upstream = CounterMetricFamily(
             "hedgerow_dns_upstream_errors", "Failed upstream attempts", labels=["server", "reason"]
         )
@@ -89,6 +108,23 @@ class _Callbacks:
                 yield GaugeMetricFamily(
                     f"hedgerow_dns_{name}", f"{name} (from a sink)", value=value
                 )
+        if self.lists is not None:
+            health = self.lists()
+            missing = GaugeMetricFamily(
+                "hedgerow_dns_list_missing",
+                "1 while a list has no copy at all (served without it, retried with backoff)",
+                labels=["category", "list"],
+            )
+            failures = CounterMetricFamily(
+                "hedgerow_dns_list_fetch_failures",
+                "Failed attempts to take a new copy of a list",
+                labels=["category", "list"],
+            )
+            for category, listed, is_missing, failed in health:
+                missing.add_metric([category, listed], float(is_missing))
+                failures.add_metric([category, listed], failed)
+            yield missing
+            yield failures
 
 
 class Metrics:
@@ -133,6 +169,11 @@ class Metrics:
         dropped = self._callbacks.dropped
         dropped[reason] = dropped.get(reason, 0) + 1
 
+    def tcp_event(self, event: str) -> None:
+        """Count a TCP connection closed by us (by reason) or paused ("paused")."""
+        tcp = self._callbacks.tcp
+        tcp[event] = tcp.get(event, 0) + 1
+
     def upstream_error(self, server: str, reason: str) -> None:
         """Count a failed upstream attempt."""
         errors = self._callbacks.upstream_errors
@@ -146,6 +187,10 @@ class Metrics:
         """Report a sink's own counters (name -> value) when scraped."""
         self._callbacks.extra.append(read)
 
+    def watch_lists(self, read: Callable[[], list[ListHealth]]) -> None:
+        """Report each list's health (missing, failed fetches) from this callback when scraped."""
+        self._callbacks.lists = read
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A current sample value (0 if absent), for tests and selftest."""
         return self.registry.get_sample_value(name, labels or {}) or 0.0
@@ -154,9 +199,12 @@ class Metrics:
         """Expose /metrics over HTTP on the endpoint (a loopback address is wise)."""
         from prometheus_client import start_http_server
 
-        self._http, self._thread = start_http_server(
-            endpoint.port, endpoint.host, registry=self.registry
-        )
+        try:
+            self._http, self._thread = start_http_server(
+                endpoint.port, endpoint.host, registry=self.registry
+            )
+        except OSError as exc:
+            raise endpoint.bind_failed(exc, "metrics ([server] metrics)") from exc
         log.info("metrics on http://%s/metrics", endpoint.text)
 
     def close(self) -> None:

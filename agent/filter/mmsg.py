@@ -10,13 +10,18 @@ The layout of struct mmsghdr is taken from ctypes, so it is right on 32-bit ARM 
 the buffers are filled once, and per packet only memoryview reads and writes are used. This
 module knows nothing of DNS. `available()` is False where there is no recvmmsg (not Linux):
 the server then uses asyncio's datagram transport instead (server.py).
+
+`Connected` is the other side: batched sends and receives on connected sockets (the upstream
+pool's, upstream_pool.py), one set of buffers shared by all of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import logging
+import os
 import socket
 import struct
 import sys
@@ -28,6 +33,13 @@ log = logging.getLogger(__name__)
 SLOTS = 32  # datagrams per call: load brings batches of 1-20 here; more only costs memory
 SLOT_SIZE = 4096  # bytes per received datagram (a DNS query is rarely over 512)
 CLIENT_MEMO = 65_536  # source addresses remembered as text
+HOST_MEMO = 4096  # hosts remembered packed, for answers sent after their batch
+# struct sockaddr_in/_in6: the family in host order, port (and flow info) in network order.
+_AF_INET = struct.pack("=H", socket.AF_INET)
+_AF_INET6 = struct.pack("=H", socket.AF_INET6)
+_PORT = struct.Struct("!H")
+_PORT_FLOW = struct.Struct("!HI")
+_SCOPE = struct.Struct("=I")
 _MSG_DONTWAIT = 0x40
 _MSG_TRUNC = 0x20
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
@@ -101,7 +113,9 @@ class _Slots:
             self.iovecs[i].iov_base = base + i * size
             self.iovecs[i].iov_len = size
             header = self.headers[i].msg_hdr
-            header.msg_name = names + i * namelen
+            # namelen 0 (a connected socket): no address at all, which the kernel then neither
+            # reads nor writes (a non-NULL name of length 0 would be overwritten on receive).
+            header.msg_name = names + i * namelen if namelen else None
             header.msg_namelen = namelen
             header.msg_iov = ctypes.addressof(self.iovecs[i])
             header.msg_iovlen = 1
@@ -164,6 +178,8 @@ class Datagrams:
         self._unsent = unsent  # told of each (the server counts it in its metrics)
         self.truncated = 0  # datagrams longer than a slot (answered from what fitted)
         self.closed = False
+        self._late: list[tuple[bytes, bytes]] = []  # (answer, sockaddr) for this loop turn
+        self._packed: dict[str, bytes] = {}  # host text -> packed address, for sendto()
 
     def receive(self) -> int:
         """Take the datagrams waiting, up to the slot count; 0 if none (or an error)."""
@@ -257,9 +273,65 @@ class Datagrams:
             sent += n
 
     def sendto(self, wire: bytes, peer: tuple[Any, ...]) -> None:
-        """Send one answer now (an answer that finished after its batch)."""
+        """Send one answer that finished after its batch (a cache miss answered upstream).
+
+        On a running event loop the answers of one loop turn are gathered and leave together
+        in one sendmmsg when it ends: the upstream pool wakes many of them at once, and one
+        system call each cost more than the rest of their sending. Off a loop, or for an
+        answer larger than a slot, it is sent at once."""
         if self.closed:
             return
+        if len(wire) <= self.size:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            name = self._sockaddr(peer) if loop is not None else None
+            if loop is not None and name is not None:
+                late = self._late
+                late.append((wire, name))
+                if len(late) == 1:
+                    loop.call_soon(self._send_late)
+                return
+        self._send_now(wire, peer)
+
+    def _sockaddr(self, peer: tuple[Any, ...]) -> bytes | None:
+        """The peer as the kernel's struct sockaddr (None if it cannot be written as one).
+        Hosts are remembered packed (clients' source ports change with every query, so a memo
+        by port would only grow)."""
+        try:
+            packed = self._packed.get(peer[0])
+            if packed is None:
+                family = socket.AF_INET if self.namelen == 16 else socket.AF_INET6
+                packed = socket.inet_pton(family, peer[0].partition("%")[0])
+                if len(self._packed) >= HOST_MEMO:
+                    self._packed.clear()
+                self._packed[peer[0]] = packed
+            if self.namelen == 16:
+                return _AF_INET + _PORT.pack(peer[1]) + packed + bytes(8)
+            _, port, flowinfo, scope = peer
+            return _AF_INET6 + _PORT_FLOW.pack(port, flowinfo) + packed + _SCOPE.pack(scope)
+        except (OSError, ValueError, TypeError, AttributeError, struct.error):
+            return None
+
+    def _send_late(self) -> None:
+        """End of the loop turn: the late answers gathered by sendto(), batch by batch."""
+        late, self._late = self._late, []
+        if self.closed:
+            return
+        out, size, namelen = self._out, self.size, self.namelen
+        data, sizes, pointers, names = out.data, out.sizes, out.name_pointers, out.name
+        for start in range(0, len(late), self.slots):
+            chunk = late[start : start + self.slots]
+            for j, (wire, name) in enumerate(chunk):
+                at = j * size
+                data[at : at + len(wire)] = wire
+                sizes[j] = len(wire)
+                names[j * namelen : (j + 1) * namelen] = name
+                pointers[j] = out.names_at + j * namelen
+            self._flush(len(chunk))
+
+    def _send_now(self, wire: bytes, peer: tuple[Any, ...]) -> None:
         try:
             self.sock.sendto(wire, peer)
         except OSError as exc:
@@ -279,3 +351,103 @@ class Datagrams:
         """Close the socket (the caller removes it from the event loop first)."""
         self.closed = True
         self.sock.close()
+
+
+QUERY_SLOT = 512  # bytes per sent query: a name is at most 255 bytes, with EDNS about 300
+
+
+class Connected:
+    """Batched I/O on connected UDP sockets (no addresses: each socket has one peer).
+
+    One instance serves every socket of a pool: a call finishes before the next starts, so
+    the buffers are shared. Where recvmmsg is missing it reads and writes one datagram per
+    call with the same results. receive() and send() raise OSError for a socket error other
+    than "would block" (ECONNREFUSED after an ICMP port unreachable, say).
+    """
+
+    def __init__(self, slots: int = SLOTS, size: int = SLOT_SIZE, send_size: int = QUERY_SLOT):
+        self.slots = slots
+        self.size = size
+        self.send_size = send_size
+        self.batched = _CALLS is not None
+        if _CALLS is not None:
+            self._recvmmsg, self._sendmmsg = _CALLS
+            self._in = _Slots(slots, size, 0)
+            self._out = _Slots(slots, send_size, 0)
+        self.cut: list[int] = []  # indexes of the last receive's datagrams longer than a slot
+
+    def receive(self, fd: int) -> list[bytes]:
+        """The datagrams waiting on `fd`, up to the slot count ([] if none)."""
+        if not self.batched:
+            return self._receive_one_by_one(fd)
+        n: int = self._recvmmsg(fd, self._in.address, self.slots, _MSG_DONTWAIT, None)
+        if n < 0:
+            code = ctypes.get_errno()
+            if code in _AGAIN:
+                return []
+            raise OSError(code, os.strerror(code))
+        flags = self._in.flags
+        self.cut = [i for i in range(n) if flags[i] & _MSG_TRUNC]
+        data: Any = self._in.buffers
+        lengths, size = self._in.lengths, self.size
+        return [data[i * size : i * size + lengths[i]] for i in range(n)]
+
+    def _receive_one_by_one(self, fd: int) -> list[bytes]:
+        self.cut = []
+        out: list[bytes] = []
+        while len(out) < self.slots:
+            try:
+                out.append(os.read(fd, 65535))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                if out:
+                    break  # the error stays queued on the socket for the next call
+                raise
+        return out
+
+    def send(self, fd: int, wires: list[bytes]) -> int:
+        """Send the messages in order, batches of up to `slots` per call; returns how many the
+        kernel took. Stops at a full send buffer (the rest are not sent); raises OSError for
+        any other error before the first message of a call is taken."""
+        sent = 0
+        while sent < len(wires):
+            chunk = wires[sent : sent + self.slots]
+            took = self._send_chunk(fd, chunk)
+            if took <= 0:
+                return sent
+            sent += took
+        return sent
+
+    def _send_chunk(self, fd: int, wires: list[bytes]) -> int:
+        if not self.batched or any(len(w) > self.send_size for w in wires):
+            return self._send_one_by_one(fd, wires)
+        out, size = self._out, self.send_size
+        data, sizes = out.data, out.sizes
+        for i, wire in enumerate(wires):
+            start = i * size
+            data[start : start + len(wire)] = wire
+            sizes[i] = len(wire)
+        while True:
+            n: int = self._sendmmsg(fd, out.address, len(wires), 0)
+            if n >= 0:
+                return n
+            code = ctypes.get_errno()
+            if code == errno.EINTR:
+                continue
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
+                return 0
+            raise OSError(code, os.strerror(code))
+
+    @staticmethod
+    def _send_one_by_one(fd: int, wires: list[bytes]) -> int:
+        for i, wire in enumerate(wires):
+            try:
+                os.write(fd, wire)
+            except (BlockingIOError, InterruptedError):
+                return i
+            except OSError:
+                if i:
+                    return i
+                raise
+        return len(wires)

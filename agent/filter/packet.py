@@ -16,7 +16,7 @@ from common.errors import HedgerowError
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
 # Record types we build or look at.
-A, NS, CNAME, SOA, TXT, AAAA, OPT, SVCB, HTTPS = 1, 2, 5, 6, 16, 28, 41, 64, 65
+A, NS, CNAME, SOA, TXT, AAAA, DNAME, OPT, SVCB, HTTPS = 1, 2, 5, 6, 16, 28, 39, 41, 64, 65
 CLASS_IN = 1
 # Extended DNS Errors (RFC 8914).
 EDE_OPTION = 15
@@ -150,6 +150,79 @@ def _skip_name(data: bytes, off: int) -> int:
             return -1
         off += length + 1
     return -1
+
+
+def read_name(message: bytes, off: int) -> str | None:
+    """The (possibly compressed) name at `off`, lower-cased and dotted ("" for the root), or
+    None if it is broken: a pointer loop, a bad label type, or past the end."""
+    labels: list[str] = []
+    end = len(message)
+    total = 1
+    for _ in range(128):  # a name has at most 127 labels; more steps mean a pointer loop
+        if off >= end:
+            return None
+        length = message[off]
+        if length == 0:
+            return ".".join(labels)
+        if length & 0xC0 == 0xC0:
+            if off + 2 > end:
+                return None
+            off = (length & 0x3F) << 8 | message[off + 1]
+            continue
+        if length > 63:
+            return None
+        total += length + 1
+        if total > 255 or off + 1 + length > end:
+            return None
+        labels.append(
+            message[off + 1 : off + 1 + length].lower().decode("ascii", "backslashreplace")
+        )
+        off += length + 1
+    return None
+
+
+# Records whose data names another owner the client will go on to: CNAME and DNAME targets,
+# SVCB/HTTPS TargetName (after the 2-byte SvcPriority).
+_TARGET_TYPES = frozenset({CNAME, DNAME, SVCB, HTTPS})
+
+
+MAX_TARGETS = 64  # targets checked per answer (CNAME chains stop far sooner in practice)
+
+
+def answer_targets(
+    qname: str, qtype: int, qclass: int, body: bytes, records: int
+) -> tuple[str, ...]:
+    """The names an upstream answer leads to, lower-cased, in order, each once, without
+    `qname` and the root (an SVCB TargetName "." means the owner itself, or no service).
+
+    `body` is the answer's records after its question (response.Stored.body): compression
+    pointers count from a header and the question we asked in front of it. An answer with none
+    of these records costs one walk of its record headers; only the rest is decoded."""
+    off = 0
+    end = len(body)
+    message: bytes | None = None
+    found: list[str] = []
+    seen: set[str] = set()
+    for _ in range(records):
+        if len(found) >= MAX_TARGETS:
+            break  # a real answer never has this many; an adversarial one costs no more
+        name_len = _skip_name(body, off)
+        if name_len < 0 or off + name_len + 10 > end:
+            break
+        rtype, _, _, rdlen = _RR.unpack_from(body, off + name_len)
+        rdata = off + name_len + 10
+        if rtype in _TARGET_TYPES:
+            if message is None:
+                question = question_bytes(qname, qtype, qclass)
+                message = bytes(HEADER_LEN) + question + body
+            skip = 2 if rtype in (SVCB, HTTPS) else 0
+            if rdlen > skip:
+                name = read_name(message, len(message) - end + rdata + skip)
+                if name and name != qname and name not in seen:
+                    seen.add(name)
+                    found.append(name)
+        off = rdata + rdlen
+    return tuple(found)
 
 
 def encode_name(name: str) -> bytes:

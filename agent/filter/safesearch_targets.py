@@ -6,48 +6,17 @@ restrict.youtube.com / restrictmoderate.youtube.com, strict.bing.com, safe.duckd
 
 from __future__ import annotations
 
+from agent.filter.data import google_suffixes
+
 GOOGLE_TARGET = "forcesafesearch.google.com"
 BING_TARGET = "strict.bing.com"
 DUCKDUCKGO_TARGET = "safe.duckduckgo.com"
 YOUTUBE_TARGETS = {"strict": "restrict.youtube.com", "moderate": "restrictmoderate.youtube.com"}
 
-# Google's search front ends that a school's pupils are likely to reach.
-GOOGLE_SUFFIXES = (
-    "com",
-    "co.uk",
-    "ie",
-    "fr",
-    "de",
-    "es",
-    "it",
-    "nl",
-    "be",
-    "pt",
-    "pl",
-    "se",
-    "no",
-    "dk",
-    "fi",
-    "ch",
-    "at",
-    "ca",
-    "com.au",
-    "co.nz",
-    "co.in",
-    "co.za",
-    "com.br",
-    "com.mx",
-    "co.jp",
-    "com.sg",
-    "com.hk",
-    "ru",
-    "com.tr",
-    "com.ua",
-    "gr",
-    "cz",
-    "ro",
-    "hu",
-)
+# Every search domain Google lists (https://www.google.com/supported_domains, shipped as
+# agent/filter/data/google_domains.txt): a pupil may type any of them, and www.google.ae
+# unrewritten is unfiltered search.
+GOOGLE_SUFFIXES = google_suffixes()
 GOOGLE_NAMES = tuple(
     name for suffix in GOOGLE_SUFFIXES for name in (f"google.{suffix}", f"www.google.{suffix}")
 )

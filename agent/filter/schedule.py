@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from common.errors import HedgerowError
+from common.tomlconfig import toml_value
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(r"^\s*(\S+)\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})\s*$")
@@ -55,7 +56,7 @@ def _days(spec: str) -> frozenset[int]:
     for part in spec.split(","):
         first, _, last = part.partition("-")
         if first not in DAYS or (last and last not in DAYS):
-            raise ScheduleError(f"{part!r} is not a day or day range (mon..sun, daily)")
+            raise ScheduleError(f"{toml_value(part)} is not a day or day range (mon..sun, daily)")
         lo = DAYS.index(first)
         hi = DAYS.index(last) if last else lo
         span = (hi - lo) % 7
@@ -69,12 +70,12 @@ def parse_schedule(text: str) -> Schedule:
     for piece in text.lower().split(";"):
         match = _WINDOW.match(piece)
         if not match:
-            raise ScheduleError(f"{piece.strip()!r} is not 'DAYS HH:MM-HH:MM'")
+            raise ScheduleError(f'{toml_value(piece.strip())} is not "DAYS HH:MM-HH:MM"')
         h1, m1, h2, m2 = (int(match.group(i)) for i in range(2, 6))
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
-            raise ScheduleError(f"{piece.strip()!r} has a time outside 00:00-24:00")
+            raise ScheduleError(f"{toml_value(piece.strip())} has a time outside 00:00-24:00")
         start, end = h1 * 60 + m1, h2 * 60 + m2
         if start == end:
-            raise ScheduleError(f"{piece.strip()!r} is an empty window")
+            raise ScheduleError(f"{toml_value(piece.strip())} is an empty window")
         windows.append(Window(_days(match.group(1)), start, end))
     return Schedule(text, tuple(windows))

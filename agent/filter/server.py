@@ -41,6 +41,8 @@ class DnsServer:
         max_udp_size: int = packet.OUR_UDP_SIZE,
         tcp_idle_timeout_s: float = 10.0,
         max_tcp_connections: int = 256,
+        max_tcp_per_client: int = 16,
+        tcp_message_timeout_s: float = 2.0,
         udp_batch: int = mmsg.SLOTS,
     ) -> None:
         self.chain = chain  # replaced whole on reload; in-flight queries keep the old one
@@ -49,6 +51,8 @@ class DnsServer:
         self.max_udp_size = max_udp_size
         self.tcp_idle_timeout_s = tcp_idle_timeout_s
         self.max_tcp_connections = max_tcp_connections
+        self.max_tcp_per_client = max_tcp_per_client
+        self.tcp_message_timeout_s = tcp_message_timeout_s
         # Datagrams per recvmmsg/sendmmsg (mmsg.py); 0 or no such calls: asyncio's transport.
         self.udp_batch = udp_batch if mmsg.available() else 0
         self.tcp_connections = 0
@@ -57,7 +61,10 @@ class DnsServer:
         self._udp: list[asyncio.DatagramTransport] = []
         self._batched: list[BatchedUdp] = []
         self._tcp: list[asyncio.Server] = []
-        self.streams: set[Stream] = set()  # open TCP connections
+        # Open TCP connections, least recently active first (dicts keep insertion order;
+        # tcp_active moves one to the end), all of them and by client address.
+        self.streams: dict[Stream, None] = {}
+        self._streams_of: dict[str, dict[Stream, None]] = {}
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path checks it
 
     @property
@@ -77,9 +84,9 @@ class DnsServer:
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind((endpoint.host, endpoint.port))
-            except OSError:
+            except OSError as exc:
                 sock.close()
-                raise
+                raise endpoint.bind_failed(exc, "DNS (UDP, [server] listen)") from exc
             port = sock.getsockname()[1]
             if self.udp_batch:
                 unsent = functools.partial(self.metrics.dropped, "unsent") if self.metrics else None
@@ -92,11 +99,13 @@ class DnsServer:
                     lambda: UdpProtocol(self), sock=sock
                 )
                 self._udp.append(transport)
-            self._tcp.append(
-                await loop.create_server(
+            try:
+                tcp = await loop.create_server(
                     lambda: TcpProtocol(self), endpoint.host, port, reuse_address=True
                 )
-            )
+            except OSError as exc:
+                raise endpoint.bind_failed(exc, "DNS (TCP, [server] listen)") from exc
+            self._tcp.append(tcp)
             log.info("listening on %s (UDP and TCP)", endpoint.text)
 
     async def stop(self) -> None:
@@ -164,17 +173,52 @@ class DnsServer:
         return bool(self.sinks) or self.debug
 
     def tcp_opened(self, stream: Stream) -> bool:
-        """Count a new TCP connection; False when max_tcp_connections are open."""
-        if self.tcp_connections >= self.max_tcp_connections:
-            return False
+        """Count a new TCP connection. When its client already holds max_tcp_per_client, or
+        max_tcp_connections are open, the connection idle the longest (of that client, or of
+        all) is closed to make room (RFC 7766 section 6.2.3): a new connection always gets in,
+        so idle ones cannot lock the others out."""
+        own = self._streams_of.get(stream.client)
+        if own is not None and len(own) >= self.max_tcp_per_client:
+            self._evict(own, "client_limit")
+        elif self.tcp_connections >= self.max_tcp_connections:
+            self._evict(self.streams, "table_full")
         self.tcp_connections += 1
-        self.streams.add(stream)
+        self.streams[stream] = None
+        self._streams_of.setdefault(stream.client, {})[stream] = None
         return True
+
+    def _evict(self, streams: dict[Stream, None], reason: str) -> None:
+        # Least recently active first; one still being answered only if all are.
+        victim = next((s for s in streams if not s.in_flight), None) or next(iter(streams))
+        log.debug("closing a TCP connection of %s to make room (%s)", victim.client, reason)
+        self.tcp_event(reason)
+        victim.close()  # calls tcp_closed at once: the slot is free before we count the new one
+
+    def tcp_active(self, stream: Stream) -> None:
+        """Move a connection to the most recently active end of the tables."""
+        streams = self.streams
+        if stream in streams:
+            del streams[stream]
+            streams[stream] = None
+            own = self._streams_of[stream.client]
+            del own[stream]
+            own[stream] = None
 
     def tcp_closed(self, stream: Stream) -> None:
         """Forget a connection tcp_opened counted."""
-        self.tcp_connections -= 1
-        self.streams.discard(stream)
+        if stream in self.streams:
+            del self.streams[stream]
+            self.tcp_connections -= 1
+            own = self._streams_of[stream.client]
+            del own[stream]
+            if not own:
+                del self._streams_of[stream.client]
+
+    def tcp_event(self, event: str) -> None:
+        """Count a TCP connection closed (idle, slow, overflow, client_limit, table_full) or
+        paused because its client does not read its answers."""
+        if self.metrics is not None:
+            self.metrics.tcp_event(event)
 
     def fast(self, data: bytes, client: str) -> FastAnswer | bool:
         """The compiled chain's answer, or False/True for the full path (see fastpath.py)."""
@@ -224,6 +268,8 @@ class DnsServer:
     ) -> None:
         result = self.handle(data, client, transport, metered)
         if result is None:
+            if deliver.stream is not None:
+                deliver.stream.unanswered()
             return
         outcome, request = result
         if isinstance(outcome, Answer):

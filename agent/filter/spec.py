@@ -8,6 +8,7 @@ Both hand it to `agent.filter.chain.build_chain` and `agent.filter.catalog.load_
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,12 @@ class Endpoint:
     host: str
     port: int
     text: str
+
+    def bind_failed(self, exc: OSError, purpose: str) -> OSError:
+        """The error to raise when binding here failed, naming the address and its purpose:
+        "DNS (UDP, [server] listen) on 0.0.0.0:53: Address already in use", not "[Errno 98]..."."""
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return OSError(exc.errno, f"{purpose} on {self.text}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +76,10 @@ class GroupSpec:
     youtube: str = "off"
     block_ech: bool = False
     block_bypass: bool = True
+    # NXDOMAIN for the public encrypted-DNS resolvers (agent/filter/data/encrypted_dns.txt)
+    block_encrypted_dns: bool = True
     schedule: tuple[tuple[str, Schedule], ...] = ()
+    pupils: bool = True  # the group holds pupils: check warns when it lets them past the filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,11 @@ class FilterSpec:
     list_cache_dir: Path
     blocked_answer: str = "null"  # "null", "nxdomain" or an IP address
     blocked_ttl_s: int = 60
-    rate_limit_qps: int = 200  # per client address; 0 turns the limit off
+    rate_limit_qps: int = 200  # per client address; 0 turns all rate limiting off
+    # Shared by every address of one network (so more addresses do not get more); 0: off.
+    rate_limit_prefix_qps: int = 2000
+    rate_limit_ipv4_prefix: int = 24
+    rate_limit_ipv6_prefix: int = 56
     max_udp_size: int = 1232
     cache: CacheSpec = field(default_factory=CacheSpec)
     beacon_site: str | None = None  # answer signed beacon queries for this site

@@ -53,6 +53,7 @@ class BenchData:
     mixes: tuple[Mix, ...]
     probe_blocked: str
     probe_allowed: str
+    allowed_pool: tuple[str, ...] = ()  # every allowed name generated (for the cold mix)
 
 
 def _word(rng: random.Random) -> str:
@@ -122,10 +123,14 @@ def write_bench_data(
     mix_queries: int = 200_000,
     blocked_share: float = 0.2,
     seed: int = 20240901,
+    allowed_pool: int = 0,
 ) -> BenchData:
-    """Generate the names and write lists, server list configs and dnsperf query files."""
+    """Generate the names and write lists, server list configs and dnsperf query files.
+    `allowed_pool`: generate this many allowed names in all (the first `allowed` are the
+    same either way, and only they feed the mixes here)."""
     directory.mkdir(parents=True, exist_ok=True)
-    blocked_names, allowed_names = generate_names(blocked, allowed, seed)
+    blocked_names, pool = generate_names(blocked, max(allowed, allowed_pool), seed)
+    allowed_names = pool[:allowed]
     rng = random.Random(seed + 1)
 
     plain = directory / "blocklist.txt"
@@ -166,4 +171,5 @@ def write_bench_data(
         mixes=mixes,
         probe_blocked=blocked_names[-1],
         probe_allowed=allowed_names[0],
+        allowed_pool=tuple(pool),
     )

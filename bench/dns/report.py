@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.dns.cold import ColdRound, cold_table, cold_targets
 from bench.dns.dnsperf import DnsperfResult, Load
 from bench.dns.scenarios import MixResult, ReloadResult, SystemResult
 
@@ -246,6 +247,7 @@ def render(
     systems: Sequence[SystemResult],
     reloads: Sequence[ReloadResult],
     interleaved: Sequence[dict[str, MixResult]] = (),
+    cold: Sequence[ColdRound] = (),
 ) -> str:
     """The whole report as Markdown."""
     load = ctx.load
@@ -261,6 +263,12 @@ def render(
         "",
         *[f"- **{name}**: {desc}" for name, desc in ctx.mix_descriptions],
         "",
+    ]
+    if not systems and cold:  # --cold-only
+        out += _cold_section(cold, ctx.blocked)
+        out += ["## Notes", "", *[f"- {n}" for n in ctx.notes], ""] if ctx.notes else []
+        return "\n".join(out)
+    out += [
         "## Throughput and latency at full load",
         "",
         *results_table(systems),
@@ -298,6 +306,7 @@ def render(
             *interleaved_table(interleaved),
             "",
         ]
+    out += _cold_section(cold, ctx.blocked)
     out += [
         "## Targets (hedgerow-dns)",
         "",
@@ -307,3 +316,18 @@ def render(
     if ctx.notes:
         out += ["## Notes", "", *[f"- {n}" for n in ctx.notes], ""]
     return "\n".join(out)
+
+
+def _cold_section(cold: Sequence[ColdRound], blocked: int) -> list[str]:
+    if not cold:
+        return []
+    targets = ["| target | measured | met |", "|---|---|---|"]
+    targets += [f"| {t} | {m} | {_yes(ok)} |" for t, m, ok in cold_targets(cold, blocked)]
+    return [
+        "## Cold cache: each server started fresh, the cold file read once",
+        "",
+        *cold_table(cold),
+        "",
+        *targets,
+        "",
+    ]

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.dns.run            # full run, about 10-15 minutes
     .venv/bin/python -m bench.dns.run --quick    # 20,000 domains, 3 s runs: a harness check
+    .venv/bin/python -m bench.dns.run --cold-only   # only the cold-cache rounds (~3 minutes)
 
 Writes bench/out/dns-<timestamp>.md and prints the same report.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.dns import dnsperf, process, systems
+from bench.dns.cold import COLD_ALLOWED, COLD_QUERIES, ColdRound, measure_cold, write_cold_queries
 from bench.dns.dnsperf import DnsperfError, DnsperfResult, Load
 from bench.dns.lists import BenchData, write_bench_data
 from bench.dns.probe import ProbeError, free_port
@@ -57,11 +59,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="interleaved mix rounds, unbound and hedgerow-dns up at once (0: none)",
     )
+    parser.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=2,
+        help="cold-cache rounds, unbound and hedgerow-dns each started fresh (0: none)",
+    )
+    parser.add_argument("--cold-seconds", type=float, default=10.0, help="limit per cold run")
+    parser.add_argument("--cold-allowed", type=int, default=COLD_ALLOWED, help="allowed names")
+    parser.add_argument("--cold-queries", type=int, default=COLD_QUERIES, help="queries, read once")
+    parser.add_argument("--cold-only", action="store_true", help="only the cold-cache rounds")
     parser.add_argument("--quick", action="store_true", help="20,000 domains, 3 s runs")
     args = parser.parse_args(argv)
     if args.quick:
         args.blocked, args.allowed, args.duration = 20_000, 2_000, 3.0
         args.rounds = min(args.rounds, 1)
+        args.cold_rounds = min(args.cold_rounds, 1)
+        args.cold_allowed, args.cold_queries, args.cold_seconds = 20_000, 30_000, 3.0
+    if args.cold_only and not args.cold_rounds:
+        parser.error("--cold-only needs --cold-rounds of 1 or more")
     return args
 
 
@@ -87,7 +103,13 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     loadavg_before = _loadavg()
     print(f"generating {args.blocked:,} domains in {workdir} ...")
-    data = write_bench_data(workdir / "data", blocked=args.blocked, allowed=args.allowed)
+    pool = args.cold_allowed if args.cold_rounds else 0
+    data = write_bench_data(
+        workdir / "data", blocked=args.blocked, allowed=args.allowed, allowed_pool=pool
+    )
+    cold = None
+    if args.cold_rounds:
+        cold = write_cold_queries(data, data.allowed_pool[: args.cold_allowed], args.cold_queries)
     load = Load(duration_s=args.duration, clients=args.clients, threads=args.threads)
     steady = Load(
         duration_s=args.duration,
@@ -110,20 +132,16 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     ceiling: MixResult | None = None
     floor: DnsperfResult | None = None
     interleaved: list[dict[str, MixResult]] = []
+    cold_rounds: list[ColdRound] = []
 
     upstream_port = free_port()
     upstream = process.start(
         systems.upstream(workdir, upstream_port), data.probe_allowed, blocked=False
     )
     try:
-        allowed = next(m for m in data.mixes if m.name == "allowed")
-        ceiling = measure_run(upstream, allowed, load, workdir / "ceiling.out")
-        print(f"fake upstream alone: {ceiling.result.qps:,.0f} QPS")
-        # The same steady run against the fake upstream (the least work a Python server can do)
-        # shows what the machine itself adds to latency: scheduling on 2 shared cores, pacing.
-        floor = dnsperf.run(upstream_port, allowed.path, steady, workdir / "floor.out")
-        print(f"fake upstream at {steady.max_qps} QPS: p99 {floor.p99_ms:.3f} ms")
-        for name in args.systems.split(","):
+        if not args.cold_only:
+            ceiling, floor = _upstream_alone(upstream, data, load, steady, workdir)
+        for name in [] if args.cold_only else args.systems.split(","):
             if name == "hedgerow-dns" and not systems.hedgerow_available():
                 notes.append("hedgerow-dns was not runnable (`hedgerow-dns serve --help` failed).")
                 print("hedgerow-dns is not runnable yet; skipped")
@@ -151,8 +169,20 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
             finally:
                 server.stop()
         names = args.systems.split(",")
-        if args.rounds and "unbound" in names and "hedgerow-dns" in names:
+        both = "unbound" in names and "hedgerow-dns" in names
+        if args.rounds and both and not args.cold_only:
             interleaved = _interleaved(args, workdir, data, upstream_port, load)
+        if cold is not None and both:
+            print(f"cold cache, {args.cold_rounds} rounds: each server started fresh ...")
+            cold_load = Load(duration_s=args.cold_seconds, clients=args.clients, threads=args.threads)
+            cold_rounds = measure_cold(
+                lambda name: _spec_for(name, args, workdir, data, upstream_port),
+                cold,
+                data.probe_blocked,
+                cold_load,
+                args.cold_rounds,
+                workdir,
+            )
     finally:
         upstream.stop()
 
@@ -165,10 +195,27 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
         cpus=os.cpu_count() or 0,
         loadavg_before=loadavg_before,
         loadavg_after=_loadavg(),
-        mix_descriptions=tuple((m.name, m.description) for m in data.mixes),
+        mix_descriptions=tuple((m.name, m.description) for m in data.mixes)
+        + ((("cold", cold.description),) if cold is not None else ()),
         notes=tuple(notes),
     )
-    return render(ctx, upstream.first_answer_s, ceiling, floor, results, reloads, interleaved)
+    return render(
+        ctx, upstream.first_answer_s, ceiling, floor, results, reloads, interleaved, cold_rounds
+    )
+
+
+def _upstream_alone(
+    upstream: RunningServer, data: BenchData, load: Load, steady: Load, workdir: Path
+) -> tuple[MixResult, DnsperfResult]:
+    """The fake upstream alone: the allowed mix at full speed, and at the steady rate."""
+    allowed = next(m for m in data.mixes if m.name == "allowed")
+    ceiling = measure_run(upstream, allowed, load, workdir / "ceiling.out")
+    print(f"fake upstream alone: {ceiling.result.qps:,.0f} QPS")
+    # The same steady run against the fake upstream (the least work a Python server can do)
+    # shows what the machine itself adds to latency: scheduling on 2 shared cores, pacing.
+    floor = dnsperf.run(upstream.spec.port, allowed.path, steady, workdir / "floor.out")
+    print(f"fake upstream at {steady.max_qps} QPS: p99 {floor.p99_ms:.3f} ms")
+    return ceiling, floor
 
 
 def _interleaved(

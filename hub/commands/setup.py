@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from common.tomlconfig import Section, load_toml
+from common.tomlconfig import Section, every_problem, load_toml
 from common.wire.header import valid_name
 from common.wire.suites import SUITE_NAMES, suite_name
-from hub.config import HubConfig, every_problem, load_config, parse_config
+from hub.config import HubConfig, load_config, parse_config
 from hub.datadir import init_data_dir
 from hub.enroll.settings import load_enroll_settings
 from hub.ingest.settings import load_ingest_settings

@@ -18,7 +18,7 @@ from hub.alerts import AlertListener, Finding, record_many
 from hub.config import load_config
 from hub.errors import StoreError
 from hub.model import StoredReport
-from hub.rules import blocked, bypass, offsite, security, silent, tamper
+from hub.rules import blocked, bypass, health, offsite, security, silent, tamper
 from hub.rules.attempts import count_once
 from hub.rules.settings import RulesConfig, load_rules
 from hub.store import Database
@@ -43,6 +43,7 @@ REPORT_RULES: tuple[tuple[str, Check, CheckMany | None], ...] = (
     (bypass.RULE, bypass.check, None),
     (tamper.RULE, tamper.check, None),
     (offsite.RULE, offsite.check, None),
+    (health.RULE, health.check, None),
 )
 
 

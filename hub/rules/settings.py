@@ -125,6 +125,15 @@ class SilentRule:
     sinkhole_severity: int = 4
 
 
+@dataclass(frozen=True, slots=True)
+class HealthRule:
+    """health: a device says part of its filtering is not working (a list it cannot load)."""
+
+    enabled: bool = True
+    list_missing_severity: int = 4  # a category the school filters is not filtered
+    statutory_missing_severity: int = 4  # everything blocked: the school has no web access
+
+
 DEFAULT_SECURITY_REASONS = (
     Reason.BAD_SIGNATURE.value,
     Reason.DECRYPT_FAILED.value,
@@ -158,6 +167,7 @@ class RulesConfig:
     tamper: TamperRule = TamperRule()
     silent: SilentRule = SilentRule()
     security: SecurityRule = SecurityRule()
+    health: HealthRule = HealthRule()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -328,6 +338,19 @@ def _silent(s: Section) -> SilentRule:
     return rule
 
 
+def _health(s: Section) -> HealthRule:
+    d = HealthRule()
+    rule = HealthRule(
+        enabled=s.flag("enabled", True),
+        list_missing_severity=_severity(s, "list_missing_severity", d.list_missing_severity),
+        statutory_missing_severity=_severity(
+            s, "statutory_missing_severity", d.statutory_missing_severity
+        ),
+    )
+    s.done()
+    return rule
+
+
 def _security(s: Section) -> SecurityRule:
     d = SecurityRule()
     known = [r.value for r in Reason]
@@ -360,6 +383,7 @@ def parse_rules(raw: object, source: str = "") -> RulesConfig:
         tamper=_tamper(_sub(root, "tamper")),
         silent=_silent(_sub(root, "silent_device")),
         security=_security(_sub(root, "security")),
+        health=_health(_sub(root, "health")),
     )
     root.done()
     return config

@@ -1,7 +1,8 @@
 """The words of alert summaries: sentences a safeguarding lead can read, without pupil names.
 
-Client user names and hostnames in payloads may carry a pupil's name, so summaries name a
-device by its enrolled id and a DNS client by its address and filtering group only.
+A laptop is named by its enrolled id. A DNS client is named by its device name where the filter
+knew one (`client.hostname`: the school's static table or DHCP lease, e.g. lt-042), with its
+address and filtering group; a laptop agent's `user` is never used, it may be a pupil's name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from zoneinfo import ZoneInfo
 from common.categories import lookup
 from hub.model import StoredReport
 from hub.rules.hours import local_time
+
+MAX_HOSTNAME = 63  # what an alert sentence shows of a client's device name
 
 _CLASS_NAMES = {
     "pupil-laptop": "Pupil laptop",
@@ -43,8 +46,14 @@ def who(report: StoredReport) -> str:
     if client is None:
         return label
     group = client.get("group")
+    ip = client.get("ip", "an unknown address")
+    hostname = client.get("hostname")
+    if isinstance(hostname, str) and hostname.strip():
+        # The payload schema already refused control and bidi characters in it (common/text.py).
+        where = f"{ip}, group {group}" if isinstance(group, str) and group else f"{ip}"
+        return f"{hostname.strip()[:MAX_HOSTNAME]} ({where}) behind {label}"
     in_group = f" (group {group})" if isinstance(group, str) and group else ""
-    return f"A device at {client.get('ip', 'an unknown address')}{in_group} behind {label}"
+    return f"A device at {ip}{in_group} behind {label}"
 
 
 def group_of(report: StoredReport) -> str | None:

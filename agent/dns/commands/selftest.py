@@ -31,7 +31,7 @@ def server_of(text: str | None, listen: tuple[Endpoint, ...]) -> tuple[str, int]
     if text is not None:
         host, sep, port = text.rpartition(":")
         if not sep or not port.isdigit():
-            raise HedgerowError(f"--server {text!r}: must be HOST:PORT or [IPv6]:PORT")
+            raise HedgerowError(f"--server {text}: must be HOST:PORT or [IPv6]:PORT")
         return host.strip("[]"), int(port)
     first = listen[0]
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(first.host, first.host)
@@ -40,11 +40,17 @@ def server_of(text: str | None, listen: tuple[Endpoint, ...]) -> tuple[str, int]
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """Run every check; exit 0 if every testable check passed, 1 otherwise."""
-    from agent.dns.probe import run
+    from agent.dns.probe import answering, run
     from agent.dns.service import load_all
 
     loaded = load_all(args.config)
     server = server_of(args.server, loaded.config.server.listen)
+    if not answering(server, args.timeout):
+        shown = f"[{server[0]}]:{server[1]}" if ":" in server[0] else f"{server[0]}:{server[1]}"
+        raise HedgerowError(
+            f"no DNS server answers at {shown}: is hedgerow-dns serve running? "
+            "(--server HOST:PORT asks another address)"
+        )
     results = run(loaded, server, time.time(), args.timeout)
     checks = [c for r in results for c in r.checks]
     passed = sum(c.ok for c in checks)

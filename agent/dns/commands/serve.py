@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agent.dns.client_reports import DnsReporter
     from agent.dns.config import ReportConfig
+    from agent.dns.config.model import ClientsConfig
     from agent.filter.querylog import QuerySink
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return runner.run(serve(args.config))
 
 
-def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
+def reporter_for(
+    report: ReportConfig | None, clients: ClientsConfig | None = None
+) -> DnsReporter | None:
     """The sink that seals and sends summaries to the hub, if [report] asks for one."""
     if report is None:
         log.info("no [report] section: nothing is reported to a hub")
@@ -57,6 +60,7 @@ def reporter_for(report: ReportConfig | None) -> DnsReporter | None:
         report.identity / "spool",
         broker_url=report.hub,
         resend_after_s=report.resend_after_s,
+        clients=clients,
     )
 
 
@@ -66,7 +70,9 @@ async def serve(path: Path) -> int:
     from agent.dns.service import Service
 
     # [report] is read once: changing where reports go takes a restart, not a reload.
-    reporter = reporter_for(load_config(path).report)
+    # [clients] is read again on SIGHUP (reconfigure below).
+    first = load_config(path)
+    reporter = reporter_for(first.report, first.clients)
     sinks: list[QuerySink] = [reporter] if reporter is not None else []
     service = Service(path, sinks=sinks)
     try:
@@ -75,7 +81,7 @@ async def serve(path: Path) -> int:
         # meanwhile wait in the reporter's queue.
         await service.start()
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error("cannot listen: %s", exc.strerror or exc)  # names the address and its use
         await service.stop()
         return 1
     if reporter is not None:
@@ -88,6 +94,12 @@ async def serve(path: Path) -> int:
         task = asyncio.ensure_future(service.reload())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+        task.add_done_callback(names_again)
+
+    def names_again(task: asyncio.Task[bool]) -> None:
+        reloaded = not task.cancelled() and task.exception() is None and task.result()
+        if reporter is not None and service.loaded is not None and reloaded:
+            reporter.reconfigure(service.loaded.config.clients)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_signal_handler(signal.SIGTERM, stopping.set)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.dns.paths import LIST_CACHE_DIR
@@ -24,6 +24,9 @@ class ServerConfig:
     listen: tuple[Endpoint, ...]
     allow_clients: tuple[Network, ...]
     rate_limit_qps: int = 200
+    rate_limit_prefix_qps: int = 2000  # shared by a /24 (IPv4) or /56 (IPv6); 0: off
+    rate_limit_ipv4_prefix: int = 24
+    rate_limit_ipv6_prefix: int = 56
     metrics: Endpoint | None = None
     tcp_idle_timeout_s: int = 10
     max_tcp_connections: int = 256
@@ -52,6 +55,35 @@ class BeaconConfig:
     identity: Path
 
 
+LEASE_FORMATS = ("dnsmasq", "isc", "kea")  # agent/dns/clients/leases.py parses each
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFile:
+    """[[clients.leases]]: a DHCP server's lease file, re-read when it changes."""
+
+    format: str  # one of LEASE_FORMATS
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class StaticName:
+    """[clients.names]: a device name (and MAC) the network manager gave an address."""
+
+    ip: str  # canonical text form
+    name: str
+    mac: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientsConfig:
+    """[clients]: where device names for client addresses come from (docs/dns.md)."""
+
+    leases: tuple[LeaseFile, ...] = ()
+    names: tuple[StaticName, ...] = ()
+    check_s: int = 5  # how often lease files are looked at (a stat; parsed only on change)
+
+
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
     """The whole hedgerow-dns configuration."""
@@ -66,6 +98,7 @@ class DnsConfig:
     blocked_answer: str  # "null", "nxdomain" or an IP address
     report: ReportConfig | None = None
     beacon: BeaconConfig | None = None
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -95,6 +128,9 @@ class DnsConfig:
             blocked_answer=self.blocked_answer,
             blocked_ttl_s=self.server.blocked_ttl_s,
             rate_limit_qps=self.server.rate_limit_qps,
+            rate_limit_prefix_qps=self.server.rate_limit_prefix_qps,
+            rate_limit_ipv4_prefix=self.server.rate_limit_ipv4_prefix,
+            rate_limit_ipv6_prefix=self.server.rate_limit_ipv6_prefix,
             max_udp_size=self.server.max_udp_size,
             cache=self.cache,
             beacon_site=self.beacon.site if self.beacon else None,

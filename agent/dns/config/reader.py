@@ -1,14 +1,20 @@
 """Reading hedgerow-dns.toml strictly: unknown keys, bad values and inconsistent policy are
-ConfigErrors naming the section, the key, the value and the rule broken."""
+ConfigErrors naming the section, the key, the value (as TOML writes it) and the rule broken.
+
+`check` reads on past an error (common.tomlconfig.every_problem) to report every problem at
+once; a `Recovery` keeps its later messages true to the file as written."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
+from agent.dns.config.clients import read_clients
 from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
 from agent.dns.paths import LIST_CACHE_DIR
 from agent.filter.lists.model import ListError, ListSpec, is_url, url_problem
@@ -22,12 +28,47 @@ from agent.filter.spec import (
     UpstreamServer,
     UpstreamSpec,
 )
-from common.tomlconfig import Section, load_toml
+from common.tomlconfig import FieldError, Section, load_toml, toml_value
 
 NAME = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,62}$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z0-9_-]{1,63}$")
 PRIVATE = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 YOUTUBE_MODES = ("strict", "moderate", "off")
+# Groups named like this hold no pupils unless they say `pupils = true` (docs/dns.md).
+STAFF_NAME = re.compile(r"staff|teacher|admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What the file said before `check` cut its bad keys and tables out, so the problems
+    found after a cut still read true: each [[lists]] table's number in the file (by id), every
+    category a [[lists]] entry names (a group may block one whose list was cut), and each
+    group's block as written (a schedule may name a category whose block entry was cut)."""
+
+    positions: dict[int, int] = field(default_factory=dict)
+    declared: frozenset[str] = frozenset()
+    blocks: dict[str, frozenset[str]] = field(default_factory=dict)  # group -> block as written
+
+    @classmethod
+    def of(cls, raw: dict[str, object]) -> Recovery:
+        """Take note of `raw` as parsed, before anything is cut."""
+        tables = raw.get("lists")
+        tables = tables if isinstance(tables, list) else []
+        groups = raw.get("groups")
+        groups = groups if isinstance(groups, dict) else {}
+        return cls(
+            positions={id(t): i + 1 for i, t in enumerate(tables)},
+            declared=frozenset(
+                t["category"]
+                for t in tables
+                if isinstance(t, dict) and isinstance(t.get("category"), str)
+            ),
+            blocks={
+                name: frozenset(v for v in g.get("block", []) if isinstance(v, str))
+                for name, g in groups.items()
+                if isinstance(g, dict) and isinstance(g.get("block", []), list)
+            },
+        )
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -97,6 +138,9 @@ def _server(sec: Section) -> ServerConfig:
         listen=_endpoints(sec, "listen", ["0.0.0.0:53", "[::]:53"]),
         allow_clients=_networks(sec, "allow_clients", list(PRIVATE)),
         rate_limit_qps=sec.integer("rate_limit_qps", 200, 0, 10_000_000),
+        rate_limit_prefix_qps=sec.integer("rate_limit_prefix_qps", 2000, 0, 10_000_000),
+        rate_limit_ipv4_prefix=sec.integer("rate_limit_ipv4_prefix", 24, 8, 32),
+        rate_limit_ipv6_prefix=sec.integer("rate_limit_ipv6_prefix", 56, 32, 128),
         metrics=parse_endpoint(metrics_text) if metrics_text else None,
         tcp_idle_timeout_s=sec.integer("tcp_idle_timeout_s", 10, 1, 3600),
         max_tcp_connections=sec.integer("max_tcp_connections", 256, 1, 100_000),
@@ -144,13 +188,15 @@ def _source(value: str) -> str | None:
     return None if value else "must not be empty"
 
 
-def _lists(root: Section, source: str) -> tuple[ListSpec, ...]:
+def _lists(root: Section, source: str, recovery: Recovery) -> tuple[ListSpec, ...]:
     out: list[ListSpec] = []
     for index, table in enumerate(root.tables("lists")):
-        sec = Section(f"lists #{index + 1}", table, source)
+        sec = Section(f"lists #{recovery.positions.get(id(table), index + 1)}", table, source)
         category = sec.text(
             "category",
-            check=lambda v: None if NAME.fullmatch(v) else "must be a lower-case name like gambling",
+            check=lambda v: (
+                None if NAME.fullmatch(v) else "must be a lower-case name like gambling"
+            ),
         )
         source_text = sec.text("source", check=_source)
         statutory = sec.flag("statutory", False)
@@ -165,38 +211,61 @@ def _lists(root: Section, source: str) -> tuple[ListSpec, ...]:
                 sec.fail(
                     "statutory",
                     spec.statutory,
-                    f"category {spec.category!r} is statutory in one list and not in another; a category is statutory everywhere or nowhere",
+                    f"category {toml_value(spec.category)} is statutory in one list and not in "
+                    "another; a category is statutory everywhere or nowhere",
                 )
         out.append(spec)
     return tuple(out)
 
 
-def _schedule(sec: Section, block: tuple[str, ...]) -> tuple[tuple[str, Schedule], ...]:
+def _schedule(
+    sec: Section, block: tuple[str, ...], written: frozenset[str] = frozenset()
+) -> tuple[tuple[str, Schedule], ...]:
+    """The group's schedules; `written` is its block as the file wrote it, for check: a
+    category check cut from block for a problem of its own is not a second problem here."""
     raw = sec.table("schedule", {})
     out: list[tuple[str, Schedule]] = []
+
+    def fail(category: str, text: object, rule: str) -> NoReturn:
+        try:
+            sec.fail(f"schedule.{category}", text, rule)
+        except FieldError as exc:  # about the schedule table's key: check cuts only that one
+            raise FieldError(str(exc), raw, category) from None
+
     for category, text in raw.items():
-        key = f"schedule.{category}"
-        if category not in block:
-            sec.fail(key, text, f"category {category!r} is not in this group's block list")
+        if category not in block and category not in written:
+            fail(
+                category, text, f"category {toml_value(category)} is not in this group's block list"
+            )
         if not isinstance(text, str):
-            sec.fail(key, text, "must be a string like 'mon-fri 08:00-16:00'")
+            fail(category, text, 'must be a string like "mon-fri 08:00-16:00"')
         try:
             out.append((category, parse_schedule(text)))
         except ScheduleError as exc:
-            sec.fail(key, text, str(exc))
+            fail(category, text, str(exc))
     return tuple(out)
 
 
 def _group(
-    name: str, table: object, source: str, known: tuple[str, ...], statutory: frozenset[str]
+    name: str,
+    table: object,
+    source: str,
+    known: tuple[str, ...],
+    statutory: frozenset[str],
+    recovery: Recovery | None = None,
 ) -> GroupSpec:
+    recovery = recovery or Recovery()
     sec = Section(f"groups.{name}", table, source)
     if not NAME.fullmatch(name):
         sec.fail("", name, "a group name must be lower-case letters, digits, '_' or '-'")
     block = _names(sec, "block", NAME, "a category name")
     for category in block:
-        if category not in known:
-            sec.fail("block", category, f"no [[lists]] entry provides category {category!r}")
+        if category not in known and category not in recovery.declared:
+            sec.fail(
+                "block", category, f"no [[lists]] entry provides category {toml_value(category)}"
+            )
+    # A category whose [[lists]] entry check cut for a problem of its own: already reported.
+    named, block = block, tuple(c for c in block if c in known)
     allow = tuple(a.lower().rstrip(".") for a in sec.text_list("allow", []))
     for entry in allow:
         if entry in statutory:
@@ -219,6 +288,7 @@ def _group(
         "strict" if safesearch else "off",
         lambda v: None if v in YOUTUBE_MODES else f"must be one of {', '.join(YOUTUBE_MODES)}",
     )
+    block_bypass = sec.flag("block_bypass", True)
     config = GroupSpec(
         name=name,
         clients=_networks(sec, "clients", []),
@@ -227,8 +297,14 @@ def _group(
         safesearch=safesearch,
         youtube=youtube,
         block_ech=sec.flag("block_ech", False),
-        block_bypass=sec.flag("block_bypass", True),
-        schedule=_schedule(sec, block),
+        block_bypass=block_bypass,
+        block_encrypted_dns=sec.flag("block_encrypted_dns", block_bypass),
+        pupils=sec.flag("pupils", STAFF_NAME.search(name) is None),
+        schedule=tuple(
+            s
+            for s in _schedule(sec, named, recovery.blocks.get(name, frozenset()))
+            if s[0] in block
+        ),
     )
     sec.done()
     return config
@@ -266,41 +342,52 @@ def _report(sec: Section) -> ReportConfig:
     return config
 
 
-def _check_groups(root: Section, groups: list[GroupSpec], allow: tuple[Network, ...]) -> None:
+def _check_groups(
+    raw_groups: dict[str, object], source: str, groups: list[GroupSpec], allow: tuple[Network, ...]
+) -> None:
     seen: dict[Network, str] = {}
     for group in groups:
+        # The group's own table, so that check can cut this key and read on.
+        sec = Section(f"groups.{group.name}", raw_groups.get(group.name, {}), source)
         for net in group.clients:
             if net in seen:
-                root.fail(
-                    f"groups.{group.name}",
+                sec.fail(
+                    "clients",
                     str(net),
-                    f"clients range is also in group {seen[net]!r}; each range belongs to one group",
+                    f"this range is also in [groups.{seen[net]}]; each range belongs to one group",
                 )
             seen[net] = group.name
             if not any(net.version == a.version and net.subnet_of(a) for a in allow):  # type: ignore[arg-type]
-                root.fail(
-                    f"groups.{group.name}",
+                sec.fail(
+                    "clients",
                     str(net),
-                    "clients range is not inside [server] allow_clients, so it would be refused",
+                    "this range is not inside [server] allow_clients, so it would be refused",
                 )
 
 
 def load_config(path: Path) -> DnsConfig:
     """Read and validate a hedgerow-dns config file; raises ConfigError naming what is wrong."""
     path = Path(path)
+    return parse_config(load_toml(path), path)
+
+
+def parse_config(raw: dict[str, object], path: Path, recovery: Recovery | None = None) -> DnsConfig:
+    """Validate hedgerow-dns.toml as parsed from `path`; raises ConfigError (a FieldError where
+    the problem is one key of one table) naming what is wrong."""
+    recovery = recovery or Recovery()
     source = str(path)
-    root = Section("", load_toml(path), source)
+    root = Section("", raw, source)
     server = _server(Section("server", root.table("server", {}), source))
     upstream = _upstream_config(Section("upstream", root.table("upstream"), source))
     cache = _cache(Section("cache", root.table("cache", {}), source))
-    lists = _lists(root, source)
+    lists = _lists(root, source, recovery)
     known = tuple(dict.fromkeys(spec.category for spec in lists))
     statutory = frozenset(spec.category for spec in lists if spec.statutory)
     raw_groups = root.table("groups", {})
-    groups = [_group(n, t, source, known, statutory) for n, t in raw_groups.items()]
+    groups = [_group(n, t, source, known, statutory, recovery) for n, t in raw_groups.items()]
     if not groups:
         groups = [GroupSpec(name="default", clients=())]
-    _check_groups(root, groups, server.allow_clients)
+    _check_groups(raw_groups, source, groups, server.allow_clients)
     default_sec = Section("default", root.table("default", {}), source)
     names = [g.name for g in groups]
     default_group = default_sec.optional_text(
@@ -327,6 +414,7 @@ def load_config(path: Path) -> DnsConfig:
         fallback = str(report.identity) if report else "/var/lib/hedgerow/dns"
         beacon = BeaconConfig(site, Path(bsec.text("identity", fallback)))
         bsec.done()
+    clients = read_clients(root)
     root.done()
     return DnsConfig(
         path=path,
@@ -339,4 +427,5 @@ def load_config(path: Path) -> DnsConfig:
         blocked_answer=blocked,
         report=report,
         beacon=beacon,
+        clients=clients,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from common.errors import HedgerowError
+from common.tomlconfig import toml_value
 
 # The four rule kinds, as bit planes of an index entry. A plain entry blocks the name and its
 # subdomains (SELF | SUB); `*.name` blocks only subdomains (SUB); `@@||name^` excepts both.
@@ -59,9 +60,11 @@ class ListSpec:
 
     def __post_init__(self) -> None:
         if not self.category or not self.category.strip():
-            raise ListError(f"list {self.source!r}: category must not be empty")
+            raise ListError(f"list {self.source}: category must not be empty")
         if not self.source:
-            raise ListError(f"list for category {self.category!r}: source must not be empty")
+            raise ListError(
+                f"list for category {toml_value(self.category)}: source must not be empty"
+            )
         if self.refresh_h < 1:
             raise ListError(f"list {self.source}: refresh_h = {self.refresh_h}: must be at least 1")
         if is_url(self.source):

@@ -1,4 +1,8 @@
-"""DNS names as the blocklists and the hot path see them: lower-case, no trailing dot, punycode."""
+"""DNS names as the blocklists and the hot path see them: lower-case, no trailing dot, punycode.
+
+International names are converted as browsers convert them: IDNA 2008 with the UTS #46 mapping,
+non-transitional (`faß.de` is `xn--fa-hia.de`, not IDNA 2003's `fass.de`), by the `idna`
+package, imported with the first non-ASCII name."""
 
 from __future__ import annotations
 
@@ -20,14 +24,31 @@ def normalise(name: str) -> str | None:
     if name.endswith("."):
         name = name[:-1]
     if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
+        converted = to_ascii(name)
+        if converted is None:
             return None
+        name = converted
     name = name.lower()
     if len(name) > MAX_NAME or _NAME.fullmatch(name) is None:
         return None
     return name
+
+
+def to_ascii(name: str) -> str | None:
+    """A name with Unicode labels as its A-labels (IDNA 2008, UTS #46 non-transitional); None
+    if a label is invalid under IDNA 2008. ASCII labels pass unchanged (lists carry `_dmarc.x`,
+    which IDNA would refuse), for `normalise` to check."""
+    import idna  # only lists and names with non-ASCII labels need it
+
+    try:
+        mapped = idna.uts46_remap(name, std3_rules=False)
+        labels = [
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.split(".")
+        ]
+    except ValueError:  # idna.IDNAError is a UnicodeError; nothing it raises may escape
+        return None
+    return ".".join(labels)
 
 
 def is_ipv4(text: str) -> bool:

@@ -10,6 +10,11 @@ serving, a warning is logged and `status()` carries the reason. Reload is all-or
 After each build the index is also written to the cache directory compiled (snapshot.py);
 `load()` serves that copy instead of parsing when every list's copy is byte-for-byte the one
 it was built from and the process hashes with the installation's seed (hashseed.py).
+
+`load(missing_ok=True)` (the server's first start) serves without a list that has no usable
+copy at all rather than raising: its status says `serving_from = "missing"`, `due()` retries it
+with backoff (RETRY_FIRST_S doubling up to RETRY_MAX_S) and the first good copy is built in.
+No compiled index is written while a list is missing (it would not be that of the config).
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ from agent.filter.lists.model import (
 from agent.filter.lists.parser import ParsedList, parse_file
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 2.0  # a missing list is tried again after this, then after twice as long...
+RETRY_MAX_S = 900.0  # ...up to every 15 minutes
+MISSING = "missing"  # ListStatus.serving_from of a list with no usable copy at all
 
 
 class ListRefresher:
@@ -65,6 +74,8 @@ class ListRefresher:
         self._status: dict[ListSpec, ListStatus] = {}
         self._stats: dict[ListSpec, ListStats] = {}
         self._pending: list[snapshot.Built] | None = None
+        self._missing_since: dict[ListSpec, float] = {}  # first failed attempt, for backoff
+        self._failures: dict[ListSpec, int] = {}  # failed attempts to take a copy, ever
 
     @property
     def index(self) -> CategoryIndex:
@@ -75,15 +86,28 @@ class ListRefresher:
         """How each list is being served, in spec order."""
         return [self._status[spec] for spec in self.specs if spec in self._status]
 
+    def missing(self) -> list[ListSpec]:
+        """The lists being served without any copy (first start, fetch failed, none cached)."""
+        return [spec for spec in self.specs if self._is_missing(spec)]
+
+    def failures(self) -> dict[ListSpec, int]:
+        """Failed attempts to take a new copy of each list since this refresher started."""
+        return {spec: self._failures.get(spec, 0) for spec in self.specs}
+
+    def _is_missing(self, spec: ListSpec) -> bool:
+        status = self._status.get(spec)
+        return status is not None and status.serving_from == MISSING
+
     def stats(self) -> list[ListStats]:
         """The parse statistics of each list being served, in spec order."""
         return [self._stats[spec] for spec in self.specs if spec in self._stats]
 
     def load(
-        self, *, compiled_only: bool = False, save_later: bool = False
+        self, *, compiled_only: bool = False, save_later: bool = False, missing_ok: bool = False
     ) -> tuple[CategoryIndex, list[ListStats]]:
         """Startup: read each list (a path, or a URL's cached copy, else fetch it) and build the
-        index. Raises ListError naming every list that has no usable copy at all.
+        index. Raises ListError naming every list that has no usable copy at all, unless
+        `missing_ok`: then those are left out, marked missing and retried by due().
         `compiled_only`: serve the compiled index or raise StaleIndex, never parse.
         `save_later`: keep the compiled index for save_pending() instead of writing it now (the
         server answers first: writing and syncing ~25 MB took about 0.1 s)."""
@@ -99,11 +123,18 @@ class ListRefresher:
                 try:
                     parsed[spec] = self._initial(spec)
                 except ListError as exc:
-                    problems.append(str(exc))
+                    if not missing_ok:
+                        problems.append(str(exc))
+                        continue
+                    self._failures[spec] = self._failures.get(spec, 0) + 1
+                    self._set_missing(spec, str(exc))
+                    log.error(
+                        "%s; serving without it, retrying in %.0f s", exc, self._retry_in(spec)
+                    )
             if problems:
                 raise ListError("\n".join(problems))
-            self._index = index_of(self.specs, [parsed[spec] for spec in self.specs])
-            self._pending = self._built([parsed[spec] for spec in self.specs])
+            self._index = index_of(self.specs, list(parsed.values()))
+            self._pending = self._built(parsed)
             if not save_later:
                 self._write_pending()
             return self._index, self.stats()
@@ -145,25 +176,47 @@ class ListRefresher:
         log.info("lists loaded from the compiled index: %s names", len(index))
         return index, self.stats()
 
-    def _built(self, parsed: Sequence[ParsedList]) -> list[snapshot.Built] | None:
-        """What the compiled index records of each list, or None if it is not to be written."""
+    def _built(self, parsed: dict[ListSpec, ParsedList]) -> list[snapshot.Built] | None:
+        """What the compiled index records of each list, or None if it is not to be written
+        (not wanted, or a list is missing: the index is not that of the config's lists)."""
         wanted = self.compiled if self.compiled is not None else pinned(self.cache_dir)
-        if not wanted:
+        if not wanted or len(parsed) != len(self.specs):
             return None
         return [
-            snapshot.Built(spec, one.digest, one.stats)
-            for spec, one in zip(self.specs, parsed, strict=True)
+            snapshot.Built(spec, parsed[spec].digest, parsed[spec].stats) for spec in self.specs
         ]
 
     def due(self) -> list[ListSpec]:
-        """The lists whose refresh_h has passed since they were last checked."""
+        """The lists whose refresh_h has passed since they were last checked, and the missing
+        ones whose retry time has come."""
         now = self._clock()
-        return [
-            spec
-            for spec in self.specs
-            if spec not in self._status
-            or now - self._status[spec].checked_at >= spec.refresh_h * 3600
-        ]
+        return [spec for spec in self.specs if self._due_at(spec) <= now]
+
+    def next_due(self) -> float:
+        """Epoch seconds when the next list is due (a missing list's retry is soon)."""
+        return min((self._due_at(spec) for spec in self.specs), default=float("inf"))
+
+    def _due_at(self, spec: ListSpec) -> float:
+        status = self._status.get(spec)
+        if status is None:
+            return 0.0
+        if status.serving_from == MISSING:
+            return status.checked_at + self._retry_in(spec)
+        return status.checked_at + spec.refresh_h * 3600
+
+    def _retry_in(self, spec: ListSpec) -> float:
+        """Backoff for a missing list: RETRY_FIRST_S more than it has been missing, so the
+        attempts come 2, 4, 8 ... s apart, up to RETRY_MAX_S."""
+        status = self._status.get(spec)
+        since = self._missing_since.get(spec)
+        if status is None or since is None:
+            return RETRY_FIRST_S
+        return min(RETRY_MAX_S, RETRY_FIRST_S + max(0.0, status.checked_at - since))
+
+    def _set_missing(self, spec: ListSpec, problem: str) -> None:
+        now = self._clock()
+        self._missing_since.setdefault(spec, now)
+        self._status[spec] = ListStatus(spec.source, spec.category, 0, MISSING, 0.0, now, problem)
 
     def refresh(
         self, specs: Sequence[ListSpec] | None = None, *, rebuild: bool = False
@@ -202,8 +255,17 @@ class ListRefresher:
             before = dict(self._status)
             self.restore(status, stats)
             for spec, now in self._status.items():
-                if now.problem and now != before.get(spec):
+                if now == before.get(spec):
+                    continue
+                if now.problem:
+                    self._failures[spec] = self._failures.get(spec, 0) + 1
+                if now.serving_from == MISSING:
+                    retry = self._retry_in(spec)
+                    log.warning("%s; still missing, retrying in %.0f s", now.problem, retry)
+                elif now.problem:
                     log.warning("%s; still serving the last good copy", now.problem)
+                elif self._missing_since.pop(spec, None) is not None:
+                    log.warning("list %s: loaded at last", spec.source)
             if not rebuilt:
                 return self._index
             copies = [slot(self.cache_dir, spec.source).data for spec in self.specs]
@@ -218,18 +280,20 @@ class ListRefresher:
 
     def _rebuild(self, fresh: dict[ListSpec, ParsedList]) -> None:
         try:
-            parsed = [
-                fresh[spec] if spec in fresh else self._parse_cached(spec) for spec in self.specs
-            ]
-            self._index = index_of(self.specs, parsed)
+            parsed = {
+                spec: fresh[spec] if spec in fresh else self._parse_cached(spec)
+                for spec in self.specs
+                if spec in fresh or not self._is_missing(spec)
+            }
+            self._index = index_of(self.specs, list(parsed.values()))
             self._pending = self._built(parsed)
             self._write_pending()
         except ListError as exc:
             log.error("list reload failed, the old index keeps serving: %s", exc)
             for spec in fresh:
-                self._set(spec, self._stats[spec], problem=f"reload failed: {exc}")
+                self._set(spec, fresh[spec].stats, problem=f"reload failed: {exc}")
             return
-        for spec, one in zip(self.specs, parsed, strict=True):
+        for spec, one in parsed.items():
             self._stats[spec] = one.stats
         log.info("lists reloaded: %s names in %s categories", len(self._index), len(parsed))
 
@@ -288,16 +352,24 @@ class ListRefresher:
     def _refresh_one(self, spec: ListSpec) -> ParsedList | None:
         cached = slot(self.cache_dir, spec.source)
         note = cached.read_note()
+        missing = self._is_missing(spec)
         try:
-            parsed = self._take(spec, cached, note, guard=True)
+            parsed = self._take(spec, cached, None if missing else note, guard=not missing)
         except ListError as exc:
-            log.warning("%s; still serving the last good copy", exc)
-            if spec in self._stats:
-                self._set(spec, self._stats[spec], problem=str(exc))
+            self._failures[spec] = self._failures.get(spec, 0) + 1
+            if missing:
+                self._set_missing(spec, str(exc))
+                log.warning("%s; still missing, retrying in %.0f s", exc, self._retry_in(spec))
+            else:
+                log.warning("%s; still serving the last good copy", exc)
+                if spec in self._stats:
+                    self._set(spec, self._stats[spec], problem=str(exc))
             return None
         if parsed is None:  # unchanged
             self._set(spec, self._stats[spec])
             return None
+        if self._missing_since.pop(spec, None) is not None:
+            log.warning("list %s: loaded at last", spec.source)
         self._set(spec, parsed.stats, "source", self._clock())
         return parsed
 

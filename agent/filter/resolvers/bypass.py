@@ -1,5 +1,6 @@
 """Anti-bypass: names browsers and phones use to switch to their own encrypted DNS or relay,
-and HTTPS/SVCB records (ECH) where the group blocks encrypted client hello.
+the public encrypted-DNS resolvers themselves (the built-in list, agent/filter/data/
+encrypted_dns.txt), and HTTPS/SVCB records (ECH) where the group blocks encrypted client hello.
 
 Blocked bypass names carry the shared category ANTI_BYPASS ("bypass", common/categories.py),
 which the hub's bypass rule covers: reports name it, and the hub raises a bypass alert."""
@@ -7,6 +8,7 @@ which the hub's bypass rule covers: reports name it, and the hub raises a bypass
 from __future__ import annotations
 
 from agent.filter import packet
+from agent.filter.data import ResolverList, encrypted_dns
 from agent.filter.request import Outcome, Request
 from agent.filter.verdict import Answer, Kind, Verdict
 from common.categories import ANTI_BYPASS
@@ -22,16 +24,33 @@ EDE_TEXT = "filtered: anti-bypass"
 
 
 class BypassLink:
-    """NXDOMAIN for canaries, NODATA for resolver.arpa and (with block_ech) HTTPS/SVCB."""
+    """NXDOMAIN for canaries and public encrypted-DNS resolvers, NODATA for resolver.arpa and
+    (with block_ech) HTTPS/SVCB."""
 
     name = "bypass"
+
+    def __init__(self, resolvers: ResolverList | None = None) -> None:
+        self.resolvers = encrypted_dns() if resolvers is None else resolvers
+        self._resolver_rule = f"encrypted DNS resolver (built-in list {self.resolvers.version})"
 
     def resolve(self, request: Request) -> Outcome:
         """Answer bypass names; pass everything else on."""
         group = request.group
-        if group is None or (not group.block_bypass and not group.block_ech):
+        if group is None or not (
+            group.block_bypass or group.block_ech or group.block_encrypted_dns
+        ):
             return None
         q = request.query
+        # A group's allow entry may let one resolver through (a device that must use it); the
+        # canaries and DDR below are signals, never sites, so allow does not touch them.
+        if group.block_encrypted_dns and request.allowed_by is None:
+            listed = self.resolvers.match(q.qname)
+            if listed is not None:
+                verdict = Verdict(
+                    Kind.BYPASS, group.name, ANTI_BYPASS, f"{self._resolver_rule}: {listed}"
+                )
+                ede = (packet.EDE_FILTERED, EDE_TEXT)
+                return Answer(packet.error(q, packet.NXDOMAIN, ede), verdict)
         if group.block_bypass:
             reason = NXDOMAIN_NAMES.get(q.qname)
             if reason is not None:

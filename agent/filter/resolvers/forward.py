@@ -1,12 +1,15 @@
-"""The last two links: the answer cache, then the upstream resolvers."""
+"""The last two links: the answer cache, then the upstream resolvers. Both check the names an
+answer leads to (CNAME, DNAME, SVCB/HTTPS targets) against the client's group before giving it
+(blocking.TargetCheck): an allowed name must not carry a blocked site's address."""
 
 from __future__ import annotations
 
 import struct
 
 from agent.filter import packet
-from agent.filter.answer_cache import AnswerCache
+from agent.filter.answer_cache import AnswerCache, CacheKey, Targets, targets_of
 from agent.filter.request import Outcome, Pending, Request
+from agent.filter.resolvers.blocking import TargetCheck
 from agent.filter.response import Stored, render
 from agent.filter.upstreams import UpstreamError, Upstreams
 from agent.filter.verdict import Answer, Kind, Verdict
@@ -26,8 +29,14 @@ class Forwarder:
         if hit is not None:
             return hit
         stored = await self.upstreams.ask(qname, qtype, qclass, do)
-        self.cache.put(key, stored)
+        self.keep(key, stored)
         return stored, 0
+
+    def keep(self, key: CacheKey, stored: Stored) -> Targets:
+        """Cache a fresh upstream answer with its targets, parsed once here; returns them."""
+        targets = targets_of(key, stored)
+        self.cache.put(key, stored, targets)
+        return targets
 
     @staticmethod
     def full_message(stored: Stored, qname: str, qtype: int, qclass: int) -> bytes:
@@ -47,16 +56,22 @@ class CacheLink:
 
     name = "cache"
 
-    def __init__(self, cache: AnswerCache) -> None:
+    def __init__(self, cache: AnswerCache, targets: TargetCheck) -> None:
         self.cache = cache
+        self.targets = targets
 
     def resolve(self, request: Request) -> Outcome:
-        """A cached answer, or pass on."""
+        """A cached answer (or the blocked answer if it leads to a blocked name), or pass on."""
         q = request.query
-        hit = self.cache.get((q.qname, q.qtype, q.qclass, q.do))
+        hit = self.cache.lookup((q.qname, q.qtype, q.qclass, q.do))
         if hit is None:
             return None
-        return Answer(render(hit[0], q, hit[1]), _verdict(request, Kind.CACHED))
+        stored, age, targets = hit
+        if targets:
+            blocked = self.targets.check(request, targets)
+            if blocked is not None:
+                return blocked
+        return Answer(render(stored, q, age), _verdict(request, Kind.CACHED))
 
 
 class UpstreamLink:
@@ -64,8 +79,9 @@ class UpstreamLink:
 
     name = "upstream"
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Forwarder, targets: TargetCheck) -> None:
         self.forwarder = forwarder
+        self.targets = targets
 
     def resolve(self, request: Request) -> Outcome:
         """Always answers (later)."""
@@ -78,5 +94,9 @@ class UpstreamLink:
         except UpstreamError as exc:
             verdict = Verdict(Kind.SERVFAIL, request.group_name, rule=str(exc))
             return Answer(packet.error(q, packet.SERVFAIL), verdict)
-        self.forwarder.cache.put((q.qname, q.qtype, q.qclass, q.do), stored)
+        targets = self.forwarder.keep((q.qname, q.qtype, q.qclass, q.do), stored)
+        if targets:
+            blocked = self.targets.check(request, targets)
+            if blocked is not None:
+                return blocked
         return Answer(render(stored, q), _verdict(request, Kind.RESOLVED))
