@@ -161,3 +161,19 @@ def test_check_counts_the_refused_line_as_invalid(config: Path) -> None:
     assert result.returncode == 0, result.stderr
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("list gambling")]
     assert "1 invalid" in line
+
+
+def test_an_international_allow_entry_allows_what_browsers_ask_for(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    path = write_config(tmp_path, [upstream.address], free_dns_port())
+    with open(tmp_path / "lists" / "gambling.txt", "a", encoding="utf-8") as handle:
+        handle.write(IDN_LINES)
+    text = path.read_text(encoding="utf-8")
+    old = 'allow = ["bbc.co.uk", '
+    assert old in text
+    path.write_text(text.replace(old, 'allow = ["FAß.de", "bbc.co.uk", ', 1), encoding="utf-8")
+    assert run("check", "--config", str(path)).returncode == 0
+    result = run("explain", "--config", str(path), "xn--fa-hia.de", "--client", "127.0.1.3")
+    assert result.returncode == 0, result.stderr
+    assert "verdict: resolved" in result.stdout and "rule: allow xn--fa-hia.de" in result.stdout

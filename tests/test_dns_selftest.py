@@ -26,6 +26,7 @@ def test_selftest_passes_against_the_same_config(tmp_path: Path) -> None:
             assert "pass safesearch www.google.com: expected CNAME forcesafesearch" in out
             assert "pass youtube www.youtube.com: expected CNAME restrictmoderate" in out
             assert "pass bypass use-application-dns.net: expected NXDOMAIN" in out
+            assert "pass bypass dns.google: expected NXDOMAIN" in out  # a public DoH resolver
             assert "FAIL" not in out and out.strip().endswith(f"(127.0.0.1:{port})")
             data = json.loads(run("selftest", "--config", str(path), "--json").stdout)
             assert data["summary"]["ok"] is True and data["summary"]["failed"] == 0

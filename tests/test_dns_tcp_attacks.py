@@ -221,3 +221,18 @@ def test_pipelined_queries_past_the_in_flight_cap_all_answered(tmp_path: Path) -
                 assert reply.rr
                 seen.add(reply.header.id)
             assert seen == set(range(100))
+
+
+def test_the_tcp_limits_are_config_keys(tmp_path: Path) -> None:
+    from agent.dns.cli import main as dns_main
+    from agent.dns.config import load_config
+
+    with FakeUpstream() as upstream:
+        path = write_config(tmp_path, [upstream.address], free_dns_port())
+        text = path.read_text()
+        keys = "max_tcp_per_client = 3\ntcp_message_timeout_s = 5\n"
+        path.write_text(text.replace("[server]\n", f"[server]\n{keys}", 1))
+        server = load_config(path).server
+        assert (server.max_tcp_per_client, server.tcp_message_timeout_s) == (3, 5)
+        path.write_text(text.replace("[server]\n", "[server]\ntcp_message_timeout_s = 0\n", 1))
+        assert dns_main(["check", "--config", str(path)]) != 0

@@ -32,6 +32,7 @@ from agent.filter.lists.rules import detect_format, parse_line
 SAMPLES = 3  # names per category
 SAFESEARCH_NAMES = ("www.google.com", "www.youtube.com", "www.bing.com", "duckduckgo.com")
 BYPASS_NAMES = ("use-application-dns.net", "mask.icloud.com")
+ENCRYPTED_DNS_SAMPLES = ("dns.google", "cloudflare-dns.com")  # on the built-in resolver list
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,9 @@ def expectations(loaded: Loaded, group: GroupPolicy, now: float) -> list[Expecta
             out.append(Expectation(what, name, packet.A, "cname", target))
     if group.block_bypass:
         out.extend(_canary(loaded, group, mask, name, qtype, blocked) for name in BYPASS_NAMES)
+    if group.block_encrypted_dns:  # the built-in list of public DoH/DoT resolvers
+        names = [n for n in ENCRYPTED_DNS_SAMPLES if group.allowed_by(n) is None]
+        out.extend(_canary(loaded, group, mask, name, qtype, blocked) for name in names)
     return out
 
 

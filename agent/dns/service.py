@@ -153,6 +153,8 @@ class Service:
             max_udp_size=config.server.max_udp_size,
             tcp_idle_timeout_s=config.server.tcp_idle_timeout_s,
             max_tcp_connections=config.server.max_tcp_connections,
+            max_tcp_per_client=config.server.max_tcp_per_client,
+            tcp_message_timeout_s=config.server.tcp_message_timeout_s,
             udp_batch=config.server.udp_batch,
         )
         self.loaded = loaded

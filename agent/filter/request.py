@@ -32,12 +32,21 @@ class Request:
         return self.group.name if self.group else ""
 
 
+Done = Callable[[Answer], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """An answer that needs the network; `verdict` says what will happen (for explain)."""
+    """An answer that needs the network; `verdict` says what will happen (for explain).
+
+    `run` gives it as a coroutine. `start`, when a link has it, gives it through a callback
+    instead, with no task, coroutine or timer of its own (the cache-miss path: the server
+    prefers it); `start(done)` calls `done(answer)` once, later, or never if the answer is
+    abandoned (the server stopping), and raises nothing itself."""
 
     verdict: Verdict
     run: Callable[[], Awaitable[Answer]]
+    start: Callable[[Done], None] | None = None
 
 
 Outcome = Answer | Pending | None

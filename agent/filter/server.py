@@ -317,10 +317,29 @@ class DnsServer:
                 log.exception("query sink %r failed", sink)
 
     def run_later(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
-        """Finish a network-bound answer in a task we keep a reference to."""
+        """Finish a network-bound answer: through the link's callback when it has one (no task
+        per cache miss), else in a task we keep a reference to."""
+        if pending.start is not None:
+            try:
+                pending.start(lambda answer: self._delivered(deliver, answer, request))
+                return
+            except Exception:
+                log.exception("answering %s failed", request.query.qname if request else "?")
+                if request is None:
+                    return
+                verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+                deliver(Answer(packet.error(request.query, packet.SERVFAIL), verdict), request)
+                return
         task = asyncio.ensure_future(self._complete(pending, request, deliver))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _delivered(deliver: _Deliver, answer: Answer, request: Request | None) -> None:
+        try:
+            deliver(answer, request)
+        except Exception:  # a callback must not raise into the event loop's handler
+            log.exception("sending the answer to %s failed", request.query.qname if request else "?")
 
     async def _complete(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
         try:

@@ -30,6 +30,8 @@ class ServerConfig:
     metrics: Endpoint | None = None
     tcp_idle_timeout_s: int = 10
     max_tcp_connections: int = 256
+    max_tcp_per_client: int = 16
+    tcp_message_timeout_s: int = 2
     udp_batch: int = 32  # datagrams per recvmmsg/sendmmsg; 0: one per event-loop callback
     max_udp_size: int = 1232
     blocked_ttl_s: int = 60

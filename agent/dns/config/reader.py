@@ -144,6 +144,8 @@ def _server(sec: Section) -> ServerConfig:
         metrics=parse_endpoint(metrics_text) if metrics_text else None,
         tcp_idle_timeout_s=sec.integer("tcp_idle_timeout_s", 10, 1, 3600),
         max_tcp_connections=sec.integer("max_tcp_connections", 256, 1, 100_000),
+        max_tcp_per_client=sec.integer("max_tcp_per_client", 16, 1, 100_000),
+        tcp_message_timeout_s=sec.integer("tcp_message_timeout_s", 2, 1, 60),
         max_udp_size=sec.integer("max_udp_size", 1232, 512, 4096),
         udp_batch=sec.integer("udp_batch", 32, 0, 1024),
         blocked_ttl_s=sec.integer("blocked_ttl_s", 60, 0, 86_400),
@@ -266,7 +268,7 @@ def _group(
             )
     # A category whose [[lists]] entry check cut for a problem of its own: already reported.
     named, block = block, tuple(c for c in block if c in known)
-    allow = tuple(a.lower().rstrip(".") for a in sec.text_list("allow", []))
+    allow = tuple(_allow_name(a) for a in sec.text_list("allow", []))
     for entry in allow:
         if entry in statutory:
             sec.fail(
@@ -429,3 +431,15 @@ def parse_config(raw: dict[str, object], path: Path, recovery: Recovery | None =
         beacon=beacon,
         clients=clients,
     )
+
+
+def _allow_name(text: str) -> str:
+    """An allow entry as lists hold names: an international name as its A-labels (IDNA 2008,
+    UTS #46, as browsers ask: `faß.de` is `xn--fa-hia.de`); left as written if it is not one,
+    for the checks that follow to name it."""
+    name = text.lower().rstrip(".")
+    if name.isascii():
+        return name
+    from agent.filter.lists.names import to_ascii
+
+    return to_ascii(name) or name

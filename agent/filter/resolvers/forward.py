@@ -4,15 +4,19 @@ answer leads to (CNAME, DNAME, SVCB/HTTPS targets) against the client's group be
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 
 from agent.filter import packet
 from agent.filter.answer_cache import AnswerCache, CacheKey, Targets, targets_of
-from agent.filter.request import Outcome, Pending, Request
+from agent.filter.request import Done, Outcome, Pending, Request
 from agent.filter.resolvers.blocking import TargetCheck
 from agent.filter.response import Stored, render
 from agent.filter.upstreams import UpstreamError, Upstreams
 from agent.filter.verdict import Answer, Kind, Verdict
+
+log = logging.getLogger(__name__)
 
 
 class Forwarder:
@@ -85,15 +89,48 @@ class UpstreamLink:
 
     def resolve(self, request: Request) -> Outcome:
         """Always answers (later)."""
-        return Pending(_verdict(request, Kind.RESOLVED), lambda: self._ask(request))
+        return Pending(
+            _verdict(request, Kind.RESOLVED),
+            lambda: self._ask(request),
+            lambda done: self._start(request, done),
+        )
 
     async def _ask(self, request: Request) -> Answer:
         q = request.query
         try:
             stored = await self.forwarder.upstreams.ask(q.qname, q.qtype, q.qclass, q.do)
         except UpstreamError as exc:
-            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule=str(exc))
-            return Answer(packet.error(q, packet.SERVFAIL), verdict)
+            return self._failed(request, exc)
+        return self._answer(request, stored)
+
+    def _start(self, request: Request, done: Done) -> None:
+        """The cache-miss path without a task: the upstream future's callback answers."""
+        q = request.query
+        future = self.forwarder.upstreams.ask(q.qname, q.qtype, q.qclass, q.do)
+
+        def finished(result: asyncio.Future[Stored]) -> None:
+            if result.cancelled():
+                return  # the server is stopping: nobody to answer
+            error = result.exception()
+            if isinstance(error, UpstreamError):
+                answer = self._failed(request, error)
+            elif error is not None:
+                log.error("answering %s failed: %r", q.qname, error)
+                verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+                answer = Answer(packet.error(q, packet.SERVFAIL), verdict)
+            else:
+                answer = self._answer(request, result.result())
+            done(answer)
+
+        future.add_done_callback(finished)
+
+    @staticmethod
+    def _failed(request: Request, exc: UpstreamError) -> Answer:
+        verdict = Verdict(Kind.SERVFAIL, request.group_name, rule=str(exc))
+        return Answer(packet.error(request.query, packet.SERVFAIL), verdict)
+
+    def _answer(self, request: Request, stored: Stored) -> Answer:
+        q = request.query
         targets = self.forwarder.keep((q.qname, q.qtype, q.qclass, q.do), stored)
         if targets:
             blocked = self.targets.check(request, targets)
