@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from hub.errors import HubError, StoreError
-from hub.model import Alert
+from hub.model import Alert, StoredReport
 from hub.store import Database, Row
 from hub.store.devices import devices_where
 
@@ -60,6 +60,37 @@ class Finding:
     evidence: tuple[int, ...] = ()  # report ids
     count: int = 1  # what it adds to an open alert's count: the attempts it newly reports, or 1
     opens_with: int | None = None  # a new alert's count, if not `count`: the attempts in window
+
+
+def report_finding(
+    report: StoredReport,
+    *,
+    rule: str,
+    severity: int,
+    group: str | None,
+    key: str,
+    summary: str,
+    evidence: tuple[int, ...] | None = None,
+    count: int = 1,
+    opens_with: int | None = None,
+) -> Finding:
+    """A finding about what one stored report says: its site, device, class, and the hub's
+    clock when it arrived; evidence the report itself unless given. `group` is the device's,
+    or the client's behind a DNS filter (hub.rules.wording.group_of)."""
+    return Finding(
+        rule=rule,
+        severity=severity,
+        site=report.site,
+        device=report.device,
+        device_class=report.device_class,
+        group=group,
+        key=key,
+        summary=summary,
+        at_ms=report.received_ms,
+        evidence=(report.id,) if evidence is None else evidence,
+        count=count,
+        opens_with=opens_with,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from common.categories import BLOCKED_CONTENT
-from hub.alerts import Finding
+from hub.alerts import Finding, report_finding
 from hub.model import StoredReport
 from hub.rules.attempts import (
     WindowQuery,
@@ -96,16 +96,13 @@ def check_many(
             continue
         names = blocked_names(report.payload, category)
         findings[i].append(
-            Finding(
+            report_finding(
+                report,
                 rule=RULE,
                 severity=threshold.severity,
-                site=report.site,
-                device=report.device,
-                device_class=report.device_class,
                 group=group_of(report),
                 key=category + client_key(report),
                 summary=sentence(who(report), category, total, minutes, names),
-                at_ms=report.received_ms,
                 evidence=tuple(ids),
                 count=max(1, attempts_of(report)[category]),  # what this report adds
                 opens_with=total,  # a new alert stands for every attempt in the window

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.categories import BYPASS
-from hub.alerts import Finding
+from hub.alerts import Finding, report_finding
 from hub.model import StoredReport
 from hub.rules.attempts import attempts_of, blocked_names
 from hub.rules.settings import RulesConfig
@@ -64,17 +64,13 @@ def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Findin
             (method, f"{subject} tried to get round the filter ({category_label(method)}{shown}).")
         )
     return [
-        Finding(
+        report_finding(
+            report,
             rule=RULE,
             severity=rule.severity,
-            site=report.site,
-            device=report.device,
-            device_class=report.device_class,
             group=group_of(report),
             key=key + client_key(report),
             summary=summary,
-            at_ms=report.received_ms,
-            evidence=(report.id,),
         )
         for key, summary in found
     ]

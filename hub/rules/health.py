@@ -13,7 +13,7 @@ import hashlib
 from typing import Any
 
 from common.wire.header import Kind
-from hub.alerts import Finding, find_active, resolve
+from hub.alerts import Finding, find_active, report_finding, resolve
 from hub.model import StoredReport
 from hub.rules.settings import RulesConfig
 from hub.rules.wording import device_label
@@ -70,16 +70,7 @@ def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Findin
         f"{label} cannot load its {category} list {source} (no copy at all, retrying): {effect}."
     )
     return [
-        Finding(
-            rule=RULE,
-            severity=severity,
-            site=report.site,
-            device=report.device,
-            device_class=report.device_class,
-            group=report.group,
-            key=key,
-            summary=summary,
-            at_ms=report.received_ms,
-            evidence=(report.id,),
+        report_finding(
+            report, rule=RULE, severity=severity, group=report.group, key=key, summary=summary
         )
     ]

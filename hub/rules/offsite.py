@@ -7,7 +7,7 @@ delivered in the morning is still judged as night-time use.
 from __future__ import annotations
 
 from common.wire.header import Kind
-from hub.alerts import Finding
+from hub.alerts import Finding, report_finding
 from hub.model import StoredReport
 from hub.rules.hours import minute_of_day
 from hub.rules.settings import OffsiteRule, RulesConfig
@@ -44,16 +44,7 @@ def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Findin
     summary = f"{label} was used off site at {clock(report.time_ms, zone)} (school time)"
     summary += f", {why}." if why else "."
     return [
-        Finding(
-            rule=RULE,
-            severity=severity,
-            site=report.site,
-            device=report.device,
-            device_class=report.device_class,
-            group=report.group,
-            key="offsite",
-            summary=summary,
-            at_ms=report.received_ms,
-            evidence=(report.id,),
+        report_finding(
+            report, rule=RULE, severity=severity, group=report.group, key="offsite", summary=summary
         )
     ]
