@@ -26,6 +26,7 @@ from typing import Any
 from common.wire.envelope import split
 from common.wire.errors import OpenError, Reason, WireError
 from common.wire.header import MAX_U63, Header, Kind, SuiteId
+from common.wire.payload import strict_json
 from common.wire.signing import SigningKey, VerifyKey
 from common.wire.topics import ROOT
 
@@ -69,27 +70,9 @@ def sign_receipt(
     return header + body + signer.sign(header + body)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _through(body: bytes) -> int:
     """The `through` of a receipt body; raises OpenError(schema) for anything else."""
-    try:
-        doc = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise OpenError(Reason.SCHEMA, f"receipt body is not a JSON document: {exc}") from exc
+    doc = strict_json(body)
     if type(doc) is not dict or set(doc) != _FIELDS:
         raise OpenError(Reason.SCHEMA, f"a receipt has exactly the fields {sorted(_FIELDS)}")
     through = doc["through"]

@@ -32,6 +32,13 @@ class Endpoint:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         return OSError(exc.errno, f"{purpose} on {self.text}: {reason}")
 
+    def local(self) -> tuple[str, int, str]:
+        """Where a command on this host reaches what listens here: (host, port, shown), a
+        wildcard address as loopback ("0.0.0.0" as 127.0.0.1, "::" as ::1)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        shown = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return host, self.port, shown
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamServer:

@@ -269,16 +269,22 @@ def encode(kind: Kind, document: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
-def decode(kind: Kind, body: bytes) -> dict[str, Any]:
-    """Parse and check a body; raises OpenError(schema) for anything that is not a valid document."""
+def strict_json(body: bytes) -> Any:
+    """A body as JSON, strictly: UTF-8, no duplicate keys, no NaN or Infinity; raises
+    OpenError(schema) otherwise. Every signed or sealed body is read this way."""
     try:
-        document = json.loads(
+        return json.loads(
             body.decode("utf-8"),
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
         )
     except (UnicodeDecodeError, ValueError, _SchemaViolation, RecursionError) as exc:
         raise OpenError(Reason.SCHEMA, f"not a JSON document: {exc}") from exc
+
+
+def decode(kind: Kind, body: bytes) -> dict[str, Any]:
+    """Parse and check a body; raises OpenError(schema) for anything that is not a valid document."""
+    document = strict_json(body)
     validate(kind, document)
     assert isinstance(document, dict)  # validate() guarantees an object
     return document

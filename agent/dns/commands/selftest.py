@@ -33,9 +33,8 @@ def server_of(text: str | None, listen: tuple[Endpoint, ...]) -> tuple[str, int]
         if not sep or not port.isdigit():
             raise HedgerowError(f"--server {text}: must be HOST:PORT or [IPv6]:PORT")
         return host.strip("[]"), int(port)
-    first = listen[0]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(first.host, first.host)
-    return host, first.port
+    local_host, local_port, _ = listen[0].local()
+    return local_host, local_port
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:

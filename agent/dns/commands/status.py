@@ -90,8 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{args.config}: [server] metrics is not set, so the running filter has no status "
             'to read: set it, e.g. metrics = "127.0.0.1:9153", and restart'
         )
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(endpoint.host, endpoint.host)
-    shown = f"[{host}]:{endpoint.port}" if ":" in host else f"{host}:{endpoint.port}"
+    _, _, shown = endpoint.local()
     url = f"http://{shown}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as reply:
