@@ -174,9 +174,10 @@ def test_the_spool_keeps_entries_until_a_receipt_covers_them(tmp_path: Path) -> 
 def test_receipted_entries_make_room_in_a_full_spool(tmp_path: Path) -> None:
     size = len(envelope(1)) + 12
     spool = Spool(tmp_path, 2 * size)
-    assert [spool.put(envelope(s)) for s in (1, 2, 3)] == [True, True, False]
+    assert [spool.put(envelope(s), urgent=True) for s in (1, 2, 3)] == [True, True, False]
     spool.delete_through(1)
-    assert spool.put(envelope(4))
+    assert spool.put(envelope(4), urgent=True)
+    assert spool.stats().evicted == 0
 
 
 # -- re-send timing (pure) ---------------------------------------------------------------

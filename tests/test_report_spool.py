@@ -83,13 +83,39 @@ def test_refuses_anything_but_an_envelope(tmp_path: Path, data: bytes) -> None:
     assert len(spool) == 0
 
 
-def test_full_spool_refuses_new_and_keeps_old(
+def test_full_spool_evicts_the_oldest_routine_reports_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     size = len(envelope(1)) + 12
     spool = Spool(tmp_path, 3 * size)
+    assert spool.put(envelope(1), urgent=True)
+    assert spool.put(envelope(2))
+    assert spool.put(envelope(3))
     with caplog.at_level(logging.WARNING):
-        results = [spool.put(envelope(seq)) for seq in range(1, 6)]
+        assert spool.put(envelope(4))  # evicts 2, the oldest routine one; 1 is urgent
+    assert drain(spool) == [1, 3, 4]
+    assert "evicted the 1 oldest routine" in caplog.text
+    eviction = spool.take_evictions()
+    assert eviction is not None and eviction.count == 1 and eviction.oldest_ms > 0
+    assert spool.take_evictions() is None  # taken once
+    assert spool.put(envelope(5), urgent=True)  # an urgent one evicts routine ones too
+    assert drain(spool) == [1, 4, 5]
+    assert spool.stats().evicted == 2 and spool.stats().urgent == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "00000000000000000001.u.env",
+        "00000000000000000004.env",
+        "00000000000000000005.u.env",
+    ]
+
+
+def test_a_spool_full_of_urgent_reports_refuses_new_ones_and_keeps_them_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = len(envelope(1)) + 12
+    spool = Spool(tmp_path, 3 * size)
+    results = [spool.put(envelope(seq), urgent=True) for seq in range(1, 4)]
+    with caplog.at_level(logging.WARNING):
+        results += [spool.put(envelope(4)), spool.put(envelope(5), urgent=True)]
     assert results == [True, True, True, False, False]
     assert drain(spool) == [1, 2, 3]
     assert spool.stats().dropped == 2
@@ -97,6 +123,10 @@ def test_full_spool_refuses_new_and_keeps_old(
     spool.delete(1)
     assert spool.put(envelope(6))
     assert drain(spool) == [2, 3, 6]
+    again = Spool(tmp_path, 3 * size)  # urgency survives a restart (it is in the file name)
+    assert [again.is_urgent(n) for n in (2, 3, 6)] == [True, True, False]
+    assert again.urgent_after(0) == 2 and again.urgent_after(3) is None
+    assert again.oldest_time_ms() is not None
 
 
 def test_half_written_file_is_discarded_with_a_log_line(

@@ -171,7 +171,7 @@ class DnsReporter:
                 "error": printable(detail)[:1024],
             },
         }
-        if self._publisher.offer(Kind.EVENT, event):
+        if self._publisher.offer(Kind.EVENT, event, urgent=True):
             self._sent_events += 1
 
     def start(self) -> None:
@@ -268,7 +268,8 @@ class DnsReporter:
             known = lookup(record.client_ip)
             self._window.add(record, known)
             event = self._events.check(record, None, known)
-            if event is not None and self._publisher.offer(Kind.EVENT, event):
+            # Events are the categories reported at once: ahead of the summaries (urgent).
+            if event is not None and self._publisher.offer(Kind.EVENT, event, urgent=True):
                 self._sent_events += 1
 
     def _flush(self, *, heartbeat: bool) -> None:

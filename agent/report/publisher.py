@@ -5,7 +5,10 @@ offer() -> bounded in-memory inbox -> worker thread: seal (common.wire.seal, per
 device's receipt topic) -> delete from the spool.
 
 Sealing happens before anything touches disk, so the spool only ever holds sealed envelopes.
-Delivery is in sequence order: at most `window` envelopes are awaiting PUBACK; after a reconnect,
+Urgent reports (offer(urgent=True)) are sealed first and sent ahead of every routine one still
+waiting, so after a day offline a concern reaches the hub before the day's summaries. When the
+spool is full it evicts its oldest routine reports and the publisher says so to the hub, in a
+`spool_dropped` event (urgent). Otherwise delivery is in sequence order: at most `window` envelopes are awaiting PUBACK; after a reconnect,
 paho re-sends those first and nothing newer is published until they are acknowledged. A PUBACK
 means only that the broker has the report: it stays spooled until a receipt covers it, and what
 no receipt covers in time is sent again, in order (agent.report.receipts). The broker holds a
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 Document = Mapping[str, Any]
 HeartbeatSource = Callable[[], Document]
 Event = Ack | LinkState | Message
+EVICTION_REPORT_S = 600.0  # evictions from a full spool are reported at most this often
 
 
 class Link(Protocol):
@@ -121,7 +125,7 @@ class Publisher:
         self._link_factory = link_factory or self._mqtt_link
         self._cond = threading.Condition()
         # Guarded by _cond: the hand-off from offer() and from paho's thread to the worker.
-        self._inbox: deque[tuple[Kind, Document]] = deque()
+        self._inbox: deque[tuple[Kind, Document, bool]] = deque()
         self._events: list[Event] = []
         self._stopping = False
         self._stop_deadline = 0.0
@@ -131,7 +135,9 @@ class Publisher:
         self._dropped_after_stop = 0
         # Owned by the worker thread.
         self._inflight: dict[int, int] = {}  # link token -> seq
-        self._cursor = 0  # highest seq handed to the link
+        self._cursor = 0  # highest seq handed to the link in the routine (in order) pass
+        self._urgent_cursor = 0  # highest urgent seq handed to the link ahead of the rest
+        self._next_eviction_report = 0.0  # monotonic time before which evictions add up
         self._hold_until = 0.0
         self._resending = False
         self._up = False
@@ -200,8 +206,9 @@ class Publisher:
             will_delay_s=self._will_delay_s,
         )
 
-    def offer(self, kind: Kind, document: Document) -> bool:
-        """Queue a report without blocking; False (and counted) if the queue is full or stopped."""
+    def offer(self, kind: Kind, document: Document, *, urgent: bool = False) -> bool:
+        """Queue a report without blocking; False (and counted) if the queue is full or stopped.
+        An urgent report goes ahead of every routine one not yet sent."""
         with self._cond:
             if self._stopping:
                 self._dropped_after_stop += 1
@@ -215,7 +222,7 @@ class Publisher:
                         self._dropped_queue_full,
                     )
                 return False
-            self._inbox.append((kind, dict(document)))
+            self._inbox.append((kind, dict(document), urgent))
             self._enqueued += 1
             self._idle = False
             self._cond.notify_all()
@@ -299,10 +306,11 @@ class Publisher:
                 inbox, self._inbox = self._inbox, deque()
                 events, self._events = self._events, []
                 stopping = self._stopping
-            for kind, document in inbox:
-                self._spool_one(kind, document)
+            for kind, document, urgent in sorted(inbox, key=lambda item: not item[2]):
+                self._spool_one(kind, document, urgent=urgent)
             try:
                 if stopping and not clean_stop_spooled:
+                    self._report_evictions(now=True)
                     self._spool_one(Kind.HEARTBEAT, {**self._heartbeat(), "clean_stop": True})
                     clean_stop_spooled = True
                 for event in events:
@@ -325,7 +333,11 @@ class Publisher:
 
     def _all_sent(self) -> bool:
         highest = self._spool.highest()
-        return highest is None or highest <= self._cursor
+        if highest is None or highest <= self._cursor:
+            return True
+        # What is above the cursor may all be urgent ones already sent ahead.
+        entry = self._next_routine()
+        return entry is None
 
     def _seal(self, kind: Kind, document: Document) -> bytes:
         seq = self._sequence.next()
@@ -344,7 +356,7 @@ class Publisher:
     def _topic(self, kind: Kind) -> str:
         return topics.up(self._identity.site, self._identity.device, kind)
 
-    def _spool_one(self, kind: Kind, document: Document) -> int | None:
+    def _spool_one(self, kind: Kind, document: Document, *, urgent: bool = False) -> int | None:
         """Seal and spool one report; its seq, or None if it was dropped (counted, logged)."""
         try:
             envelope = self._seal(kind, document)
@@ -356,13 +368,39 @@ class Publisher:
             self._seq_failures += 1
             log.warning("dropping a %s report: sequence file: %s", kind.name.lower(), exc)
             return None
+        seq = self._issued_high
         try:
-            if self._spool.put(envelope):  # a refusal is counted and logged by the spool
-                return self._issued_high
+            stored = self._spool.put(envelope, urgent=urgent)  # a refusal is counted and logged
         except SpoolError as exc:  # cannot happen for a freshly sealed envelope; contained anyway
             self._invalid += 1
             log.error("dropping a %s report: %s", kind.name.lower(), exc)
-        return None
+            return None
+        if document.get("type") != "spool_dropped":
+            self._report_evictions()
+        return seq if stored else None
+
+    def _report_evictions(self, *, now: bool = False) -> None:
+        """Tell the hub that the full spool evicted routine reports (never silently): at most
+        one `spool_dropped` event per EVICTION_REPORT_S (they add up meanwhile), and one at a
+        stop, so a spool that stays full does not fill itself with reports of its own drops."""
+        if not now and self._monotonic() < self._next_eviction_report:
+            return
+        eviction = self._spool.take_evictions()
+        if eviction is None:
+            return
+        event = {
+            "v": 1,
+            "type": "spool_dropped",
+            "at": int(self._clock() * 1000),
+            "count": eviction.count,
+            "detail": {
+                "count": eviction.count,
+                "oldest_at": eviction.oldest_ms,
+                "newest_at": eviction.newest_ms,
+            },
+        }
+        self._next_eviction_report = self._monotonic() + EVICTION_REPORT_S
+        self._spool_one(Kind.EVENT, event, urgent=True)
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, Message):
@@ -382,7 +420,7 @@ class Publisher:
             return
         self._rejected += 1
         log.warning("broker rejected report seq %d (%s); retrying later", seq, event.reason)
-        self._cursor = min(self._cursor, seq - 1)
+        self._rewind(seq - 1)
         self._hold_until = self._monotonic() + self._retry_s
 
     def _receipt(self, message: Message) -> None:
@@ -394,6 +432,7 @@ class Publisher:
         self._receipts.receipted(through)
         self._receipted += self._spool.delete_through(through)
         self._cursor = max(self._cursor, through)  # never send again what is covered
+        self._urgent_cursor = max(self._urgent_cursor, through)
         floor = self._receipts.floor_to_declare(self._spool.lowest())
         if floor is not None:
             seq = self._spool_one(Kind.EVENT, floor_event(floor, int(self._clock() * 1000)))
@@ -412,10 +451,20 @@ class Publisher:
         if self._receipts.resend_due():
             # Go back to the oldest report no receipt covers and send all from there, in order.
             self._receipts.begin_round()
-            self._cursor = min(self._cursor, (self._spool.lowest() or 1) - 1)
+            self._rewind((self._spool.lowest() or 1) - 1)
         pending = set(self._inflight.values())
+        while len(self._inflight) < self._window:  # urgent reports first, in their own order
+            seq = self._spool.urgent_after(self._urgent_cursor)
+            if seq is None:
+                break
+            self._urgent_cursor = seq
+            entry = self._spool.next_after(seq - 1)
+            if entry is None or entry.seq != seq or seq in pending:
+                continue
+            if not self._send(link, entry):
+                return
         while len(self._inflight) < self._window:
-            entry = self._spool.next_after(self._cursor)
+            entry = self._next_routine()
             if entry is None:
                 return
             self._cursor = entry.seq
@@ -424,13 +473,30 @@ class Publisher:
             if not self._send(link, entry):
                 return
 
+    def _next_routine(self) -> SpoolEntry | None:
+        """The next entry above the routine cursor that the urgent pass has not already sent
+        (the cursor moves past those)."""
+        while True:
+            entry = self._spool.next_after(self._cursor)
+            if entry is None:
+                return None
+            if entry.seq <= self._urgent_cursor and self._spool.is_urgent(entry.seq):
+                self._cursor = entry.seq  # sent ahead already
+                continue
+            return entry
+
+    def _rewind(self, seq: int) -> None:
+        """Send again from above `seq`: both passes go back."""
+        self._cursor = min(self._cursor, seq)
+        self._urgent_cursor = min(self._urgent_cursor, seq)
+
     def _send(self, link: Link, entry: SpoolEntry) -> bool:
         try:
             header = entry.header
             token = link.publish(topics.up(header.site, header.device, header.kind), entry.envelope)
         except LinkError as exc:
             log.warning("cannot publish report seq %d: %s; retrying later", entry.seq, exc)
-            self._cursor = entry.seq - 1
+            self._rewind(entry.seq - 1)
             self._hold_until = self._monotonic() + self._retry_s
             return False
         self._inflight[token] = entry.seq

@@ -17,10 +17,16 @@ log line and counted as corrupt.
 Only sealed envelopes go in: `put()` parses the header and refuses anything unsealed, so children's
 data never rests here in plaintext.
 
-Bounded by `max_bytes`: when full, NEW envelopes are refused, logged and counted as dropped.
-Nothing already accepted is evicted: dropping the oldest would silently lose the very record a
-safeguarding lead may need, while a refusal is visible in the counters the daemon exports. A full
-or failing disk is handled the same way: a counted drop with a log line; the caller lives on.
+Urgent envelopes (blocked statutory and severity 4-5 categories, bypass, tamper, concern: the
+caller decides) are named `<seq>.u.env`; the publisher sends them ahead of routine ones, so a
+backlog of a day's summaries never delays a concern (docs/protocol.md section 12.5).
+
+Bounded by `max_bytes`. When full, the OLDEST ROUTINE envelopes are evicted to make room, never
+an urgent one: an hour-old count of lookups matters less than the report that just came in. The
+eviction is counted and handed to the caller (`take_evictions()`), who reports it to the hub as
+a `spool_dropped` event, so a drop is never silent. Only when urgent envelopes alone fill the
+spool is a new one refused (logged, counted). A full or failing disk is handled the same way: a
+counted drop with a log line; the caller lives on.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"HWS1"
 _FRAME = struct.Struct(">4sII")  # magic, envelope length, CRC-32 of the envelope
-_NAME = re.compile(r"^(\d{20})\.env$")
+_NAME = re.compile(r"^(\d{20})(\.u)?\.env$")
 _TMP_SUFFIX = ".tmp"
 FILE_MODE = 0o600
 
@@ -64,18 +70,29 @@ class SpoolEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Eviction:
+    """Routine envelopes evicted to make room: how many, and the span of their report times."""
+
+    count: int
+    oldest_ms: int
+    newest_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SpoolStats:
     """Counters and size of a spool at one moment."""
 
     entries: int
     bytes: int
     spooled: int
-    dropped: int  # refused: spool full or the disk failed
+    dropped: int  # refused: spool full of urgent envelopes, or the disk failed
     corrupt: int  # discarded at start or on reading: torn or damaged
+    evicted: int = 0  # oldest routine envelopes removed to make room (reported to the hub)
+    urgent: int = 0  # urgent envelopes held
 
 
-def _file_name(seq: int) -> str:
-    return f"{seq:020d}.env"
+def _file_name(seq: int, urgent: bool = False) -> str:
+    return f"{seq:020d}.u.env" if urgent else f"{seq:020d}.env"
 
 
 class Spool:
@@ -89,6 +106,10 @@ class Spool:
         self._lock = threading.Lock()
         self._sizes: dict[int, int] = {}
         self._order: list[int] = []  # sorted sequence numbers
+        self._urgent: list[int] = []  # sorted sequence numbers of the urgent ones
+        self._times: dict[int, int] = {}  # seq -> report time (ms), for eviction reports
+        self._evicted = 0
+        self._pending_eviction: list[int] = []  # report times of evictions not yet taken
         self._bytes = 0
         self._spooled = 0
         self._dropped = 0
@@ -126,6 +147,8 @@ class Spool:
             seq = int(match.group(1))
             self._sizes[seq] = size
             self._order.append(seq)
+            if match.group(2):
+                self._urgent.append(seq)
             self._bytes += size
         if self._order:
             log.info(
@@ -144,7 +167,7 @@ class Spool:
         except OSError as exc:
             log.warning("spool: discarding unreadable file %s: %s", path, exc)
             return None
-        if len(prefix) < _FRAME.size:
+        if len(prefix) < _FRAME.size:  # (the report time is read later, only if evicted)
             log.warning("spool: discarding truncated file %s (%d bytes)", path, size)
             return None
         magic, length, _crc = _FRAME.unpack(prefix)
@@ -153,8 +176,10 @@ class Spool:
             return None
         return size
 
-    def put(self, envelope: bytes) -> bool:
-        """Store a sealed envelope durably; False (counted, logged) if full or the disk fails.
+    def put(self, envelope: bytes, *, urgent: bool = False) -> bool:
+        """Store a sealed envelope durably; False (counted, logged) if it cannot be: the spool
+        holds only urgent envelopes and no room is left, or the disk fails. To make room the
+        oldest routine envelopes are evicted (take_evictions()).
 
         Raises SpoolError if `envelope` is not a sealed envelope: that is a programming error.
         """
@@ -165,24 +190,88 @@ class Spool:
         if header.suite is SuiteId.NONE:
             raise SpoolError("refusing to spool an unsealed envelope")
         frame = _FRAME.pack(MAGIC, len(envelope), zlib.crc32(envelope)) + envelope
+        if len(frame) > self._max_bytes:
+            with self._lock:
+                self._refuse(header.seq, f"larger than the whole spool ({self._max_bytes} bytes)")
+            return False
         with self._lock:
-            if self._bytes + len(frame) > self._max_bytes:
-                self._refuse(header.seq, f"full ({self._bytes} of {self._max_bytes} bytes)")
+            victims = self._make_room(len(frame))
+            if victims is None:
+                self._refuse(header.seq, f"full of urgent reports ({self._bytes} bytes)")
                 return False
+        for seq in victims:
+            self._unlink(self._dir / _file_name(seq))
+        with self._lock:
             try:
-                self._write(header.seq, frame)
+                self._write(_file_name(header.seq, urgent), frame)
             except OSError as exc:
                 self._refuse(header.seq, f"cannot write: {exc}")
                 return False
             self._full_logged = False
             self._sizes[header.seq] = len(frame)
-            if self._order and header.seq < self._order[-1]:
-                bisect.insort(self._order, header.seq)
-            else:
-                self._order.append(header.seq)
+            self._times[header.seq] = header.time_ms
+            _insert(self._order, header.seq)
+            if urgent:
+                _insert(self._urgent, header.seq)
             self._bytes += len(frame)
             self._spooled += 1
             return True
+
+    def _make_room(self, needed: int) -> list[int] | None:
+        """Forget the oldest routine entries until `needed` more bytes fit; the evicted seqs
+        (to unlink), or None if even evicting every routine entry would not make room."""
+        if self._bytes + needed <= self._max_bytes:
+            return []
+        urgent = set(self._urgent)
+        free = self._max_bytes - self._bytes
+        victims: list[int] = []
+        for seq in self._order:
+            if free >= needed:
+                break
+            if seq in urgent:
+                continue
+            victims.append(seq)
+            free += self._sizes[seq]
+        if free < needed:
+            return None
+        for seq in victims:
+            self._pending_eviction.append(self._times.get(seq) or self._time_of(seq))
+            self._forget(seq)
+        self._evicted += len(victims)
+        log.warning(
+            "spool %s: full; evicted the %d oldest routine reports (%d evicted so far)",
+            self._dir,
+            len(victims),
+            self._evicted,
+        )
+        return victims
+
+    def _time_of(self, seq: int, urgent: bool = False) -> int:
+        """The report time of an entry found at start (its header is read only when needed)."""
+        try:
+            data = (self._dir / _file_name(seq, urgent)).read_bytes()
+            return split(data[_FRAME.size :])[0].time_ms
+        except (OSError, OpenError):
+            return 0
+
+    def take_evictions(self) -> Eviction | None:
+        """What was evicted since the last call (to report to the hub), or None."""
+        with self._lock:
+            times, self._pending_eviction = self._pending_eviction, []
+        known = [t for t in times if t > 0] or [0]
+        return Eviction(len(times), min(known), max(known)) if times else None
+
+    def is_urgent(self, seq: int) -> bool:
+        """True if the entry numbered `seq` is held and urgent."""
+        with self._lock:
+            index = bisect.bisect_left(self._urgent, seq)
+            return index < len(self._urgent) and self._urgent[index] == seq
+
+    def urgent_after(self, seq: int) -> int | None:
+        """The lowest urgent seq above `seq`, or None."""
+        with self._lock:
+            index = bisect.bisect_right(self._urgent, seq)
+            return self._urgent[index] if index < len(self._urgent) else None
 
     def _refuse(self, seq: int, reason: str) -> None:
         self._dropped += 1
@@ -197,10 +286,10 @@ class Spool:
             )
             self._full_logged = True
 
-    def _write(self, seq: int, frame: bytes) -> None:
+    def _write(self, name: str, frame: bytes) -> None:
         # Temporary file, fsync, rename, fsync the directory: a crash leaves either the whole
         # entry or a ".*.tmp" file that _scan() discards.
-        write_atomic(self._dir / _file_name(seq), frame, FILE_MODE)
+        write_atomic(self._dir / name, frame, FILE_MODE)
 
     def next_after(self, seq: int) -> SpoolEntry | None:
         """The oldest readable entry with a sequence number above `seq`, or None.
@@ -219,7 +308,7 @@ class Spool:
             seq = candidate
 
     def _read(self, seq: int) -> SpoolEntry | None:
-        path = self._dir / _file_name(seq)
+        path = self._path(seq)
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -238,19 +327,23 @@ class Spool:
         self._discard(seq)
         return None
 
+    def _path(self, seq: int) -> Path:
+        return self._dir / _file_name(seq, self.is_urgent(seq))
+
     def _discard(self, seq: int) -> None:
-        self._unlink(self._dir / _file_name(seq))
+        self._unlink(self._path(seq))
         with self._lock:
             self._forget(seq)
             self._corrupt += 1
 
     def delete(self, seq: int) -> None:
         """Remove one entry. Unknown numbers are ignored."""
+        path = self._path(seq)
         with self._lock:
             if seq not in self._sizes:
                 return
             self._forget(seq)
-        self._unlink(self._dir / _file_name(seq))
+        self._unlink(path)
 
     def delete_through(self, seq: int) -> int:
         """Remove every entry numbered `seq` or lower (a receipt covers them); how many."""
@@ -258,10 +351,14 @@ class Spool:
             end = bisect.bisect_right(self._order, seq)
             covered = self._order[:end]
             del self._order[:end]
+            urgent_end = bisect.bisect_right(self._urgent, seq)
+            urgent = set(self._urgent[:urgent_end])
+            del self._urgent[:urgent_end]
             for number in covered:
                 self._bytes -= self._sizes.pop(number)
+                self._times.pop(number, None)
         for number in covered:
-            self._unlink(self._dir / _file_name(number))
+            self._unlink(self._dir / _file_name(number, number in urgent))
         return len(covered)
 
     def lowest(self) -> int | None:
@@ -279,9 +376,11 @@ class Spool:
         if size is None:
             return
         self._bytes -= size
-        index = bisect.bisect_left(self._order, seq)
-        if index < len(self._order) and self._order[index] == seq:
-            del self._order[index]
+        self._times.pop(seq, None)
+        for order in (self._order, self._urgent):
+            index = bisect.bisect_left(order, seq)
+            if index < len(order) and order[index] == seq:
+                del order[index]
 
     @staticmethod
     def _unlink(path: Path) -> None:
@@ -305,4 +404,22 @@ class Spool:
                 spooled=self._spooled,
                 dropped=self._dropped,
                 corrupt=self._corrupt,
+                evicted=self._evicted,
+                urgent=len(self._urgent),
             )
+
+    def oldest_time_ms(self) -> int | None:
+        """The report time of the oldest entry held (None if empty): the oldest unreceipted."""
+        with self._lock:
+            if not self._order:
+                return None
+            seq = self._order[0]
+            known = self._times.get(seq)
+        return known if known is not None else self._time_of(seq, self.is_urgent(seq))
+
+
+def _insert(order: list[int], seq: int) -> None:
+    if order and seq < order[-1]:
+        bisect.insort(order, seq)
+    else:
+        order.append(seq)
