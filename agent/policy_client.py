@@ -43,23 +43,41 @@ def accept_policy(identity_dir: Path, data: bytes) -> SignedMessage:
     Raises OpenError: bad_signature (tampered), wrong_key (another hub), unknown_device (another
     site or device), replay (older than the last accepted version), malformed or schema.
     """
+    message = verify_policy(identity_dir, data)
+    keep_policy(identity_dir, data, message)
+    return message
+
+
+def policy_stream(data: bytes) -> str:
+    """"site" or "device": which of the two version streams a signed policy belongs to."""
+    return _stream(data)
+
+
+def verify_policy(identity_dir: Path, data: bytes) -> SignedMessage:
+    """Check a policy as accept_policy does, without keeping it (the caller applies it first,
+    and keeps it only if that worked). Raises OpenError."""
     identity_dir = Path(identity_dir)
     identity = Identity.load(identity_dir)
-    stream = _stream(data)
     versions = accepted_versions(identity_dir)
-    message = open_signed(
+    return open_signed(
         data,
         hub_keys=identity.hub_verify_keys,
         site=identity.site,
         device=identity.device,
-        min_version=versions[stream],
+        min_version=versions[_stream(data)],
     )
+
+
+def keep_policy(identity_dir: Path, data: bytes, message: SignedMessage) -> None:
+    """Keep a verified policy as the last accepted of its stream (and follow its hub key)."""
+    identity_dir = Path(identity_dir)
+    stream = _stream(data)
+    versions = accepted_versions(identity_dir)
     write_atomic(identity_dir / f"policy-{stream}.msg", data, PUBLIC_MODE)
     versions[stream] = message.version
     write_json(identity_dir / STATE_FILE, dict(versions), private=False)
-    _follow_hub_key(identity_dir, identity, message)
+    _follow_hub_key(identity_dir, Identity.load(identity_dir), message)
     log.info("accepted %s policy version %d", stream, message.version)
-    return message
 
 
 def current_policy(identity_dir: Path, stream: str = "device") -> SignedMessage | None:

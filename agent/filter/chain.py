@@ -93,8 +93,9 @@ def build_chain(
         # 6. Anti-bypass rules after SafeSearch (so its HTTPS rule names the rewrite) and
         #    before anything could forward the canaries upstream.
         BypassLink(),
-        # 7. The beacon: our own private zone is answered here and never forwarded.
-        BeaconLink(spec.beacon_site, beacon_key),
+        # 7. The beacon: our own private zone (beacon and self-check names) is answered here
+        #    and never forwarded.
+        BeaconLink(spec.beacon_site, beacon_key, spec.self_check_key),
         # 8. Only now is the answer worth looking up: the cache, then the upstreams. Both block
         #    an answer whose CNAME, DNAME or SVCB/HTTPS target links 2-4 would block (cloaking),
         #    per group and on every cache hit: the cache is shared and outlives reloads.

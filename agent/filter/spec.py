@@ -110,6 +110,9 @@ class FilterSpec:
     max_udp_size: int = 1232
     cache: CacheSpec = field(default_factory=CacheSpec)
     beacon_site: str | None = None  # answer signed beacon queries for this site
+    # The laptop agent's tamper watch: answer the self-check name (agent/filter/selfcheck.py).
+    # A secret: kept out of repr, so a logged spec never shows it.
+    self_check_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         names = [g.name for g in self.groups]

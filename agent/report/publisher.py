@@ -108,6 +108,8 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         link_factory: LinkFactory | None = None,
+        subscriptions: tuple[str, ...] = (),
+        on_message: Callable[[Message], None] | None = None,
     ) -> None:
         if queue_size <= 0 or window <= 0:
             raise ValueError("queue_size and window must be positive")
@@ -123,6 +125,9 @@ class Publisher:
         self._clock = clock
         self._monotonic = monotonic
         self._link_factory = link_factory or self._mqtt_link
+        # More topics (the device's policies) and who gets their messages (on the worker thread).
+        self._subscriptions = subscriptions
+        self._on_message = on_message
         self._cond = threading.Condition()
         # Guarded by _cond: the hand-off from offer() and from paho's thread to the worker.
         self._inbox: deque[tuple[Kind, Document, bool]] = deque()
@@ -183,7 +188,7 @@ class Publisher:
         will_doc["clean_stop"] = False
         will = Will(self._topic(Kind.HEARTBEAT), self._seal(Kind.HEARTBEAT, will_doc))
         receipts = [receipt_topic(self._identity.site, self._identity.device)]
-        link = self._link_factory(will, receipts, self._post_event)
+        link = self._link_factory(will, [*receipts, *self._subscriptions], self._post_event)
         self._link = link
         self._thread = threading.Thread(target=self._run, name="hedgerow-publisher", daemon=True)
         self._thread.start()
@@ -262,6 +267,10 @@ class Publisher:
         if self._link is not None:
             self._link.stop()
             self._link = None
+
+    def oldest_unreceipted_ms(self) -> int | None:
+        """The report time of the oldest report no receipt covers yet (None: all receipted)."""
+        return self._spool.oldest_time_ms()
 
     def stats(self) -> PublisherStats:
         """A snapshot of the counters."""
@@ -404,7 +413,10 @@ class Publisher:
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, Message):
-            self._receipt(event)
+            if event.topic in self._subscriptions and self._on_message is not None:
+                self._on_message(event)
+            else:
+                self._receipt(event)
             return
         if isinstance(event, LinkState):
             self._up = event.connected

@@ -150,6 +150,33 @@ _CLIENT = _obj(
     {"mac": _mac, "user": _str(255), "hostname": _str(255)},
 )
 _BLOCKED = _obj({"name": _name, "category": _id, "count": _int})
+_SITE_STATE = _one_of("on_site", "off_site", "captive", "unknown")
+# A laptop agent's summary: where it was in the window, and what the laptop did (protocol 6.4).
+_SITE = _obj(
+    {},
+    {
+        "state": _SITE_STATE,
+        "on_site_s": _int,
+        "off_site_s": _int,
+        "captive_s": _int,
+        "unknown_s": _int,
+        "network": _str(64),
+    },
+)
+_ACTIVITY = _obj(
+    {},
+    {
+        "user": _str(255),
+        "users": _int,
+        "awake_s": _int,
+        "active_s": _int,
+        "processes_new": _map(_int, 1_000),
+        "processes_new_count": _int,
+        "flagged_apps": _list(_obj({"name": _str(255), "count": _int}), 256),
+        "tunnels": _list(_str(63), 64),
+        "interfaces": _map(_obj({}, {"rx_bytes": _int, "tx_bytes": _int}), 64),
+    },
+)
 _ALLOWED = _obj({"domain": _name, "count": _int})
 
 _ENROLL_REQUEST = _obj(
@@ -204,6 +231,8 @@ SCHEMAS: dict[Kind, Check] = {
             "location": _one_of("onsite", "offsite", "unknown"),
             "policy_version": _int,
             "counts_only": _bool,
+            "site": _SITE,
+            "activity": _ACTIVITY,
         },
     ),
     Kind.EVENT: _obj(
@@ -224,6 +253,9 @@ SCHEMAS: dict[Kind, Check] = {
             "filter_active": _bool,
             "resolver": _str(255),
             "software": _str(63),
+            "site_state": _SITE_STATE,
+            "spool_depth": _int,
+            "health": _list(_str(255), 32),
         },
     ),
     Kind.ENROLL: _enroll,

@@ -2,7 +2,8 @@
 engine reads (groups, upstreams, cache, endpoints) are agent.filter.spec's values."""
 
 from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
-from agent.dns.config.reader import load_config, parse_endpoint
+from agent.dns.config.reader import load_config
+from agent.filter.addresses import parse_endpoint
 from agent.filter.spec import (
     CacheSpec,
     Endpoint,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from agent.dns.config.clients import read_clients
 from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
 from agent.dns.paths import LIST_CACHE_DIR
+from agent.filter.addresses import parse_endpoint, parse_upstream
 from agent.filter.lists.model import ListError, ListSpec, is_url, url_problem
 from agent.filter.schedule import Schedule, ScheduleError, parse_schedule
 from agent.filter.spec import (
@@ -71,27 +72,8 @@ class Recovery:
         )
 
 
-def parse_endpoint(text: str) -> Endpoint:
-    """'1.2.3.4:53' or '[::1]:53' (an IP literal, not a host name); raises ValueError."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("must be IP:PORT or [IPv6]:PORT with a port from 1 to 65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:53")
-    ipaddress.ip_address(host)
-    return Endpoint(host, int(port_text), text)
-
-
 def _upstream(text: str) -> UpstreamServer:
-    tls = text.startswith("tls://")
-    rest = text[len("tls://") :] if tls else text
-    rest, _, server_name = rest.partition("#")
-    if tls and rest.rpartition(":")[1] == "":
-        rest += ":853"
-    endpoint = parse_endpoint(rest)
-    return UpstreamServer(endpoint.host, endpoint.port, tls, server_name or None, text)
+    return parse_upstream(text)
 
 
 def _problem(check: Callable[[str], object], value: str) -> str | None:
