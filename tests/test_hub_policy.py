@@ -171,7 +171,7 @@ def test_policy_publish_command_over_mosquitto(tmp_path: Path, broker: Mosquitto
         "[policy]\ndefault_group = 'nobody'\n",
         "[policy]\ncounts_only_classes = ['toaster']\n",
         "[policy.groups.pupils]\nblock = ['Not A Name']\n",
-        "[policy.groups.pupils]\nallow = []\n",
+        "[policy.groups.pupils]\nallow = ['not a domain!']\n",
     ],
 )
 def test_policy_settings_are_strict(tmp_path: Path, toml: str) -> None:

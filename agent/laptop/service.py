@@ -48,6 +48,14 @@ SOFTWARE = "hedgerow-agent 0.1.0"
 SAMPLE_S = 10.0  # activity and bypass baseline
 TAMPER_S = 30.0  # the OS resolver checked
 STATUS_S = 5.0  # status file rewritten
+# Health problem names (status, heartbeat) -> the kinds the hub's health rule knows.
+HEALTH_KINDS = {
+    "sniffer": "sniffer_unavailable",
+    "netlink": "netlink_unavailable",
+    "filter": "filter_failed",
+    "resolver": "resolver_unmanaged",
+    "policy": "policy_refused",
+}
 LOCATION = {
     SiteState.ON_SITE: "onsite",
     SiteState.OFF_SITE: "offsite",
@@ -94,6 +102,8 @@ class AgentService:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_publish_ms: int | None = None
+        self._told: dict[str, str] = {}  # health problems told to the hub
+        self._seen_before: set[str] = set()
 
     # Start and stop.
 
@@ -259,6 +269,18 @@ class AgentService:
         self._check_now.set()
         if self.resolver is not None:
             self._apply_resolver()  # NetworkManager rewrites per-link DNS after a switch
+        if self.sniffer is not None:
+            self._spawn(self._restart_sniffer())
+
+    async def _restart_sniffer(self) -> None:
+        """The sniffer captures the interfaces up when its child starts: a new one needs a
+        new child."""
+        sniffer = self.sniffer
+        if sniffer is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sniffer.stop)
+        await loop.run_in_executor(None, sniffer.start)
 
     def _beacon_servers(self) -> list[tuple[str, int]]:
         servers: list[tuple[str, int]] = []
@@ -469,8 +491,15 @@ class AgentService:
             self._loop.call_soon_threadsafe(self._bypass, finding)
 
     def _bypass(self, finding: Any) -> None:
-        detail = {k: v for k, v in finding.to_json().items() if isinstance(v, str | int | bool)}
-        detail = {k: (v[:1024] if isinstance(v, str) else v) for k, v in list(detail.items())[:64]}
+        raw = finding.to_json()
+        extra = raw.pop("detail", None) or {}
+        merged = {**{f"{k}": v for k, v in extra.items()}, **raw}  # e.g. the tunnel's interface
+        detail = {
+            k: (v[:1024] if isinstance(v, str) else v)
+            for k, v in merged.items()
+            if isinstance(v, str | int | bool) and v != ""
+        }
+        detail = dict(list(detail.items())[:64])
         self._offer_event("bypass", detail, urgent=True, category=_method_category(finding.method))
 
     def _allowed_dns(self) -> list[str]:
@@ -522,7 +551,21 @@ class AgentService:
     async def _status_loop(self) -> None:
         while True:
             self.status.write(self.snapshot())
+            self._tell_health()
             await asyncio.sleep(STATUS_S)
+
+    def _tell_health(self) -> None:
+        """A `health` event when a part stops working (`<kind>`) and when it works again
+        (`<kind>_recovered`): the hub keeps one alert per kind per device."""
+        seen = {HEALTH_KINDS.get(k, k): v for k, v in self._problems().items()}
+        # Told only once it has lasted two looks (a sniffer child still starting is no problem).
+        now = {k: v for k, v in seen.items() if k in self._seen_before or k in self._told}
+        self._seen_before = set(seen)
+        for kind in now.keys() - self._told.keys():
+            self._offer_event("health", {"problem": kind, "error": now[kind][:1024]}, urgent=False)
+        for kind in self._told.keys() - now.keys():
+            self._offer_event("health", {"problem": f"{kind}_recovered"}, urgent=False)
+        self._told = now
 
     def _problems(self) -> dict[str, str]:
         problems = dict(self.health)

@@ -18,7 +18,7 @@ from hub.alerts import AlertListener, Finding, record_many
 from hub.config import load_config
 from hub.errors import StoreError
 from hub.model import StoredReport
-from hub.rules import blocked, bypass, health, offsite, security, silent, tamper
+from hub.rules import blocked, bypass, concern, health, offsite, security, silent, tamper
 from hub.rules.attempts import count_once
 from hub.rules.settings import RulesConfig, load_rules
 from hub.store import Database
@@ -39,6 +39,7 @@ CheckMany = Callable[[Database, RulesConfig, Sequence[StoredReport]], list[list[
 # with a check_many reads the database once for a whole batch (its check() is the same code
 # for one report); the others are called per report.
 REPORT_RULES: tuple[tuple[str, Check, CheckMany | None], ...] = (
+    (concern.RULE, concern.check, None),  # first: a person asked for help
     (blocked.RULE, blocked.check, blocked.check_many),
     (bypass.RULE, bypass.check, None),
     (tamper.RULE, tamper.check, None),

@@ -127,11 +127,25 @@ class SilentRule:
 
 @dataclass(frozen=True, slots=True)
 class HealthRule:
-    """health: a device says part of its filtering is not working (a list it cannot load)."""
+    """health: a device says part of its filtering is not working (a list it cannot load, a
+    laptop agent's part that failed, reports it had to drop)."""
 
     enabled: bool = True
     list_missing_severity: int = 4  # a category the school filters is not filtered
     statutory_missing_severity: int = 4  # everything blocked: the school has no web access
+    filter_failed_severity: int = 4  # a laptop's own filter failed
+    sniffer_unavailable_severity: int = 2  # bypass seen from connections only, not packets
+    netlink_unavailable_severity: int = 2  # network changes noticed by the 60 s re-check only
+    other_problem_severity: int = 2  # a problem kind this hub does not know yet
+    spool_dropped_severity: int = 3  # routine summaries lost: a gap in the record
+
+
+@dataclass(frozen=True, slots=True)
+class ConcernRule:
+    """concern: a pupil or teacher reported something upsetting seen on a laptop."""
+
+    enabled: bool = True  # turning it off is not recommended (docs/alerts.md)
+    severity: int = 4
 
 
 DEFAULT_SECURITY_REASONS = (
@@ -168,6 +182,7 @@ class RulesConfig:
     silent: SilentRule = SilentRule()
     security: SecurityRule = SecurityRule()
     health: HealthRule = HealthRule()
+    concern: ConcernRule = ConcernRule()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -346,6 +361,26 @@ def _health(s: Section) -> HealthRule:
         statutory_missing_severity=_severity(
             s, "statutory_missing_severity", d.statutory_missing_severity
         ),
+        filter_failed_severity=_severity(s, "filter_failed_severity", d.filter_failed_severity),
+        sniffer_unavailable_severity=_severity(
+            s, "sniffer_unavailable_severity", d.sniffer_unavailable_severity
+        ),
+        netlink_unavailable_severity=_severity(
+            s, "netlink_unavailable_severity", d.netlink_unavailable_severity
+        ),
+        other_problem_severity=_severity(s, "other_problem_severity", d.other_problem_severity),
+        spool_dropped_severity=_severity(s, "spool_dropped_severity", d.spool_dropped_severity),
+    )
+    s.done()
+    return rule
+
+
+def _concern(s: Section) -> ConcernRule:
+    d = ConcernRule()
+    rule = ConcernRule(
+        enabled=s.flag("enabled", d.enabled),
+        # 1-5, not 0: a concern is always an alert while the rule is on.
+        severity=int(s.integer("severity", d.severity, lo=1, hi=5)),
     )
     s.done()
     return rule
@@ -384,6 +419,7 @@ def parse_rules(raw: object, source: str = "") -> RulesConfig:
         silent=_silent(_sub(root, "silent_device")),
         security=_security(_sub(root, "security")),
         health=_health(_sub(root, "health")),
+        concern=_concern(_sub(root, "concern")),
     )
     root.done()
     return config

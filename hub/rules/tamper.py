@@ -1,5 +1,7 @@
 """tamper: an agent that died without a clean stop (its MQTT last will), a filter switched off, a
-laptop's resolver changed, a device clock more than a few minutes out, or a policy left stale.
+laptop's resolver changed (a "resolver_changed" event, a heartbeat naming another resolver, or
+the agent's "tamper" event: it found its DNS setting changed and restored it), a device clock
+more than a few minutes out, or a policy left stale.
 
 Clock skew is judged on heartbeats only: summaries and events may be spooled for days and are
 legitimately old, while a heartbeat is sealed just before it is sent. A last will is sealed
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from common.wire.header import Kind
@@ -29,6 +32,14 @@ RULE = "tamper"
 LAPTOPS = ("pupil-laptop", "staff-laptop")
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
+TAMPER_EVENT = "tamper"
+MAX_SHOWN = 100  # what a sentence shows of a resolver the device names
+_KEY = re.compile(r"[a-z0-9_]{1,40}")  # a "tamper" event's `what` becomes the alert key
+_HUB_KEYS = ("last_will", "filter_disabled", "clock_skew", "policy_stale")
+_TAMPER_WORDS = {
+    "resolver_changed": "the DNS resolver was changed behind the agent's back",
+    "filter_unreachable": "the system's DNS stopped reaching the agent's filter",
+}
 
 
 def previous_resolver(db: Database, report: StoredReport) -> str | None:
@@ -53,9 +64,33 @@ def _resolver_event(payload: dict[str, Any]) -> str:
     detail = payload.get("detail")
     detail = detail if isinstance(detail, dict) else {}
     old, new = detail.get("from"), detail.get("to")
+    old = None if old is None else str(old)[:MAX_SHOWN]
+    new = None if new is None else str(new)[:MAX_SHOWN]
     if old is not None and new is not None:
         return f" from {old} to {new}"
     return f" to {new}" if new is not None else ""
+
+
+def _tamper_event(rules: RulesConfig, payload: dict[str, Any], label: str) -> tuple[int, str, str]:
+    """A laptop agent found its DNS setting changed behind its back ("tamper" event): the
+    key is what changed (`resolver_changed` shares the resolver_changed event's alert)."""
+    detail = payload.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    what = detail.get("what")
+    key = what if isinstance(what, str) and _KEY.fullmatch(what) else "tamper"
+    if key in _HUB_KEYS:  # the hub's own findings: a device must not open or close those
+        key = "tamper"
+    said = _TAMPER_WORDS.get(key, f"its DNS setting was tampered with ({key.replace('_', ' ')})")
+    if key in ("resolver_changed", "tamper"):
+        said += _resolver_event(payload)
+    restored = detail.get("restored")
+    if restored is True:
+        after = "; the agent restored its setting"
+    elif restored is False:
+        after = "; the agent could not restore its setting"
+    else:
+        after = ""
+    return rules.tamper.resolver_changed_severity, key, f"On {label}, {said}{after}."
 
 
 def _heartbeat(
@@ -96,25 +131,25 @@ def _heartbeat(
 
 
 def check(db: Database, rules: RulesConfig, report: StoredReport) -> list[Finding]:
-    """Findings from a heartbeat, or from a laptop's "resolver_changed" event."""
+    """Findings from a heartbeat, or from a laptop's "resolver_changed" or "tamper" event."""
     if not rules.tamper.enabled or report.kind == Kind.SUMMARY:
         return []
     label = device_label(report.site, report.device, report.device_class)
     found: list[tuple[int, str, str]] = []
     if report.kind == Kind.HEARTBEAT:
         found = _heartbeat(db, rules, report, label)
-    elif (
-        report.kind == Kind.EVENT
-        and report.payload.get("type") == "resolver_changed"
-        and report.device_class in LAPTOPS
-    ):
-        found.append(
-            (
-                rules.tamper.resolver_changed_severity,
-                "resolver_changed",
-                f"{label}'s DNS resolver was changed{_resolver_event(report.payload)}.",
+    elif report.kind == Kind.EVENT and report.device_class in LAPTOPS:
+        event = report.payload.get("type")
+        if event == "resolver_changed":
+            found.append(
+                (
+                    rules.tamper.resolver_changed_severity,
+                    "resolver_changed",
+                    f"{label}'s DNS resolver was changed{_resolver_event(report.payload)}.",
+                )
             )
-        )
+        elif event == TAMPER_EVENT:
+            found.append(_tamper_event(rules, report.payload, label))
     return [
         report_finding(
             report, rule=RULE, severity=severity, group=report.group, key=key, summary=summary

@@ -23,7 +23,13 @@ _CLASS_NAMES = {
 }
 # What the laptop agent's "bypass" events name that is not a category of the shared
 # vocabulary (common/categories.py names those).
-_METHOD_NAMES = {"hardcoded_dns": "a hard-coded DNS server"}
+_METHOD_NAMES = {
+    "hardcoded_dns": "a hard-coded DNS server",
+    "doq": "DNS-over-QUIC",
+    "dns_elsewhere": "plain DNS to a server other than the filter",
+    "flagged_app": "a flagged app (a VPN client, Tor or a proxy)",
+    "tunnel": "a tunnel (a VPN interface such as tun or wg)",
+}
 
 
 def device_label(site: str, device: str, device_class: str | None) -> str:
@@ -77,6 +83,12 @@ def category_label(category: str) -> str:
     if shared is not None:
         return shared.said
     return _METHOD_NAMES.get(category, category.replace("_", " "))
+
+
+def event_time(report: StoredReport) -> int:
+    """When an event happened: its `at` (device clock), else when it was sealed."""
+    at = report.payload.get("at")
+    return at if type(at) is int and at > 0 else report.time_ms
 
 
 def clock(ms: int, zone: ZoneInfo) -> str:
