@@ -86,6 +86,17 @@ class Mosquitto:
         wait_port(self.port)
 
 
+@contextmanager
+def daemon(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A Hedgerow daemon in a subprocess, its output in `log`, stopped by its PID (SIGTERM)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*args], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
 def _spawn_mosquitto(conf: Path, log: Path) -> subprocess.Popen[bytes]:
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.path.exists(exe):

@@ -23,21 +23,10 @@ from hub.cli import main as hub_main
 from hub.config import HubConfig
 from tests.dns_support import FakeUpstream, dig, free_dns_port, write_config
 from tests.hub_ingest_fixtures import make_hub, query
-from tests.services import Mosquitto, stop_process
+from tests.services import Mosquitto, daemon
 from tests.waiting import wait_until
 
 BIN = Path(sys.executable).parent
-
-
-@contextmanager
-def daemon(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A Hedgerow daemon in a subprocess, stopped by its PID with SIGTERM."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*args], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def reports(hub: HubConfig, kind: str) -> int:

@@ -155,8 +155,82 @@ def cmd_report_concern(args: argparse.Namespace) -> int:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = ""
-    ask(config.control_socket, {"op": "concern", "text": text, "user": user}, timeout=10)
+    request = {"op": "concern", "text": text, "user": user}
+    try:
+        ask(config.control_socket, request, timeout=10)
+    except ControlError as exc:
+        if not _send_concern_directly(config, text, user):
+            raise ControlError(f"{exc}; ask a teacher to report it instead") from exc
     print("Thank you. Your concern has been sent to the school's safeguarding lead.")
+    return 0
+
+
+def _send_concern_directly(config: AgentConfig, text: str, user: str) -> bool:
+    """With the agent not running: seal and spool the concern ourselves, if this user may read
+    the device's keys (root, or the technician), and try to send it for a few seconds; the
+    agent sends whatever is still spooled when it next runs. False if the keys are not ours."""
+    import time
+
+    from agent.report import Publisher
+    from common.wire.header import Kind
+
+    try:
+        Identity.load(config.identity_dir)
+    except (IdentityError, OSError):
+        return False
+    heartbeat = {"v": 1, "uptime_s": 0, "policy_version": 0, "software": "hedgerow-agent"}
+    publisher = Publisher.open(
+        config.identity_dir,
+        config.spool_dir,
+        lambda: heartbeat,
+        broker_url=config.hub_url,
+        max_spool_bytes=config.report.max_spool_mb * 1024 * 1024,
+    )
+    detail = {"text": text[:1024], **({"user": user[:255]} if user else {})}
+    event = {"v": 1, "type": "concern", "at": int(time.time() * 1000), "detail": detail}
+    publisher.start()
+    try:
+        publisher.offer(Kind.EVENT, event, urgent=True)
+        if not publisher.drain(10):
+            print("(no connection to the hub now: it is kept and sent later)", file=sys.stderr)
+    finally:
+        publisher.stop(timeout=2)
+    return True
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    """Undo everything the agent did to this laptop's DNS settings (stop `run` first); with
+    --purge also delete the state directory (identity, spool, policy)."""
+    config = _config(args)
+    try:
+        ask(config.control_socket, {"op": "status"}, timeout=3)
+    except ControlError:
+        pass
+    else:
+        print("hedgerow-agent uninstall: the agent is running: stop it first", file=sys.stderr)
+        return 1
+    from agent.laptop.resolver.choose import choose
+
+    resolver = choose(config.state_dir / "resolver", resolv_conf=config.filter.resolv_conf)
+    found = resolver.cleanup_leftovers()
+    resolver.restore()
+    print(f"DNS settings ({resolver.name}): " + ("restored" if found else "nothing to undo"))
+    for path in (config.control_socket, config.status_file):
+        path.unlink(missing_ok=True)
+    if args.purge:
+        import shutil
+
+        spool = config.spool_dir
+        waiting = len(list(spool.glob("*.env"))) if spool.is_dir() else 0
+        if waiting and not args.force:
+            print(
+                f"hedgerow-agent uninstall: {waiting} reports are not yet receipted by the hub "
+                "(run `hedgerow-agent flush` while the agent runs, or add --force to lose them)",
+                file=sys.stderr,
+            )
+            return 1
+        shutil.rmtree(config.state_dir, ignore_errors=True)
+        print(f"removed {config.state_dir}")
     return 0
 
 
@@ -200,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     concern.add_argument("text", nargs="*", help="what was seen (asked for if not given)")
     concern.set_defaults(func=cmd_report_concern)
+    uninstall = command("uninstall", "undo the agent's DNS settings (and with --purge its state)")
+    uninstall.add_argument("--purge", action="store_true", help="also delete the state directory")
+    uninstall.add_argument(
+        "--force", action="store_true", help="with --purge: even if reports wait"
+    )
+    uninstall.set_defaults(func=cmd_uninstall)
     show = command("show", "show this device's enrolled identity (no secrets)")
     show.add_argument(
         "--identity", type=Path, help="identity directory (default: the config's state_dir)"
