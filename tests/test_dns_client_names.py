@@ -25,8 +25,8 @@ from hub.model import StoredReport
 from hub.rules.wording import who
 from tests.dns_support import FakeUpstream, dig, free_dns_port, write_config
 from tests.hub_ingest_fixtures import make_hub, query
-from tests.services import Mosquitto
-from tests.test_dns_to_hub import BIN, _alerts, _answers, daemon
+from tests.services import Mosquitto, daemon
+from tests.test_dns_to_hub import BIN, _alerts, _answers
 from tests.test_report_publisher import opened_in_order
 from tests.test_report_support import make_device, subscriber
 from tests.waiting import wait_until

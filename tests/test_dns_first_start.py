@@ -25,15 +25,16 @@ from agent.filter.catalog import STATUTORY_MISSING, FailClosed, serving
 from agent.filter.lists import CategoryIndex, ListError, ListRefresher, ListSpec
 from agent.filter.lists.snapshot import FILE
 from hub.cli import main as hub_main
+from hub.config import HubConfig
 from hub.rules import RuleEngine, RulesConfig
 from hub.rules.settings import HealthRule
 from hub.store import Database
 from tests.dns_support import FakeUpstream, dig, free_dns_port, raw, write_config
 from tests.hub_ingest_fixtures import make_hub
-from tests.services import Mosquitto, free_port, stop_process
+from tests.services import Mosquitto, daemon, free_port, stop_process
 from tests.test_dns_lists_refresh import ListServer
 from tests.test_dns_refresh import _Log
-from tests.test_dns_to_hub import BIN, _alerts, _answers, daemon, summarised
+from tests.test_dns_to_hub import BIN, _alerts, _answers, summarised
 from tests.test_hub_rules_support import (
     T0,
     RecordingListener,
@@ -405,38 +406,46 @@ def test_what_is_blocked_while_the_statutory_list_is_missing_raises_no_abuse_ale
             config.write_text(text.replace(local, f'source = "{iwf.url}"'))
             assert dns_main(["enroll", "--config", str(config), "--bundle", str(bundle)]) == 0
             hub_log, dns_log = tmp_path / "hub.log", tmp_path / "dns.log"
-            with (
-                daemon(f"{BIN}/hedgerow-hub", "serve", "--config", str(hub.path), log=hub_log),
-                daemon(f"{BIN}/hedgerow-dns", "serve", "--config", str(config), log=dns_log),
-            ):
-                wait_until(lambda: _answers(port), what="hedgerow-dns to answer")
+            # The hub first: the filter tells it about the missing list as it starts, and
+            # before the hub's first subscription the broker has no session to hold that.
+            hub_daemon = daemon(
+                f"{BIN}/hedgerow-hub", "serve", "--config", str(hub.path), log=hub_log
+            )
+            with hub_daemon:
                 wait_until(lambda: "hedgerow-hub serving" in hub_log.read_text(), what="the hub")
-                assert "0.0.0.0" in dig(port, "bbc.co.uk", "+short", source=client)
-                wait_until(
-                    lambda: summarised(hub, client, "bbc.co.uk") == 1,
-                    timeout=90,
-                    what="the summary of the lookup blocked while the list is missing",
-                )
-                assert not _alerts(hub)  # statutory_missing is no abuse attempt
-                # ...but the missing list itself is: the filter's health event
-                wait_until(lambda: _alerts(hub, "health"), timeout=90, what="the health alert")
-                (health,) = _alerts(hub, "health")
-                assert "iwf" in str(health["summary"]), health
-                iwf.served.status = 200
-                wait_until(
-                    lambda: "loaded at last" in dns_log.read_text(), timeout=60, what="the list"
-                )
-                wait_until(
-                    lambda: "192.0.2.1" in dig(port, "bbc.co.uk", "+short", source=client),
-                    what="normal answers again",
-                )
-                assert "0.0.0.0" in dig(port, "csam.example", "+short", source=client)
-                wait_until(lambda: _alerts(hub), timeout=90, what="the IWF alert")
+                with daemon(f"{BIN}/hedgerow-dns", "serve", "--config", str(config), log=dns_log):
+                    _the_list_returns(hub, port, client, iwf, dns_log)
             (alert,) = _alerts(hub)
             assert alert["severity"] == 5 and "csam.example" in str(alert["summary"])
             wait_until(lambda: not _alerts(hub, "health"), timeout=90, what="health resolved")
     finally:
         iwf.close()
+
+
+def _the_list_returns(
+    hub: HubConfig, port: int, client: str, iwf: ListServer, dns_log: Path
+) -> None:
+    """The statutory_missing answers, the health alert, then the list loading at last."""
+    wait_until(lambda: _answers(port), what="hedgerow-dns to answer")
+    assert "0.0.0.0" in dig(port, "bbc.co.uk", "+short", source=client)
+    wait_until(
+        lambda: summarised(hub, client, "bbc.co.uk") == 1,
+        timeout=90,
+        what="the summary of the lookup blocked while the list is missing",
+    )
+    assert not _alerts(hub)  # statutory_missing is no abuse attempt
+    # ...but the missing list itself is: the filter's health event
+    wait_until(lambda: _alerts(hub, "health"), timeout=90, what="the health alert")
+    (health,) = _alerts(hub, "health")
+    assert "iwf" in str(health["summary"]), health
+    iwf.served.status = 200
+    wait_until(lambda: "loaded at last" in dns_log.read_text(), timeout=60, what="the list")
+    wait_until(
+        lambda: "192.0.2.1" in dig(port, "bbc.co.uk", "+short", source=client),
+        what="normal answers again",
+    )
+    assert "0.0.0.0" in dig(port, "csam.example", "+short", source=client)
+    wait_until(lambda: _alerts(hub), timeout=90, what="the IWF alert")
 
 
 def test_status_says_when_the_filter_is_not_running(tmp_path: Path, down: ListServer) -> None:

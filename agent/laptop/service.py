@@ -48,6 +48,8 @@ SOFTWARE = "hedgerow-agent 0.1.0"
 SAMPLE_S = 10.0  # activity and bypass baseline
 TAMPER_S = 30.0  # the OS resolver checked
 STATUS_S = 5.0  # status file rewritten
+BLOCKED_REPEAT_S = 600.0  # a blocked name's urgent event at most this often
+BLOCKED_PER_HOUR = 60  # urgent blocked events an hour at most (the summary counts the rest)
 # Health problem names (status, heartbeat) -> the kinds the hub's health rule knows.
 HEALTH_KINDS = {
     "sniffer": "sniffer_unavailable",
@@ -104,6 +106,8 @@ class AgentService:
         self._last_publish_ms: int | None = None
         self._told: dict[str, str] = {}  # health problems told to the hub
         self._seen_before: set[str] = set()
+        self._blocked_sent: dict[str, float] = {}  # name -> when its event was sent
+        self._blocked_hour = (time.monotonic(), 0)  # (hour began, events sent in it)
 
     # Start and stop.
 
@@ -392,15 +396,30 @@ class AgentService:
             self._last_publish_ms = event["at"]
 
     def _blocked_now(self, record: QueryRecord) -> None:
-        """A blocked lookup in a grave category: to the hub at once (the summary counts it too)."""
+        """A blocked lookup in a grave category: to the hub at once (the summary counts it too).
+        Once per name per BLOCKED_REPEAT_S and at most BLOCKED_PER_HOUR events an hour, so a
+        pupil hammering a name cannot flood the spool: the summary still counts every lookup."""
+        now = time.monotonic()
+        if now - self._blocked_hour[0] >= 3600:
+            self._blocked_hour = (now, 0)
+        last = self._blocked_sent.get(record.qname)
+        if (last is not None and now - last < BLOCKED_REPEAT_S) or (
+            self._blocked_hour[1] >= BLOCKED_PER_HOUR
+        ):
+            return
+        if len(self._blocked_sent) > 4096:
+            self._blocked_sent.clear()
+        self._blocked_sent[record.qname] = now
+        self._blocked_hour = (self._blocked_hour[0], self._blocked_hour[1] + 1)
+        fields: dict[str, Any] = {"category": record.category or "uncategorised", "count": 1}
+        if not (self.policy is not None and self.policy.counts_only):
+            fields["name"] = record.qname  # a counts-only device never names what it looked up
         self._offer_event(
             "blocked",
             {"location": LOCATION[self.state]},
             urgent=True,
-            category=record.category or "uncategorised",
-            name=record.qname,
-            count=1,
             client=self._client(),
+            **fields,
         )
 
     def _client(self) -> dict[str, Any]:
