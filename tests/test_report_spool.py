@@ -24,7 +24,7 @@ SIGNER = SigningKey.generate()
 DOC = {"v": 1, "uptime_s": 1, "policy_version": 0}
 
 
-def envelope(seq: int) -> bytes:
+def envelope(seq: int, time_ms: int = 1) -> bytes:
     """A real sealed heartbeat with sequence number `seq`."""
     return seal(
         Kind.HEARTBEAT,
@@ -32,7 +32,7 @@ def envelope(seq: int) -> bytes:
         site="s",
         device="d",
         seq=seq,
-        time_ms=1,
+        time_ms=time_ms,
         to=HUB.public_key,
         signer=SIGNER,
     )
@@ -218,3 +218,18 @@ def test_spool_matches_a_model(
             model.discard(seq)
     assert drain(spool) == sorted(model)
     assert drain(Spool(directory, 1 << 20)) == sorted(model)
+
+
+def test_routine_reports_past_the_age_bound_are_evicted_and_reported(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20)
+    spool.put(envelope(1, 1_000))
+    spool.put(envelope(2, 2_000), urgent=True)  # urgent: never aged out
+    spool.put(envelope(3, 3_000))
+    spool.put(envelope(4, 9_000))
+    again = Spool(tmp_path, 1 << 20)  # times read back from the files after a restart
+    assert again.evict_older_than(5_000) == 2
+    assert drain(again) == [2, 4]
+    eviction = again.take_evictions()
+    assert eviction is not None
+    assert (eviction.count, eviction.oldest_ms, eviction.newest_ms) == (2, 1_000, 3_000)
+    assert again.evict_older_than(5_000) == 0

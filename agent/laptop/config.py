@@ -6,7 +6,7 @@ error names the section, the key, the value and the rule (docs/agent.md lists ev
 [site]    beacon_servers, check_interval_s, max_rtt_ms
 [filter]  listen, offsite_upstreams, manage_system_resolver, resolv_conf, tls_ca, timeout_ms,
           captive_max_s
-[report]  interval_s, max_spool_mb
+[report]  interval_s, max_spool_mb, max_age_days
 [sniffer] enabled, interface
 [concern] (nothing yet: the severity is the hub's, [rules.concern])
 """
@@ -53,6 +53,7 @@ class ReportConfig:
 
     interval_s: float = 300.0
     max_spool_mb: int = 64
+    max_age_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,7 @@ def _report(root: Section, source: str) -> ReportConfig:
     config = ReportConfig(
         interval_s=float(sec.integer("interval_s", 300, lo=1, hi=86_400)),
         max_spool_mb=sec.integer("max_spool_mb", 64, lo=1, hi=4096),
+        max_age_days=sec.integer("max_age_days", 30, lo=1, hi=3650),
     )
     sec.done()
     return config

@@ -134,6 +134,7 @@ class AgentService:
             cfg.spool_dir,
             self._heartbeat,
             max_spool_bytes=cfg.report.max_spool_mb * 1024 * 1024,
+            max_age_s=cfg.report.max_age_days * 86_400.0,
             broker_url=cfg.hub_url,
             subscriptions=(
                 topics.device_policy(self.identity.site, self.identity.device),

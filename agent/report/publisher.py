@@ -110,6 +110,7 @@ class Publisher:
         link_factory: LinkFactory | None = None,
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[Message], None] | None = None,
+        max_age_s: float | None = None,
     ) -> None:
         if queue_size <= 0 or window <= 0:
             raise ValueError("queue_size and window must be positive")
@@ -128,6 +129,8 @@ class Publisher:
         # More topics (the device's policies) and who gets their messages (on the worker thread).
         self._subscriptions = subscriptions
         self._on_message = on_message
+        self._max_age_s = max_age_s  # routine reports older than this are evicted (reported)
+        self._next_age_check = 0.0
         self._cond = threading.Condition()
         # Guarded by _cond: the hand-off from offer() and from paho's thread to the worker.
         self._inbox: deque[tuple[Kind, Document, bool]] = deque()
@@ -324,6 +327,7 @@ class Publisher:
                     clean_stop_spooled = True
                 for event in events:
                     self._apply(event)
+                self._age_out()
                 self._fill_window()
             except Exception:
                 # Contain the unexpected: the worker must outlive one bad report.
@@ -387,6 +391,15 @@ class Publisher:
         if document.get("type") != "spool_dropped":
             self._report_evictions()
         return seq if stored else None
+
+    def _age_out(self) -> None:
+        """Once a minute: evict routine reports older than max_age_s, and say so."""
+        if self._max_age_s is None or self._monotonic() < self._next_age_check:
+            return
+        self._next_age_check = self._monotonic() + 60.0
+        cutoff = int((self._clock() - self._max_age_s) * 1000)
+        if self._spool.evict_older_than(cutoff):
+            self._report_evictions()
 
     def _report_evictions(self, *, now: bool = False) -> None:
         """Tell the hub that the full spool evicted routine reports (never silently): at most

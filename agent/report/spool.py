@@ -254,6 +254,34 @@ class Spool:
         except (OSError, OpenError):
             return 0
 
+    def evict_older_than(self, cutoff_ms: int) -> int:
+        """Evict routine entries reported before `cutoff_ms` (the spool's age bound: a summary
+        weeks old is no longer worth the room); how many. Reported like any eviction."""
+        with self._lock:
+            urgent = set(self._urgent)
+            candidates = [seq for seq in self._order if seq not in urgent]
+        victims = []
+        for seq in candidates:  # seq order is report-time order, near enough: stop at a new one
+            known = self._times.get(seq)
+            when = known if known is not None else self._time_of(seq)
+            if when >= cutoff_ms:
+                break
+            victims.append((seq, when))
+        if not victims:
+            return 0
+        with self._lock:
+            for seq, when in victims:
+                if seq in self._sizes:
+                    self._pending_eviction.append(when)
+                    self._forget(seq)
+            self._evicted += len(victims)
+        for seq, _ in victims:
+            self._unlink(self._dir / _file_name(seq))
+        log.warning(
+            "spool %s: evicted %d routine reports older than the age bound", self._dir, len(victims)
+        )
+        return len(victims)
+
     def take_evictions(self) -> Eviction | None:
         """What was evicted since the last call (to report to the hub), or None."""
         with self._lock:
