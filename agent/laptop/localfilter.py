@@ -109,12 +109,16 @@ class LocalFilter:
             try:
                 await self._load()
                 self._swap()
-            except HedgerowError as exc:
+            except Exception as exc:  # a list, a spec value, a build: all leave the old one
                 self.policy, self._refresher, self._index, self._spec = old
                 log.error(
                     "policy version %d not applied, keeping the previous: %s", policy.version, exc
                 )
-                raise
+                if isinstance(exc, HedgerowError):
+                    raise
+                raise HedgerowError(
+                    f"policy version {policy.version} does not build: {exc}"
+                ) from exc
 
     def go(self, mode: Mode, servers: Sequence[tuple[str, int]] = ()) -> None:
         """Forward as `mode` says: ON_SITE to the Pi (servers[0]), CAPTIVE to `servers` (the

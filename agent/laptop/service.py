@@ -29,16 +29,17 @@ from agent.filter.querylog import QueryRecord
 from agent.laptop.config import AgentConfig
 from agent.laptop.control import ControlServer
 from agent.laptop.dns_tally import DnsTally
+from agent.laptop.events import Events
 from agent.laptop.localfilter import LocalFilter, Mode
-from agent.laptop.policy_spec import AgentPolicy, PolicyError, read_policy
+from agent.laptop.policy_follow import PolicyRefused, check_policy, keep, kept_policy
 from agent.laptop.site.beacon import BeaconOutcome, BeaconProber, SiteState
+from agent.laptop.site_tracker import SiteTracker
 from agent.laptop.status import StatusBoard
-from agent.policy_client import current_policy, keep_policy, policy_stream, verify_policy
 from agent.report import Publisher
 from agent.report.mqtt import Message
+from common.errors import HedgerowError
 from common.identity import Identity
 from common.wire import topics
-from common.wire.errors import OpenError
 from common.wire.header import Kind
 from common.wire.keyfile import write_atomic
 
@@ -48,22 +49,6 @@ SOFTWARE = "hedgerow-agent 0.1.0"
 SAMPLE_S = 10.0  # activity and bypass baseline
 TAMPER_S = 30.0  # the OS resolver checked
 STATUS_S = 5.0  # status file rewritten
-BLOCKED_REPEAT_S = 600.0  # a blocked name's urgent event at most this often
-BLOCKED_PER_HOUR = 60  # urgent blocked events an hour at most (the summary counts the rest)
-# Health problem names (status, heartbeat) -> the kinds the hub's health rule knows.
-HEALTH_KINDS = {
-    "sniffer": "sniffer_unavailable",
-    "netlink": "netlink_unavailable",
-    "filter": "filter_failed",
-    "resolver": "resolver_unmanaged",
-    "policy": "policy_refused",
-}
-LOCATION = {
-    SiteState.ON_SITE: "onsite",
-    SiteState.OFF_SITE: "offsite",
-    SiteState.CAPTIVE: "offsite",
-    SiteState.UNKNOWN: "unknown",
-}
 
 
 class AgentService:
@@ -76,10 +61,9 @@ class AgentService:
         self.started = time.monotonic()
         self.stopped = asyncio.Event()
         self.self_check_key = secrets.token_bytes(32)
-        self.policy = self._accepted_policy()
-        self.state = SiteState.UNKNOWN
-        self.since_ms = int(clock() * 1000)
-        self.reason = "not checked yet"
+        self.policy = kept_policy(config.identity_dir)
+        self.site = SiteTracker(clock)
+        self.events = Events(lambda: self.publisher, clock)
         self.health: dict[str, str] = {}
         self.tally = DnsTally(urgent=self._blocked_now)
         self.filter = LocalFilter(config, (self.tally,), self.self_check_key)
@@ -94,20 +78,12 @@ class AgentService:
             config.control_socket,
             {"status": self._op_status, "concern": self._op_concern, "flush": self._op_flush},
         )
-        self._site_seconds: dict[str, float] = {s.value: 0.0 for s in SiteState}
-        self._counted_at = time.monotonic()
-        self._window_start_ms = self.since_ms
+        self._window_start_ms = self.site.since_ms
         self._captive_until = 0.0
         self._captive_cooldown = 0.0
-        self._network: str | None = None
         self._check_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_publish_ms: int | None = None
-        self._told: dict[str, str] = {}  # health problems told to the hub
-        self._seen_before: set[str] = set()
-        self._blocked_sent: dict[str, float] = {}  # name -> when its event was sent
-        self._blocked_hour = (time.monotonic(), 0)  # (hour began, events sent in it)
 
     # Start and stop.
 
@@ -211,20 +187,6 @@ class AgentService:
 
     # Policy.
 
-    def _accepted_policy(self) -> AgentPolicy | None:
-        try:
-            message = current_policy(self.config.identity_dir, "device")
-        except OpenError as exc:
-            log.error("the kept policy does not verify (%s): filtering with the defaults", exc)
-            return None
-        if message is None:
-            return None
-        try:
-            return read_policy(message.version, message.payload.get("document"))
-        except PolicyError as exc:
-            log.error("%s: filtering with the defaults", exc)
-            return None
-
     def _policy_message(self, message: Message) -> None:
         # On the publisher's thread: hand it to the loop.
         if self._loop is not None and message.payload:
@@ -238,31 +200,20 @@ class AgentService:
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     async def _apply_policy(self, data: bytes) -> None:
-        """A signed policy from the hub: kept and applied only if it verifies, is newer, and
-        builds; otherwise the old one stays (logged)."""
-        stream = "?"
-        try:
-            stream = policy_stream(data)
-            message = verify_policy(self.config.identity_dir, data)
-        except OpenError as exc:
-            if exc.reason.value != "replay":
-                log.warning("policy refused: %s", exc)
-                self.health["policy"] = f"a policy was refused: {exc}"
-            return
+        """A signed policy from the hub: applied only if it verifies, is newer and builds, and
+        only then kept; otherwise the old one stays (logged, and a health problem)."""
         current = self.policy.version if self.policy is not None else 0
-        if stream == "site":
-            keep_policy(self.config.identity_dir, data, message)
-            return
-        if message.version <= current:
-            return
         try:
-            policy = read_policy(message.version, message.payload.get("document"))
+            checked = check_policy(self.config.identity_dir, data, current)
+            if checked is None:
+                return
+            message, policy = checked
             await self.filter.use_policy(policy)
-        except Exception as exc:
-            log.error("policy version %d not applied: %s", message.version, exc)
-            self.health["policy"] = f"policy version {message.version} not applied: {exc}"
+        except (PolicyRefused, HedgerowError) as exc:
+            log.warning("policy not applied, keeping version %d: %s", current, exc)
+            self.health["policy"] = str(exc)[:255]
             return
-        keep_policy(self.config.identity_dir, data, message)
+        keep(self.config.identity_dir, data, message)
         self.policy = policy
         self.health.pop("policy", None)
         log.info("policy version %d applied", policy.version)
@@ -322,16 +273,16 @@ class AgentService:
         from agent.laptop.site.network_id import network_identity
 
         # `iw`/`nmcli` may take a moment: off the loop.
-        self._network = await asyncio.to_thread(network_identity, self._network_key())
+        self.site.network = await asyncio.to_thread(network_identity, self._network_key())
         if outcome.on_site and outcome.server is not None:
             host, _, port = outcome.server.rpartition(":")
             self.filter.go(Mode.ON_SITE, [(host.strip("[]"), int(port))])
             self._enter(SiteState.ON_SITE, outcome.reason)
             return
         now = time.monotonic()
-        if self.state is SiteState.CAPTIVE and now < self._captive_until:
+        if self.site.state is SiteState.CAPTIVE and now < self._captive_until:
             return  # captive for at most captive_max_s, then back to the upstreams
-        if self.state is SiteState.CAPTIVE:
+        if self.site.state is SiteState.CAPTIVE:
             self._captive_cooldown = now + self.config.filter.captive_max_s
         if now >= self._captive_cooldown and not await self.filter.upstreams_answer():
             network = self._network_resolvers()
@@ -347,12 +298,9 @@ class AgentService:
         self._enter(SiteState.OFF_SITE, outcome.reason)
 
     def _enter(self, state: SiteState, reason: str) -> None:
-        self._count_site_time()
-        self.reason = reason
-        if state is self.state:
+        previous = self.site.enter(state, reason)
+        if previous is None:
             return
-        previous, self.state = self.state, state
-        self.since_ms = int(self.clock() * 1000)
         logged_in, active = (
             self.sampler.user_state() if self.sampler is not None else (False, False)
         )
@@ -363,10 +311,10 @@ class AgentService:
             "user_active": active,
             "reason": reason[:255],
         }
-        if self._network:
-            detail["network"] = self._network
+        if self.site.network:
+            detail["network"] = self.site.network
         log.info("site state: %s (was %s): %s", state.value, previous.value, reason)
-        self._offer_event("site_state", detail, urgent=True)
+        self.events.send("site_state", detail, urgent=True)
         self.status.write(self.snapshot())
 
     def _network_key(self) -> bytes:
@@ -380,47 +328,14 @@ class AgentService:
             write_atomic(path, key, 0o600)
             return key
 
-    def _count_site_time(self) -> None:
-        now = time.monotonic()
-        self._site_seconds[self.state.value] += now - self._counted_at
-        self._counted_at = now
-
     # Reports.
 
-    def _offer_event(
-        self, kind: str, detail: dict[str, Any], *, urgent: bool, **fields: Any
-    ) -> None:
-        if self.publisher is None:
-            return
-        event = {"v": 1, "type": kind, "at": int(self.clock() * 1000), "detail": detail, **fields}
-        if self.publisher.offer(Kind.EVENT, event, urgent=urgent):
-            self._last_publish_ms = event["at"]
-
     def _blocked_now(self, record: QueryRecord) -> None:
-        """A blocked lookup in a grave category: to the hub at once (the summary counts it too).
-        Once per name per BLOCKED_REPEAT_S and at most BLOCKED_PER_HOUR events an hour, so a
-        pupil hammering a name cannot flood the spool: the summary still counts every lookup."""
-        now = time.monotonic()
-        if now - self._blocked_hour[0] >= 3600:
-            self._blocked_hour = (now, 0)
-        last = self._blocked_sent.get(record.qname)
-        if (last is not None and now - last < BLOCKED_REPEAT_S) or (
-            self._blocked_hour[1] >= BLOCKED_PER_HOUR
-        ):
-            return
-        if len(self._blocked_sent) > 4096:
-            self._blocked_sent.clear()
-        self._blocked_sent[record.qname] = now
-        self._blocked_hour = (self._blocked_hour[0], self._blocked_hour[1] + 1)
-        fields: dict[str, Any] = {"category": record.category or "uncategorised", "count": 1}
-        if not (self.policy is not None and self.policy.counts_only):
-            fields["name"] = record.qname  # a counts-only device never names what it looked up
-        self._offer_event(
-            "blocked",
-            {"location": LOCATION[self.state]},
-            urgent=True,
+        self.events.blocked(
+            record,
             client=self._client(),
-            **fields,
+            location=self.site.location,
+            counts_only=self.policy is not None and self.policy.counts_only,
         )
 
     def _client(self) -> dict[str, Any]:
@@ -439,7 +354,6 @@ class AgentService:
     def _summarise(self) -> None:
         if self.publisher is None:
             return
-        self._count_site_time()
         counts_only = self.policy.counts_only if self.policy is not None else False
         now_ms = int(self.clock() * 1000)
         summary: dict[str, Any] = {
@@ -449,24 +363,20 @@ class AgentService:
             "end": now_ms,
             "client": self._client(),
             **self.tally.take(counts_only=counts_only),
-            "location": LOCATION[self.state],
+            "location": self.site.location,
             "policy_version": self.policy.version if self.policy is not None else 0,
             "counts_only": counts_only,
-            "site": {
-                "state": self.state.value,
-                **{f"{k}_s": int(v) for k, v in self._site_seconds.items()},
-            },
+            "site": {"state": self.site.state.value, **self.site.take_seconds()},
         }
-        if self._network:
-            summary["site"]["network"] = self._network
+        if self.site.network:
+            summary["site"]["network"] = self.site.network
         if self.sampler is not None:
             summary["activity"] = self.sampler.window(counts_only=counts_only)
             if not counts_only and "user" in summary["activity"]:
                 summary["client"]["user"] = summary["activity"]["user"]
-        self._site_seconds = {s.value: 0.0 for s in SiteState}
         self._window_start_ms = now_ms
         if self.publisher.offer(Kind.SUMMARY, summary):
-            self._last_publish_ms = now_ms
+            self.events.offered(now_ms)
         self.publisher.offer(Kind.HEARTBEAT, self._heartbeat())
 
     def _heartbeat(self) -> dict[str, Any]:
@@ -475,10 +385,10 @@ class AgentService:
             "v": 1,
             "uptime_s": int(time.monotonic() - self.started),
             "policy_version": self.policy.version if self.policy is not None else 0,
-            "location": LOCATION[self.state],
+            "location": self.site.location,
             "filter_active": self.filter.problem is None,
             "software": SOFTWARE,
-            "site_state": self.state.value,
+            "site_state": self.site.state.value,
             "health": [f"{k}: {v}"[:255] for k, v in sorted(self._problems().items())][:32],
         }
         if self.resolver is not None:
@@ -511,21 +421,12 @@ class AgentService:
             self._loop.call_soon_threadsafe(self._bypass, finding)
 
     def _bypass(self, finding: Any) -> None:
-        raw = finding.to_json()
-        extra = raw.pop("detail", None) or {}
-        merged = {**{f"{k}": v for k, v in extra.items()}, **raw}  # e.g. the tunnel's interface
-        detail = {
-            k: (v[:1024] if isinstance(v, str) else v)
-            for k, v in merged.items()
-            if isinstance(v, str | int | bool) and v != ""
-        }
-        detail = dict(list(detail.items())[:64])
-        self._offer_event("bypass", detail, urgent=True, category=_method_category(finding.method))
+        self.events.bypass(finding)
 
     def _allowed_dns(self) -> list[str]:
         allowed = [self.config.filter.listen.host, "127.0.0.53"]
         allowed += [s.host for s in self.filter.upstreams]  # our own DoT is no bypass
-        if self.state is SiteState.ON_SITE:
+        if self.site.state is SiteState.ON_SITE:
             allowed += [h for h, _ in self._beacon_servers()]
         return allowed
 
@@ -556,7 +457,7 @@ class AgentService:
         log.warning(
             "the system's DNS was changed behind our back (%s): restored=%s", result.seen, restored
         )
-        self._offer_event(
+        self.events.send(
             "tamper",
             {
                 "what": "resolver_changed",
@@ -571,21 +472,8 @@ class AgentService:
     async def _status_loop(self) -> None:
         while True:
             self.status.write(self.snapshot())
-            self._tell_health()
+            self.events.health(self._problems())
             await asyncio.sleep(STATUS_S)
-
-    def _tell_health(self) -> None:
-        """A `health` event when a part stops working (`<kind>`) and when it works again
-        (`<kind>_recovered`): the hub keeps one alert per kind per device."""
-        seen = {HEALTH_KINDS.get(k, k): v for k, v in self._problems().items()}
-        # Told only once it has lasted two looks (a sniffer child still starting is no problem).
-        now = {k: v for k, v in seen.items() if k in self._seen_before or k in self._told}
-        self._seen_before = set(seen)
-        for kind in now.keys() - self._told.keys():
-            self._offer_event("health", {"problem": kind, "error": now[kind][:1024]}, urgent=False)
-        for kind in self._told.keys() - now.keys():
-            self._offer_event("health", {"problem": f"{kind}_recovered"}, urgent=False)
-        self._told = now
 
     def _problems(self) -> dict[str, str]:
         problems = dict(self.health)
@@ -619,9 +507,9 @@ class AgentService:
             "device": self.identity.device,
             "class": self.identity.device_class,
             "group": self.group,
-            "site_state": self.state.value,
-            "since": self.since_ms,
-            "reason": self.reason,
+            "site_state": self.site.state.value,
+            "since": self.site.since_ms,
+            "reason": self.site.reason,
             "policy_version": self.policy.version if self.policy is not None else 0,
             "filter": self.filter.state,
             "filter_mode": self.filter.mode.value,
@@ -629,7 +517,7 @@ class AgentService:
             "system_resolver": resolver,
             "spool_depth": stats.spool_entries if stats else 0,
             "oldest_unreceipted": oldest,
-            "last_publish": self._last_publish_ms,
+            "last_publish": self.events.last_publish_ms,
             "broker": "connected" if stats and stats.connected else "disconnected",
             "sniffer": sniffer,
             "health": self._problems(),
@@ -649,7 +537,7 @@ class AgentService:
         user = request.get("user")
         if isinstance(user, str) and user:
             detail["user"] = user[:255]
-        self._offer_event("concern", detail, urgent=True, client=self._client())
+        self.events.send("concern", detail, urgent=True, client=self._client())
         return {"sent": True}
 
     async def _op_flush(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -659,12 +547,6 @@ class AgentService:
         loop = asyncio.get_running_loop()
         done = await loop.run_in_executor(None, self.publisher.wait_receipted, timeout)
         return {"receipted": done, "spool_depth": self.publisher.stats().spool_entries}
-
-
-def _method_category(method: str) -> str:
-    return {"dot": "dot", "doq": "dot", "doh": "doh", "tunnel": "vpn", "flagged_app": "vpn"}.get(
-        method, "bypass"
-    )
 
 
 def _builtin_flagged() -> tuple[str, ...]:
