@@ -15,9 +15,7 @@ class FlowLimiter:
     """Admits an Observed when its flow (protocol, addresses, ports, names) has not been
     admitted within `interval_s`."""
 
-    def __init__(
-        self, clock: Callable[[], float], *, interval_s: float = FLOW_INTERVAL_S
-    ) -> None:
+    def __init__(self, clock: Callable[[], float], *, interval_s: float = FLOW_INTERVAL_S) -> None:
         """`clock` is monotonic seconds."""
         self._clock = clock
         self._interval_s = interval_s

@@ -55,7 +55,7 @@ class Sniffer:
 
     @property
     def state(self) -> str:
-        """"running", or why not ("no CAP_NET_RAW", "libpcap not found", "restarting after
+        """ "running", or why not ("no CAP_NET_RAW", "libpcap not found", "restarting after
         exit 1", "starting", "stopped", "not started"...)."""
         return self._state
 
@@ -118,9 +118,7 @@ class Sniffer:
             if time.monotonic() - began >= HEALTHY_AFTER_S:
                 backoff = BACKOFF_FIRST_S
             reason = EXIT_REASONS.get(code)
-            self._state = (
-                f"{reason}; restarting" if reason else f"restarting after exit {code}"
-            )
+            self._state = f"{reason}; restarting" if reason else f"restarting after exit {code}"
             log.warning("packet sniffer child exited %s; restarting in %.1f s", code, backoff)
             if self._stop.wait(backoff):
                 break
