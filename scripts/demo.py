@@ -3,8 +3,11 @@
 A Mosquitto broker and `hedgerow-hub serve` (its metrics on a free port, never the default
 9154, which something else may hold); `hedgerow-dns` on a free loopback port with demo lists and
 a local fake upstream, enrolled with the hub as a sinkhole. It shows blocked, allowed, SafeSearch
-and anti-bypass answers with dig, then the alert the hub raised from the filter's sealed report,
-then stops everything it started (by PID). With --keep it waits for Ctrl-C so you can try the
+and anti-bypass answers with dig, then the alert the hub raised from the filter's sealed report.
+Then a pupil laptop (`hedgerow-agent`, scripts/demo_agent.py) proves it is on site by the Pi's
+signed beacon, goes off site when the Pi stops and still blocks by the school's policy, and
+reports a concern; the hub raises offsite_use and concern alerts. Then it stops everything it
+started (by PID). With --keep it waits for Ctrl-C so you can try the
 printed commands. Nothing leaves this machine: the upstream is a fake on 127.0.0.1 answering
 documentation addresses (192.0.2.x, 2001:db8::x).
 """
@@ -22,9 +25,10 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import demo_agent
 import demo_hub
 import dnslib  # the demo's fake upstream is a test double, not part of hedgerow-dns
 
@@ -215,6 +219,42 @@ def show(port: int) -> None:
                 print("  " + line.strip())
 
 
+def laptop(config: Path, port: int, hub_config: Path, pi: ExitStack) -> None:
+    """The pupil laptop: on site by the Pi's signed beacon, then off site, still filtered."""
+    print("\n== a pupil laptop: hedgerow-agent proves it is on site by the Pi's signed beacon")
+    demo_agent.wait_for("on_site", lambda: demo_agent.status(config).get("site_state") == "on_site")
+    print(f"$ hedgerow-agent status --config {config}")
+    print(demo_agent.agent_cli(config, "status").rstrip())
+    print("\n== the laptop goes home (the Pi no longer answers): off site, filtering itself")
+    pi.close()  # stops hedgerow-dns
+    demo_agent.wait_for(
+        "off_site", lambda: demo_agent.status(config).get("site_state") == "off_site"
+    )
+    demo_agent.wait_for(
+        "the policy's list", lambda: "0.0.0.0" in dig_short(port, "adult-site.example")
+    )
+    print(f"$ dig @127.0.0.1 -p {port} adult-site.example +short")
+    print("  " + dig_short(port, "adult-site.example"))
+    demo_agent.wait_for(
+        "offsite_use", lambda: bool(demo_agent.alerts_of(hub_config, "offsite_use"))
+    )
+    print("\n== a pupil reports something upsetting; the DSL gets an alert")
+    print(f"$ hedgerow-agent report-concern --config {config} 'someone sent me a horrible video'")
+    print(
+        "  "
+        + demo_agent.agent_cli(config, "report-concern", "someone sent me a horrible video").strip()
+    )
+    demo_agent.wait_for("concern", lambda: bool(demo_agent.alerts_of(hub_config, "concern")))
+    print(f"$ hedgerow-hub alerts --config {hub_config}")
+    print(demo_hub.hub_cli("alerts", "--config", str(hub_config)).rstrip())
+
+
+def dig_short(port: int, name: str) -> str:
+    """dig +short through the laptop's filter."""
+    command = ["dig", "@127.0.0.1", "-p", str(port), name, "+short", "+time=2", "+tries=1"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip()
+
+
 def main() -> int:
     """Start, show, stop (or wait with --keep)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -225,11 +265,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hedgerow-demo-") as tmp:
         directory = Path(tmp)
         port = free_port()
-        with demo_hub.broker(directory) as broker_url, fake_upstream() as upstream_port:
+        with (
+            demo_hub.broker(directory) as broker_url,
+            fake_upstream() as upstream_port,
+            demo_agent.list_server() as list_url,
+        ):
             hub_config = demo_hub.init_hub(directory, broker_url)
             metrics_port = free_port()
             with open(hub_config, "a", encoding="utf-8") as handle:
                 handle.write(f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
+            demo_agent.add_laptop_policy(hub_config, list_url)
             bundle = demo_hub.enrol_sinkhole(hub_config, broker_url, directory / "dns-1.bundle")
             config = write_demo_config(directory, port, upstream_port, broker_url)
             enrol = [sys.executable, "-m", "agent.dns.cli", "enroll", "--config", str(config)]
@@ -237,7 +282,15 @@ def main() -> int:
                 [*enrol, "--bundle", str(bundle)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
             )
             bundle.unlink()  # a bundle holds the device's private key: delete it once imported
-            with demo_hub.hub_serve(hub_config, directory / "hub.log"), hedgerow_dns(config):
+            laptop_bundle = demo_agent.enrol_laptop(hub_config, broker_url, directory)
+            agent_port = free_port()
+            agent_config = demo_agent.write_agent_config(
+                directory, broker_url, port, upstream_port, agent_port
+            )
+            demo_agent.agent_cli(agent_config, "enroll", "--bundle", str(laptop_bundle))
+            laptop_bundle.unlink()
+            with demo_hub.hub_serve(hub_config, directory / "hub.log"), ExitStack() as pi:
+                pi.enter_context(hedgerow_dns(config))
                 print(f"broker {broker_url}; hub data {hub_config.parent}")
                 print(f"hub metrics on http://127.0.0.1:{metrics_port}/metrics")
                 print(f"hedgerow-dns is answering on 127.0.0.1:{port} (config {config})")
@@ -248,15 +301,20 @@ def main() -> int:
                 if not alerts:
                     raise SystemExit("no alert reached the hub; see " + str(directory / "hub.log"))
                 print(demo_hub.hub_cli("alerts", "--config", str(hub_config)).rstrip())
-                if args.keep:
-                    print(f"\nTry: dig @127.0.0.1 -p {port} -b {PUPIL} www.youtube.com")
-                    print(f"     .venv/bin/hedgerow-dns explain --config {config} casino.example")
-                    print(f"     .venv/bin/hedgerow-hub devices --config {hub_config}")
-                    print("Running; Ctrl-C to stop.")
-                    with contextlib.suppress(KeyboardInterrupt):
-                        signal.pause()
-                else:
-                    print("\n(run `.venv/bin/python scripts/demo.py --keep` to try your own)")
+                with demo_agent.agent_run(agent_config, directory / "agent.log"):
+                    laptop(agent_config, agent_port, hub_config, pi)
+                    if args.keep:
+                        print(f"\nTry: dig @127.0.0.1 -p {port} -b {PUPIL} www.youtube.com")
+                        print(
+                            f"     .venv/bin/hedgerow-dns explain --config {config} casino.example"
+                        )
+                        print(f"     .venv/bin/hedgerow-hub devices --config {hub_config}")
+                        print(f"     .venv/bin/hedgerow-agent status --config {agent_config}")
+                        print("Running; Ctrl-C to stop.")
+                        with contextlib.suppress(KeyboardInterrupt):
+                            signal.pause()
+                    else:
+                        print("\n(run `.venv/bin/python scripts/demo.py --keep` to try your own)")
     print("\nstopped everything the demo started")
     return 0
 
