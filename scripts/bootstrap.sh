@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(mosquitto mosquitto-clients dnsutils dnsperf dnsmasq-base unbound postgresql iproute2 openssl libpcap0.8 chromium)
+DEBS=(mosquitto mosquitto-clients dnsutils dnsperf dnsmasq-base unbound postgresql iproute2 openssl libpcap0.8 chromium nftables)
 
 missing=()
 for pkg in "${DEBS[@]}"; do
