@@ -19,6 +19,7 @@ from common.wire.header import Kind
 from common.wire.payload import encode
 from hub.model import Alert, StoredReport
 from hub.rules.attempts import blocked_attempts
+from hub.rules.wording import client_identity, client_name
 from hub.store import Database, sqlite_url
 
 LONDON = ZoneInfo("Europe/London")
@@ -115,6 +116,7 @@ def add_report(
     )
     received = time_ms if received_ms is None else received_ms
     client = payload.get("client") or {}
+    who = client_identity(client) if client else None
     report_id = db.insert(
         "INSERT INTO reports (site, device, seq, kind, digest, time_ms, received_ms, client_ip, "
         "client_user, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -132,13 +134,13 @@ def add_report(
         ),
     )
     attempts = [
-        (report_id, site, device, client.get("ip"), category, n, time_ms)
+        (report_id, site, device, client.get("ip"), who, client_name(client), category, n, time_ms)
         for category, n in blocked_attempts(payload).items()
     ]
     if attempts:  # what ingest writes with every report (hub.ingest.record)
         db.executemany(
-            "INSERT INTO attempts (report_id, site, device, client_ip, category, count, time_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attempts (report_id, site, device, client_ip, client_key, client_name, "
+            "category, count, time_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             attempts,
         )
     return StoredReport(

@@ -12,6 +12,7 @@ from common.wire.header import Kind
 from common.wire.topics import UP_KINDS
 from hub.model import DeviceInfo
 from hub.rules.attempts import blocked_attempts
+from hub.rules.wording import client_identity, client_name
 from hub.store.reports import BlockedEntry, NewReport
 
 BLOCKED_EVENT = "blocked"  # an event of this type is one blocked request
@@ -93,5 +94,8 @@ def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
         body=body,
         blocked=blocked_entries(header.kind, document),
         attempts=tuple((_clean(category) or "", n) for category, n in attempts.items()),
+        # whose attempts they are, as the rules group them (hub.rules.attempts)
+        client_key=client_identity(client) if client else None,
+        client_name=client_name(client),
     )
     return Prepared(report, document, device, attempts)

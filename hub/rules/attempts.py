@@ -16,6 +16,14 @@ once both are stored: whichever of the two is stored later gives way. A later su
 count less the events it covers (never below 0) and those events' rows in the attempts table
 go to 0; a later event adds 0. The table then sums to the attempts made, whatever the order
 of arrival, and a redelivered report is never stored twice.
+
+Whose attempts they are, behind a Pi: the device the filter named (wording.client_identity), its
+hostname, else its MAC, else its address. An address that changes hands between two devices
+within a window is two devices' attempts, and a device that moves address keeps one window; a
+client the filter could not name is grouped by its address, as before names were read. An
+event and the summary that counts it again are matched on address and device name together:
+the filter tallies them under both (agent/dns/client_window.py), and an ARP MAC that shows up
+in one and not the other must not stop the match.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any
 from common.categories import NOT_BLOCKS, canonical
 from common.wire.header import Kind
 from hub.model import StoredReport
-from hub.rules.wording import client_of
+from hub.rules.wording import client_identity, client_name, client_of
 from hub.store import Database
 from hub.store.reports import WindowScope, attempts_in_scopes, bodies_of_kind, zero_attempts
 
@@ -111,13 +119,12 @@ class WindowQuery:
 
 
 def _scope_key(query: WindowQuery) -> tuple[str, str, str, str | None]:
-    client = client_of(query.report)
-    ip = client.get("ip") if client is not None else None
+    """(site, device, category, whose attempts: client_identity, or None for a laptop)."""
     return (
         query.report.site,
         query.report.device,
         query.category.replace("\x00", ""),
-        ip.replace("\x00", "") if isinstance(ip, str) else None,
+        client_identity(client_of(query.report)),
     )
 
 
@@ -138,7 +145,12 @@ def window_attempts_many(
         since, until = q.report.time_ms - q.minutes * MINUTE_MS, q.report.time_ms
         low, high = spans.get(key, (since, until))
         spans[key] = (min(low, since), max(high, until))
-    scopes = {key: WindowScope(*key, low, high) for key, (low, high) in spans.items()}
+    scopes = {
+        (site, device, category, who): WindowScope(
+            site, device, category, None, low, high, client_key=who
+        )
+        for (site, device, category, who), (low, high) in spans.items()
+    }
     rows = attempts_in_scopes(db, list(scopes.values()))
     times = {scope: [r[0] for r in found] for scope, found in rows.items()}
     results = []
@@ -161,7 +173,9 @@ def window_attempts_many(
 
 # --- counting each attempt once --------------------------------------------------------------
 
-Scope = tuple[str, str, str | None]  # (site, device, DNS client behind a Pi, or None: a laptop)
+# (site, device, and of a DNS client behind a Pi its address and device name ("" for none);
+# None, None for a laptop)
+Scope = tuple[str, str, str | None, str | None]
 
 
 def _int(value: Any) -> int | None:
@@ -187,12 +201,12 @@ def _scope(report: StoredReport) -> Scope | None:
     """Whose attempts a report counts: a laptop's own, or one DNS client's behind a Pi (None
     when a Pi's report names no client: nothing can be matched to it)."""
     if report.device_class != "sinkhole":
-        return (report.site, report.device, None)
+        return (report.site, report.device, None, None)
     client = client_of(report)
     ip = client.get("ip") if client is not None else None
     if not isinstance(ip, str) or not ip:
         return None
-    return (report.site, report.device, ip.replace("\x00", ""))
+    return (report.site, report.device, ip.replace("\x00", ""), client_name(client) or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +221,14 @@ class _Counted:
 
     def looks_at(self, category: str) -> WindowScope:
         """Where the reports that may count this one's attempts have their rows."""
-        site, device, ip = self.scope
+        site, device, ip, name = self.scope
         if self.span is not None:  # events sealed from the span's start
             since, until = self.span[0] - 1, self.span[1] + EVENT_SEALED_MS
         else:  # summaries sealed from the attempt on
             assert self.at is not None
             since, until = self.at - 1, self.at + SUMMARY_REACH_MS
-        return WindowScope(site, device, category.replace("\x00", ""), ip, since, until)
+        category = category.replace("\x00", "")
+        return WindowScope(site, device, category, ip, since, until, client_name=name)
 
 
 def _counted(report: StoredReport) -> _Counted | None:

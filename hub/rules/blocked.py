@@ -3,8 +3,11 @@ of N attempts in M minutes (by default 1 in 1 from severity 4 up, 3 in 10 below)
 
 A report is judged on the attempts it adds (an event's attempt that an earlier summary counts
 adds none: hub.rules.attempts.count_once); the number in the sentence is what the report says,
-with the window's other reports. A category no rule covers is logged once per process, so the
-attempts that raise nothing are seen (hedgerow-hub check warns about those it can know of)."""
+with the window's other reports. Behind a Pi, an alert is about one category and one device,
+as hub.rules.wording.client_identity names it (its device name, else MAC, else address: the
+key of a client with no name is what it always was). A category no rule covers is logged once
+per process, so the attempts that raise nothing are seen (hedgerow-hub check warns about those
+it can know of)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ address and filtering group; a laptop agent's `user` is never used, it may be a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -70,10 +71,38 @@ def group_of(report: StoredReport) -> str | None:
     return report.group
 
 
+def client_name(client: Mapping[str, Any] | None) -> str | None:
+    """A DNS client's device name as the hub groups by it (stripped, lower case, no trailing
+    dot: DHCP names are case-blind), or None when the filter knew none."""
+    hostname = client.get("hostname") if client is not None else None
+    if not isinstance(hostname, str):
+        return None
+    name = hostname.replace("\x00", "").strip().rstrip(".").lower()
+    return name or None
+
+
+def client_identity(client: Mapping[str, Any] | None) -> str | None:
+    """Whose attempts a DNS client's are: "name:<device name>", else "mac:<MAC>", else its
+    address as sent (the grouping of a client without a name is unchanged); None without any."""
+    name = client_name(client)
+    if name is not None:
+        return f"name:{name}"
+    if client is None:
+        return None
+    mac = client.get("mac")
+    if isinstance(mac, str) and mac.strip():
+        return "mac:" + mac.replace("\x00", "").strip().lower().replace("-", ":")
+    ip = client.get("ip")
+    return ip.replace("\x00", "") if isinstance(ip, str) and ip else None
+
+
 def client_key(report: StoredReport) -> str:
-    """A dedup-key suffix that keeps clients behind one Pi apart ("" for laptops)."""
+    """The dedup-key suffix that keeps devices behind one Pi apart: "@" and client_identity
+    (e.g. "@name:lt-042", "@10.1.2.34" for a client with no name); "" for a laptop."""
     client = client_of(report)
-    return f"@{client.get('ip', '?')}" if client is not None else ""
+    if client is None:
+        return ""
+    return f"@{client_identity(client) or '?'}"
 
 
 def category_label(category: str) -> str:

@@ -203,4 +203,51 @@ MIGRATIONS: list[list[str]] = [
             updated_ms BIGINT NOT NULL,
             PRIMARY KEY (site, device))""",
     ],
+    # 3: blocked attempts grouped by device name (issue 11, "Know who asked").
+    [
+        # Who a DNS client's attempts belong to: its device name where the filter knew one
+        # ("name:lt-042"), else its MAC ("mac:..."), else its address, so an address that
+        # changes hands is two devices and a device that moves is one. NULL in rows written
+        # before: those are read as their client_ip, the grouping they had.
+        "ALTER TABLE attempts ADD COLUMN client_key TEXT",
+        # The client's device name alone (NULL when none), so an event and the summary that
+        # counts it again are matched on address and name, whatever ARP added to the MAC.
+        "ALTER TABLE attempts ADD COLUMN client_name TEXT",
+    ],
+    # 4: the safeguarding dashboard's accounts, sessions and access log (issue 13).
+    [
+        # People who log in to the dashboard. group_list: a JSON list, the groups a dsl_limited
+        # account may see. password_hash: an Argon2id PHC string.
+        """CREATE TABLE web_users (
+            id {id},
+            username TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            group_list TEXT NOT NULL DEFAULT '[]',
+            password_hash TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            password_ms BIGINT NOT NULL,
+            disabled_ms BIGINT)""",
+        # Logins, server side: only the SHA-256 of the cookie's random id is stored, so a copy
+        # of the database opens no session. ended_ms: logout, or the account disabled.
+        """CREATE TABLE web_sessions (
+            id_hash TEXT PRIMARY KEY,
+            user_id BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            last_seen_ms BIGINT NOT NULL,
+            expires_ms BIGINT NOT NULL,
+            ended_ms BIGINT,
+            client TEXT)""",
+        "CREATE INDEX web_sessions_user ON web_sessions (user_id)",
+        # GDPR accountability: who looked at which individual's alert, activity or concern.
+        """CREATE TABLE access_log (
+            id {id},
+            at_ms BIGINT NOT NULL,
+            username TEXT NOT NULL,
+            role TEXT NOT NULL,
+            what TEXT NOT NULL,
+            item TEXT NOT NULL,
+            via TEXT NOT NULL)""",
+        "CREATE INDEX access_log_at ON access_log (at_ms)",
+        "CREATE INDEX access_log_item ON access_log (what, item)",
+    ],
 ]

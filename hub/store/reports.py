@@ -18,6 +18,11 @@ _REPORT_COLUMNS = (
     "site, device, seq, kind, digest, time_ms, received_ms, client_ip, client_user, body"
 )
 
+_ATTEMPT_COLUMNS = (
+    "report_id", "site", "device", "client_ip", "client_key", "client_name", "category", "count",
+    "time_ms",
+)  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class BlockedEntry:
@@ -44,6 +49,8 @@ class NewReport:
     body: str
     blocked: tuple[BlockedEntry, ...] = ()
     attempts: tuple[tuple[str, int], ...] = ()  # (category, blocked attempts), for the rules
+    client_key: str | None = None  # whose attempts they are (hub.rules.attempts.client_identity)
+    client_name: str | None = None  # the client's device name, if known (client_name)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -105,20 +112,25 @@ def insert_reports(db: Database, reports: Sequence[NewReport]) -> dict[tuple[str
     )
     db.append_rows(
         "attempts",
-        ("report_id", "site", "device", "client_ip", "category", "count", "time_ms"),
+        _ATTEMPT_COLUMNS,
         [
-            (ids[r.key], r.site, r.device, r.client_ip, category, count, r.time_ms)
+            (ids[r.key], r.site, r.device, r.client_ip, r.client_key, r.client_name, category,
+             count, r.time_ms)
             for r in new
             for category, count in r.attempts
         ],
-    )
+    )  # fmt: skip
     return ids
 
 
 @dataclass(frozen=True, slots=True)
 class WindowScope:
     """The attempts of one device (and DNS client) in one category with time_ms in (since,
-    until]: the union of the windows of a batch's reports of that device."""
+    until]: the union of the windows of a batch's reports of that device.
+
+    Each client field left None matches any row: `client_key` is whose attempts the rows are
+    (a row written before it existed counts as its client_ip), `client_ip` the address they
+    came from, `client_name` the device name ("" for rows of a client with none)."""
 
     site: str
     device: str
@@ -126,19 +138,27 @@ class WindowScope:
     client_ip: str | None
     since_ms: int
     until_ms: int
+    client_key: str | None = None
+    client_name: str | None = None
 
 
-_SCOPES_PER_STATEMENT = 100  # 6 parameters each: well under SQLite's limit
+_SCOPES_PER_STATEMENT = 100  # 8 parameters each: well under SQLite's limit
+# Which rows a scope's client fields let through (the scope is `s`, the attempts row `a`).
+_CLIENT_MATCH = (
+    "AND (s.client_ip IS NULL OR a.client_ip = s.client_ip) "
+    "AND (s.client_key IS NULL OR COALESCE(a.client_key, a.client_ip) = s.client_key) "
+    "AND (s.client_name IS NULL OR COALESCE(a.client_name, '') = s.client_name)"
+)
 
 
 # PostgreSQL: every scope of the batch in one statement (an index range per scope; the
 # ordinality says which scope a row was read for).
 _SCOPES_UNNEST = (
     "SELECT s.n, a.time_ms, a.report_id, a.count FROM unnest(?::text[], ?::text[], ?::text[], "
-    "?::text[], ?::bigint[], ?::bigint[]) WITH ORDINALITY AS s(site, device, category, "
-    "client_ip, since_ms, until_ms, n) JOIN attempts a ON a.site = s.site "
-    "AND a.device = s.device AND a.category = s.category AND a.time_ms > s.since_ms "
-    "AND a.time_ms <= s.until_ms AND (s.client_ip IS NULL OR a.client_ip = s.client_ip)"
+    "?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[]) WITH ORDINALITY AS s(site, "
+    "device, category, client_ip, since_ms, until_ms, client_key, client_name, n) "
+    "JOIN attempts a ON a.site = s.site AND a.device = s.device AND a.category = s.category "
+    "AND a.time_ms > s.since_ms AND a.time_ms <= s.until_ms " + _CLIENT_MATCH
 )
 
 
@@ -158,6 +178,7 @@ def attempts_in_scopes(
                 [s.site for s in scopes], [s.device for s in scopes],
                 [s.category for s in scopes], [s.client_ip for s in scopes],
                 [s.since_ms for s in scopes], [s.until_ms for s in scopes],
+                [s.client_key for s in scopes], [s.client_name for s in scopes],
             ],
             binary=True,
         ))]  # fmt: skip
@@ -176,16 +197,17 @@ def attempts_in_scopes(
 
 def _scopes_values(db: Database, chunk: Sequence[WindowScope]) -> list[Row]:
     """_SCOPES_UNNEST for SQLite: the scopes as a VALUES list, numbered from 1."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
     params: list[object] = []
     for n, s in enumerate(chunk, 1):
         params += [n, s.site, s.device, s.category, s.client_ip, s.since_ms, s.until_ms]
+        params += [s.client_key, s.client_name]
     return db.execute(
-        f"WITH s(n, site, device, category, client_ip, since_ms, until_ms) AS (VALUES {values}) "
+        "WITH s(n, site, device, category, client_ip, since_ms, until_ms, client_key, "
+        f"client_name) AS (VALUES {values}) "
         "SELECT s.n, a.time_ms, a.report_id, a.count FROM s JOIN attempts a "
         "ON a.site = s.site AND a.device = s.device AND a.category = s.category "
-        "AND a.time_ms > s.since_ms AND a.time_ms <= s.until_ms "
-        "AND (s.client_ip IS NULL OR a.client_ip = s.client_ip)",
+        "AND a.time_ms > s.since_ms AND a.time_ms <= s.until_ms " + _CLIENT_MATCH,
         params,
     )
 

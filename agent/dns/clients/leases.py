@@ -1,4 +1,5 @@
-"""Parsing DHCP lease files: dnsmasq, ISC dhcpd and Kea memfile CSV, into address -> Lease.
+"""Parsing DHCP lease files: dnsmasq, ISC dhcpd (IPv4 and IPv6) and Kea memfile CSV, into
+address -> Lease.
 
 A lease file is written from what clients send in DHCP, so every host name in it is
 attacker-controlled: `clean_hostname` drops control and invisible characters and caps the length
@@ -22,11 +23,13 @@ MAX_HOSTNAME = 63  # a DHCP host name is one DNS label; an FQDN keeps its first 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """One address bound to a device: its host name and MAC, when the lease gave them."""
+    """One address bound to a device: its host name and MAC, when the lease gave them, and a
+    DHCPv6 client's DUID (hex, colons)."""
 
     ip: str
     hostname: str | None = None
     mac: str | None = None
+    duid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +96,29 @@ def parse_dnsmasq(text: str, now: float) -> Parsed:
 # next that starts with `}` (one that starts with `lease` instead: the block was cut short);
 # nested blocks (`on expiry { ... }`) are indented. One regex per block and per
 # statement: a token loop took 4 s for 20,000 leases here.
-_ISC_BLOCK = re.compile(r"^lease[ \t]+(\S+)[ \t]*\{[ \t]*\n((?:(?!\}|lease\b)[^\n]*\n)*)\}", re.M)
+_ISC_BLOCK = re.compile(
+    r"^lease[ \t]+(\S+)[ \t]*\{[ \t]*\n((?:(?!\}|lease\b|ia-na\b)[^\n]*\n)*)\}", re.M
+)
 _ISC_LEASE_START = re.compile(r"^lease\b", re.M)
+# dhcpd -6 writes `ia-na "IAID+DUID" {` (one escaped string: 4 bytes of IAID, then the client's
+# DUID) and, indented inside, an `iaaddr ADDRESS {` block per address with its own binding
+# state and ends, cut short or not as an IPv4 lease is.
+_ISC_IA_BLOCK = re.compile(
+    r'^ia-na[ \t]+"((?:[^"\\\n]|\\.)*)"[ \t]*\{[ \t]*\n((?:(?!\}|lease\b|ia-na\b)[^\n]*\n)*)\}',
+    re.M,
+)
+_ISC_IA_START = re.compile(r"^ia-na\b", re.M)
+_ISC_IAADDR = re.compile(r"^[ \t]+iaaddr[ \t]+(\S+)[ \t]*\{[ \t]*$", re.M)
+_ISC_STRING = r'"((?:[^"\\\n]|\\.)*)"'
+# A DHCPv6 lease has no client-hostname unless a config's `on commit` sets one; what dhcpd does
+# write is the client's FQDN option, or the name it registered in DNS (ddns-fwd-name).
+_ISC_V6_NAMES = (
+    re.compile(r"^[ \t]*client-hostname[ \t]+" + _ISC_STRING + r"[ \t]*;", re.M),
+    re.compile(r"^[ \t]*option[ \t]+fqdn\.hostname[ \t]+" + _ISC_STRING + r"[ \t]*;", re.M),
+    re.compile(r"^[ \t]*option[ \t]+fqdn\.fqdn[ \t]+" + _ISC_STRING + r"[ \t]*;", re.M),
+    re.compile(r"^[ \t]*set[ \t]+ddns-fwd-name[ \t]*=[ \t]*" + _ISC_STRING + r"[ \t]*;", re.M),
+)
+MAX_DUID = 130  # RFC 8415: a DUID is at most 130 bytes (2 of type, 128 of identifier)
 _ISC_STATE = re.compile(r"^[ \t]*binding[ \t]+state[ \t]+([a-z-]+)[ \t]*;", re.M)
 _ISC_ENDS = re.compile(r"^[ \t]*ends[ \t]+([^;\n]*);", re.M)
 _ISC_MAC = re.compile(r"^[ \t]*hardware[ \t]+ethernet[ \t]+([0-9A-Fa-f:]+)[ \t]*;", re.M)
@@ -129,29 +153,96 @@ def _isc_ended(text: str, now: float) -> bool:
     return ends < now
 
 
+def _isc_inactive(body: str, now: float) -> bool:
+    """True if a lease's (or an iaaddr's) statements say it is not bound now."""
+    state = _ISC_STATE.search(body)
+    ends = _ISC_ENDS.search(body)
+    return (state is not None and state.group(1) in _INACTIVE) or (
+        ends is not None and _isc_ended(ends.group(1), now)
+    )
+
+
+def _isc_bytes(text: str) -> bytes | None:
+    """The bytes an escaped dhcpd string stands for; None if it holds a character that is not
+    one (a file that was not ISC's, decoded with replacement characters)."""
+    try:
+        return _isc_unescape(text).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+def duid_mac(duid: bytes) -> str | None:
+    """The Ethernet MAC a DUID-LL or DUID-LLT (hardware type 1) was made from, else None."""
+    kind, hardware = int.from_bytes(duid[:2]), int.from_bytes(duid[2:4])
+    if hardware != 1:
+        return None
+    if kind == 1 and len(duid) == 14:  # type, hardware type, 4 bytes of time, the MAC
+        return clean_mac(duid[8:].hex(":"))
+    if kind == 3 and len(duid) == 10:  # type, hardware type, the MAC
+        return clean_mac(duid[4:].hex(":"))
+    return None
+
+
+def _isc_v6(ia: re.Match[str], now: float) -> tuple[list[tuple[str, Lease | None]], bool]:
+    """The addresses of one `ia-na` block, each with its lease (None: not bound now, which
+    replaces an earlier lease of it), and False if the block is not in dhcpd's format."""
+    iaid_duid = _isc_bytes(ia.group(1))
+    if iaid_duid is None or not 4 + 3 <= len(iaid_duid) <= 4 + MAX_DUID:
+        return [], False
+    duid = iaid_duid[4:]
+    body = ia.group(2)
+    heads = list(_ISC_IAADDR.finditer(body))
+    outer = body[: heads[0].start()] if heads else body  # the IA's own statements
+    found: list[tuple[str, Lease | None]] = []
+    for i, head in enumerate(heads):
+        ip = canonical_ip(head.group(1))
+        if ip is None or ":" not in ip:
+            return [], False
+        inner = body[head.end() : heads[i + 1].start() if i + 1 < len(heads) else len(body)]
+        if _isc_inactive(inner, now):
+            found.append((ip, None))
+            continue
+        name = next(
+            (m for m in (p.search(part) for part in (inner, outer) for p in _ISC_V6_NAMES) if m),
+            None,
+        )
+        hostname = clean_hostname(_isc_unescape(name.group(1))) if name else None
+        found.append((ip, Lease(ip, hostname, duid_mac(duid), duid.hex(":"))))
+    return found, True
+
+
 def parse_isc(text: str, now: float) -> Parsed:
-    """ISC dhcpd.leases: `lease IP { ... }` blocks, appended as they change, so the last block
-    for an address wins. Only `binding state active` (or no state) leases that have not ended
-    count; `hardware ethernet` and `client-hostname` give the MAC and the name. Other blocks
-    (host, failover, server-duid, IPv6 ia-na) are skipped; a `lease` that is not a whole block
-    (a bad address, no closing brace) is a bad entry."""
+    """ISC dhcpd.leases: `lease IP { ... }` blocks (IPv4) and `ia-na` blocks with their
+    `iaaddr` addresses (IPv6, dhcpd -6), appended as they change, so the last block for an
+    address wins. Only `binding state active` (or no state) leases that have not ended count;
+    `hardware ethernet` and `client-hostname` give an IPv4 lease's MAC and name; an IPv6
+    lease's name is its `client-hostname`, `option fqdn.hostname`, `option fqdn.fqdn` or
+    `ddns-fwd-name`, and its MAC the one its DUID was made from, if any. Other blocks (host,
+    failover, server-duid, ia-ta, ia-pd) are skipped; a `lease` or `ia-na` that is not a whole
+    block (a bad address or DUID, no closing brace) is a bad entry."""
     leases: dict[str, Lease] = {}
-    bad = first_bad = 0
+    bad_lines: list[int] = []
     starts = {m.start() for m in _ISC_LEASE_START.finditer(text)}
-    for block in _ISC_BLOCK.finditer(text):
+    starts |= {m.start() for m in _ISC_IA_START.finditer(text)}
+    blocks = sorted([*_ISC_BLOCK.finditer(text), *_ISC_IA_BLOCK.finditer(text)], key=_start)
+    for block in blocks:
         starts.discard(block.start())
+        if block.re is _ISC_IA_BLOCK:
+            found, readable = _isc_v6(block, now)
+            if not readable:
+                bad_lines.append(text.count("\n", 0, block.start()) + 1)
+            for address, lease in found:
+                leases.pop(address, None)  # the later block replaces the earlier
+                if lease is not None:
+                    leases[address] = lease
+            continue
         ip = canonical_ip(block.group(1))
         if ip is None:
-            bad += 1
-            first_bad = first_bad or text.count("\n", 0, block.start()) + 1
+            bad_lines.append(text.count("\n", 0, block.start()) + 1)
             continue
         leases.pop(ip, None)  # the later block replaces the earlier
         body = block.group(2)
-        state = _ISC_STATE.search(body)
-        ends = _ISC_ENDS.search(body)
-        if (state is not None and state.group(1) in _INACTIVE) or (
-            ends is not None and _isc_ended(ends.group(1), now)
-        ):
+        if _isc_inactive(body, now):
             continue
         mac = _ISC_MAC.search(body)
         name = _ISC_NAME.search(body)
@@ -160,17 +251,21 @@ def parse_isc(text: str, now: float) -> Parsed:
             clean_hostname(_isc_unescape(name.group(1))) if name else None,
             clean_mac(mac.group(1)) if mac else None,
         )
-    lines = [text.count("\n", 0, start) + 1 for start in starts]  # `lease` with no whole block
-    # Outside the lease blocks (kept as blank lines, so the numbers stay), a line at the margin
-    # is a statement (`server-duid`, `host x {`...), a closing brace or a comment: else junk.
-    outside = _ISC_BLOCK.sub(lambda m: "\n" * m.group().count("\n"), text)
+    # `lease` or `ia-na` with no whole block
+    bad_lines += [text.count("\n", 0, start) + 1 for start in starts]
+    # Outside the blocks (kept as blank lines, so the numbers stay), a line at the margin is a
+    # statement (`server-duid`, `host x {`...), a closing brace or a comment: else junk.
+    outside = text
+    for pattern in (_ISC_BLOCK, _ISC_IA_BLOCK):
+        outside = pattern.sub(lambda m: "\n" * m.group().count("\n"), outside)
     for number, line in enumerate(outside.splitlines(), 1):
         if line and not _ISC_MARGIN.match(line):
-            lines.append(number)
-    if lines:
-        bad += len(lines)
-        first_bad = min([first_bad, *lines]) if first_bad else min(lines)
-    return Parsed(leases, bad, first_bad)
+            bad_lines.append(number)
+    return Parsed(leases, len(bad_lines), min(bad_lines, default=0))
+
+
+def _start(match: re.Match[str]) -> int:
+    return match.start()
 
 
 def _kea_field(text: str) -> str:
