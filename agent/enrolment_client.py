@@ -39,7 +39,7 @@ from common.wire import topics
 from common.wire.envelope import enroll_request_id, seal, split, unseal
 from common.wire.errors import OpenError, WireError
 from common.wire.header import Kind, SuiteId, valid_name
-from common.wire.keyfile import b64, read_json, unb64
+from common.wire.keyfile import PUBLIC_MODE, b64, read_json, unb64, write_atomic
 from common.wire.signed import open_signed
 from common.wire.signing import SigningKey, VerifyKey
 from common.wire.suites import OpeningKey, SealingKey
@@ -346,6 +346,7 @@ def enroll_from_bundle(bundle_path: Path, identity_dir: Path) -> Identity:
             raise EnrollError(f"{bundle_path}: not a Hedgerow enrolment bundle")
         hub_key, verify = parse_hub_document(doc["hub"])
         mqtt = doc["mqtt"]
+        ca = _keep_broker_ca(identity_dir, mqtt.get("ca"), mqtt.get("ca_pem"))
         beacon = doc.get("beacon_private")
         identity = Identity(
             site=str(doc["site"]),
@@ -356,7 +357,7 @@ def enroll_from_bundle(bundle_path: Path, identity_dir: Path) -> Identity:
             hub_key=hub_key,
             hub_verify_keys=verify,
             mqtt=MqttCredentials(
-                str(mqtt["url"]), str(mqtt["username"]), str(mqtt["password"]), mqtt.get("ca")
+                str(mqtt["url"]), str(mqtt["username"]), str(mqtt["password"]), ca
             ),
             beacon_key=SigningKey(unb64(str(beacon), "beacon_private")) if beacon else None,
         )
@@ -364,6 +365,27 @@ def enroll_from_bundle(bundle_path: Path, identity_dir: Path) -> Identity:
     except (KeyError, TypeError, binascii.Error, WireError) as exc:
         raise EnrollError(f"{bundle_path}: bundle is incomplete or corrupt: {exc}") from exc
     return install(identity_dir, identity, policy)
+
+
+BROKER_CA = "broker-ca.crt"
+
+
+def _keep_broker_ca(identity_dir: Path, ca: object, pem: object) -> str | None:
+    """The CA file the device verifies the broker with. A bundle from a hub with a PKI carries
+    the CA certificate itself (`mqtt.ca_pem`, public): it is checked and written to the bundle's
+    `ca` path, or to DIR/broker-ca.crt (0644); else `ca` as given (None: the system's CAs)."""
+    if pem is None:
+        return str(ca) if ca else None
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(str(pem).encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise EnrollError(f"the bundle's broker CA is not a PEM certificate: {exc}") from exc
+    path = Path(str(ca)) if ca else Path(identity_dir) / BROKER_CA
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, str(pem).encode("ascii"), PUBLIC_MODE)
+    return str(path)
 
 
 def add_enroll_arguments(parser: argparse.ArgumentParser, default_class: str | None) -> None:

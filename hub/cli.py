@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     # Imported here, not at the top: multiprocessing's spawn imports the main module again in
     # every opening worker process (hub.ingest.pool), which needs none of the commands.
-    from hub.commands import alerts, data, devices, enroll, notify, policy, serve, setup
+    from hub.commands import alerts, data, devices, enroll, notify, pki, policy, serve, setup, user
 
     parser = argparse.ArgumentParser(
         prog="hedgerow-hub",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (setup, alerts, serve, devices, data, enroll, policy, notify):
+    for module in (setup, alerts, serve, devices, data, enroll, policy, notify, user, pki):
         module.register(sub)
     return parser
 

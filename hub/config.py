@@ -30,6 +30,28 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """[web]: where the dashboard listens, its TLS files and how long a login lasts."""
+
+    listen: str = "127.0.0.1:8080"  # "" turns the dashboard off
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_hours: int = 12  # absolute limit of one login
+    idle_minutes: int = 30  # a session unused this long has ended
+    base_url: str | None = None  # the address people type, e.g. https://hub.school
+
+    @property
+    def tls(self) -> bool:
+        """Whether the dashboard is served over HTTPS."""
+        return self.tls_cert is not None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether serve runs the dashboard at all."""
+        return bool(self.listen)
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     """Everything hub.toml says."""
 
@@ -39,6 +61,7 @@ class HubConfig:
     database_url: str
     suite: SuiteId = SuiteId.MLKEM768_X25519
     web_listen: str = "127.0.0.1:8080"
+    web: WebConfig = field(default_factory=WebConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     # The sections each part of the hub reads for itself (rules, notify, policy...), raw.
     extra: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -77,6 +100,18 @@ def _listen(value: str) -> str | None:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         return "must be host:port"
+    return None
+
+
+def _loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _base_url(value: str) -> str | None:
+    url = urlparse(value)
+    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+        return "must be https://host[:port] (no path)"
     return None
 
 
@@ -120,7 +155,22 @@ def parse_config(raw: dict[str, object], path: Path) -> HubConfig:
     db.done()
 
     web = Section("web", root.table("web", {}), src)
-    web_listen = web.text("listen", "127.0.0.1:8080", check=_listen)
+    web_listen = web.text("listen", "127.0.0.1:8080", check=lambda v: _listen(v) if v else None)
+    web_config = WebConfig(
+        listen=web_listen,
+        tls_cert=_path(web.optional_text("tls_cert"), base),
+        tls_key=_path(web.optional_text("tls_key"), base),
+        session_hours=web.integer("session_hours", 12, lo=1, hi=24 * 7),
+        idle_minutes=web.integer("idle_minutes", 30, lo=1, hi=24 * 60),
+        base_url=web.optional_text("base_url", check=_base_url),
+    )
+    if (web_config.tls_cert is None) != (web_config.tls_key is None):
+        web.fail("tls_cert", web.optional_text("tls_cert"), "tls_cert and tls_key go together")
+    if web_listen and not web_config.tls and not _loopback(web_listen):
+        # Passwords and children's data must never cross the network in clear.
+        web.fail(
+            "listen", web_listen, "plain HTTP is allowed only on loopback; set tls_cert and tls_key"
+        )
     web.done()
 
     m = Section("mqtt", root.table("mqtt", {}), src)
@@ -146,6 +196,7 @@ def parse_config(raw: dict[str, object], path: Path) -> HubConfig:
         database_url=database_url,
         suite=SUITE_NAMES[suite_name],
         web_listen=web_listen,
+        web=web_config,
         mqtt=mqtt,
         extra=extra,
     )

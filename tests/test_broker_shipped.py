@@ -22,6 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.enrolment_client import enroll_online
+from agent.report.mqtt import close_sockets
 from common.enrolment import EnrollToken
 from common.identity import Identity
 from hub.cli import main as hub_main
@@ -129,6 +130,7 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        close_sockets(self.client)  # paho leaves its wake-up socket pair open
 
 
 def enrol(school: School, token: EnrollToken, name: str, tmp: Path) -> Identity:

@@ -12,6 +12,7 @@ from types import FrameType
 from hub.config import load_config
 from hub.daemon import HubService
 from hub.errors import HubError
+from hub.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     service = HubService(config)
+    # Refuses unreadable TLS files before anything starts.
+    web = WebServer(config) if config.web.enabled else None
     try:
         service.start()
+        if web is not None:
+            web.start()
+            web.wait_ready(30)  # logs, never raises: ingest goes on without the dashboard
         if service.wait_ready(30):
             log.info("hedgerow-hub serving (site %s, %s)", config.site, config.mqtt.url)
         else:
@@ -55,7 +61,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 service.reload()
             if not service.healthy:
                 raise HubError("the ingest thread stopped unexpectedly")
+            if web is not None:
+                web.check_health()
     finally:
+        if web is not None:
+            web.stop()
         service.stop()
         log.info("hedgerow-hub stopped")
     return 0

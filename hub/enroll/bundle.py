@@ -21,6 +21,7 @@ from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.registry import register
 from hub.errors import HubError
 from hub.keys import HubKeys
+from hub.pki.paths import pki_paths
 from hub.store import Database
 
 
@@ -87,6 +88,9 @@ def make_bundle(
         }
         if beacon is not None:
             document["beacon_private"] = b64(beacon.private)
+        ca_cert = pki_paths(config.data).ca_cert
+        if ca_cert.exists():  # the device verifies the broker with it (docs/pki.md)
+            document["mqtt"]["ca_pem"] = ca_cert.read_text(encoding="ascii")
         write_json(out, document, private=True, exclusive=True)
         try:
             broker = write_broker_files(db, config, now_ms=now_ms)
