@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from agent.dns.service import load_all
 from agent.filter import packet
-from agent.filter.answer_cache import AnswerCache
+from agent.filter.answer_cache import AnswerCache, targets_of
 from agent.filter.chain import Chain, build_chain
-from agent.filter.request import Request
+from agent.filter.fastpath import Miss
+from agent.filter.request import Pending, Request
 from agent.filter.resolvers.forward import Forwarder
 from agent.filter.resolvers.ratelimit import TokenBuckets
 from agent.filter.response import Stored, parse_response
@@ -184,6 +185,9 @@ def compare(
     for _ in range(2 if repeat else 1):  # the second time comes from the parse memo
         fast = chain.resolve_fast(data, client)
         full = full_answer(chain, data, client)
+        if isinstance(fast, Miss):
+            seen = compare_fetched(chain, fast, data, client, name, qtype, edns, do)
+            continue
         if isinstance(fast, tuple):
             assert full is not None, (name, client)
             limit = 512 if edns is None else max(512, min(edns, 1232))
@@ -199,6 +203,40 @@ def compare(
     if isinstance(full, Answer) and full.verdict.kind == Kind.CACHED and len(full.wire) <= 512:
         assert isinstance(chain.resolve_fast(data, client), tuple), full.verdict
     return seen
+
+
+def compare_fetched(
+    chain: Chain,
+    miss: Miss,
+    data: bytes,
+    client: str,
+    name: str,
+    qtype: int,
+    edns: int | None,
+    do: bool,
+) -> Kind:
+    """A miss (the full chain would ask upstream too), then its upstream answer given to the fast
+    path's fetched() and to the full chain's Chain.answer_fetched: the same reply and verdict,
+    RESOLVED unless a target is blocked; too big for the client only where the full chain's
+    reply is (the server then sends the full chain's TC)."""
+    q = packet.parse_query(data)
+    outcome = chain.resolve(Request(q, client, "udp", chain.clock()))
+    assert isinstance(outcome, Pending), (name, qtype, client)  # the full chain misses too
+    assert miss.key == (name, qtype, 1, do and edns is not None)
+    assert miss.question(data) == packet.question_bytes(name, qtype, 1)
+    stored = cloaked_stored(name, qtype) if name in CLOAKS else _stored(name, qtype)
+    targets = targets_of(miss.key, stored)
+    fast = chain.fast.fetched(miss, data, stored, targets)
+    full = chain.answer_fetched(Request(q, client, "udp", chain.clock()), stored, targets)
+    assert isinstance(full, Answer)
+    limit = 512 if edns is None else max(512, min(edns, 1232))
+    if fast is None:
+        assert len(full.wire) > limit, (name, qtype, client)
+        return full.verdict.kind
+    assert (fast[0], fast[1]) == (full.wire, full.verdict), (name, qtype, client)
+    assert fast[1].kind in (Kind.RESOLVED, Kind.BLOCKED) and len(fast[0]) <= limit
+    assert (fast[2], fast[3]) == (name, qtype)
+    return fast[1].kind
 
 
 @settings(
@@ -245,7 +283,7 @@ def test_the_comparison_covers_every_fast_verdict(setup: Setup) -> None:
         for weekend in (False, True)
         for edns in (None, 1232)
     }
-    assert {Kind.BLOCKED, Kind.REFUSED, Kind.CACHED, Kind.FILTERED} <= seen
+    assert {Kind.BLOCKED, Kind.REFUSED, Kind.CACHED, Kind.FILTERED, Kind.RESOLVED} <= seen
 
 
 @pytest.mark.parametrize("fast_first", [True, False])
@@ -265,7 +303,7 @@ def test_rate_limit_spends_one_token_per_query_on_either_path(
             continue
         q = packet.parse_query(data)
         request = Request(q, "127.0.1.5", "udp", 0.0)
-        request.metered = fast
+        request.metered = fast is not False  # True or a Miss: the token is spent
         outcome = chain.resolve(request)
         codes.append(outcome.wire[3] & 0xF if isinstance(outcome, Answer) else 0)
     assert codes == [0, 0, 0, 5, 5, 5]  # three tokens, then REFUSED on both paths

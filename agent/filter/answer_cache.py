@@ -107,15 +107,16 @@ class AnswerCache:
 
     def entry(self, key: CacheKey) -> tuple[int, bytes, Targets] | None:
         """(meta, records rendered for the entry's age, targets) of a live entry, or None if
-        absent or expired (the fast path's lookup). Counts hits only: after a miss the full chain
-        asks lookup(), which counts it once."""
+        absent or expired (the fast path's lookup; its misses are fetched without lookup())."""
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
+            self.misses += 1
             return None
         now = self._clock()
         if now >= entry[0]:
             del entries[key]
+            self.misses += 1
             return None
         self.hits += 1
         age = int(now - entry[1])

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.filter import packet
-from agent.filter.fastpath import FastAnswer, FastPath
+from agent.filter.answer_cache import Targets
+from agent.filter.fastpath import FastPath, FastResult
 from agent.filter.groups import CategoryLookup, build_policy
 from agent.filter.request import Link, Pending, Request
 from agent.filter.resolvers.access import AccessLink
@@ -17,6 +18,7 @@ from agent.filter.resolvers.bypass import BypassLink
 from agent.filter.resolvers.forward import CacheLink, Forwarder, UpstreamLink
 from agent.filter.resolvers.ratelimit import RateLimitLink, TokenBuckets
 from agent.filter.resolvers.safesearch import SafeSearchLink
+from agent.filter.response import Stored
 from agent.filter.sinkhole import Sinkhole
 from agent.filter.spec import FilterSpec
 from agent.filter.verdict import Answer, Kind, Verdict
@@ -33,7 +35,7 @@ class Chain:
         self.links = links
         self.clock = clock
         self.fast = fast
-        self.resolve_fast: Callable[[bytes, str], FastAnswer | bool] = fast.resolve
+        self.resolve_fast: Callable[[bytes, str], FastResult] = fast.resolve
 
     def resolve(self, request: Request) -> Answer | Pending:
         """Run the request down the links."""
@@ -43,6 +45,21 @@ class Chain:
                 return outcome
         verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="no link answered")
         return Answer(packet.error(request.query, packet.SERVFAIL), verdict)
+
+    def answer_fetched(
+        self, request: Request, fetched: Stored | Exception, targets: Targets | None = None
+    ) -> Answer | Pending:
+        """The full chain's answer to a cache miss whose upstream reply (or failure) was fetched
+        already (the fast path's Miss, when it cannot answer it itself): the links before the
+        cache decide, then the upstream link answers with what was fetched."""
+        for link in self.links:
+            if isinstance(link, UpstreamLink):
+                return link.answer_fetched(request, fetched, targets)
+            if not isinstance(link, CacheLink):  # it missed: that is why this was fetched
+                outcome = link.resolve(request)
+                if outcome is not None:
+                    return outcome
+        return self.resolve(request)
 
     def decide(self, request: Request) -> tuple[str, Answer | Pending]:
         """The name of the link that answers, and its outcome (for explain)."""

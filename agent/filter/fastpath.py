@@ -4,8 +4,13 @@ from precomputed templates, with no Request, no task and no per-label objects.
 
 It is not a second policy. `FastPath` is built by chain.build_chain from the chain's own links,
 walks them in their order (it refuses to compile a link it does not know), and hands anything
-else (unusual packets, SafeSearch, bypass and beacon names, cache misses) to the full chain.
-tests/test_dns_fastpath.py holds it to byte-identical answers and equal verdicts.
+else (unusual packets, SafeSearch, bypass and beacon names) to the full chain.
+
+A cache miss the policy lets through comes back as a `Miss`: the server asks the upstreams
+itself and, when the answer comes, `fetched` answers it with the same cached-answer step the
+cache hits take (targets, shape templates), after the access and rate-limit steps, which ran
+once already. tests/test_dns_fastpath.py and tests/test_dns_fast_miss.py hold both to
+byte-identical answers and equal verdicts.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from itertools import islice
 from typing import Any
 
 from agent.filter import packet
-from agent.filter.answer_cache import AnswerCache, CacheKey, unpack_meta
+from agent.filter.answer_cache import AnswerCache, CacheKey, Targets, pack_meta, unpack_meta
 from agent.filter.groups import CategoryLookup, ClientTable, GroupPolicy
 from agent.filter.request import Link
 from agent.filter.resolvers.access import OUTSIDER, AccessLink
@@ -24,7 +29,7 @@ from agent.filter.resolvers.beacon import ZONE as BEACON_ZONE
 from agent.filter.resolvers.beacon import BeaconLink
 from agent.filter.resolvers.blocking import AllowLink, CategoryLink, StatutoryLink, TargetCheck
 from agent.filter.resolvers.bypass import DDR_ZONE, NXDOMAIN_NAMES, BypassLink
-from agent.filter.resolvers.forward import CacheLink, UpstreamLink
+from agent.filter.resolvers.forward import CacheLink, Forwarder, UpstreamLink
 from agent.filter.resolvers.ratelimit import RateLimitLink, TokenBuckets
 from agent.filter.resolvers.safesearch import SafeSearchLink
 from agent.filter.response import Stored, render
@@ -49,7 +54,7 @@ _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _OPT_TYPE = b"\x00\x29"
 
 # (reply, verdict, qname or None if not looked at, qtype); False: run the full chain;
-# True: run the full chain, the client's rate-limit token is already spent.
+# True: run the full chain, the client's rate-limit token is already spent; a Miss: fetch it.
 FastAnswer = tuple[bytes, Verdict, str | None, int]
 # What the policy needs to know about one (lower-cased) name, learned once: its text, the
 # categories listing it (CategoryIndex.lookup), per group the allow entry covering it (None if
@@ -66,8 +71,8 @@ class GroupFast:
     """One group's precomputed verdicts and templates."""
 
     __slots__ = (
-        "_allowed", "always", "blocked", "cached", "cloaked", "ech", "limited", "outsider",
-        "policy", "pos",
+        "_allowed", "_resolved_allowed", "always", "blocked", "cached", "cloaked", "ech",
+        "limited", "outsider", "policy", "pos", "resolved",
     )  # fmt: skip
 
     def __init__(self, policy: GroupPolicy | None, pos: int) -> None:
@@ -79,6 +84,7 @@ class GroupFast:
         name = policy.name if policy else ""
         self.limited = Verdict(Kind.REFUSED, name, rule="rate_limit")
         self.cached = Verdict(Kind.CACHED, name)
+        self.resolved = Verdict(Kind.RESOLVED, name)
         # hit mask << 2 | type kind (A, AAAA, other) -> (heads, tails, verdict)
         self.blocked: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...], Verdict]] = {}
         # (hit mask, target) -> the verdict of a cached answer blocked for that target
@@ -91,6 +97,7 @@ class GroupFast:
                 Verdict(Kind.FILTERED, name, "ech", "block_ech"),
             )
         self._allowed: dict[str, Verdict] = {}
+        self._resolved_allowed: dict[str, Verdict] = {}
 
     def cached_allowed(self, entry: str) -> Verdict:
         """The cached verdict naming the allow entry that let the name through."""
@@ -99,6 +106,37 @@ class GroupFast:
             verdict = Verdict(Kind.CACHED, self.cached.group, rule=f"allow {entry}")
             self._allowed[entry] = verdict
         return verdict
+
+    def resolved_allowed(self, entry: str) -> Verdict:
+        """The verdict of a fresh upstream answer to a name an allow entry let through."""
+        verdict = self._resolved_allowed.get(entry)
+        if verdict is None:
+            verdict = Verdict(Kind.RESOLVED, self.cached.group, rule=f"allow {entry}")
+            self._resolved_allowed[entry] = verdict
+        return verdict
+
+
+class Miss:
+    """A query the policy lets through, not special and not in the cache (FastPath.resolve):
+    the server asks `key` upstream and hands the answer to `fast.fetched`. The client's
+    rate-limit token is spent."""
+
+    __slots__ = ("fast", "group", "key", "parsed")
+
+    def __init__(self, fast: FastPath, key: CacheKey, parsed: Parsed, group: GroupFast) -> None:
+        self.fast = fast
+        self.key = key
+        self.parsed = parsed
+        self.group = group
+
+    def question(self, data: bytes) -> bytes:
+        """The question section of the query `data` as packet.question_bytes gives it: its
+        name lower-cased (the fast path took only plain labels, so nothing else differs)."""
+        end = self.parsed[0]
+        return data[12 : end - 4].lower() + data[end - 4 : end]
+
+
+FastResult = FastAnswer | Miss | bool  # what FastPath.resolve gives (see FastAnswer)
 
 
 class FastPath:
@@ -134,6 +172,7 @@ class FastPath:
         self._statutory = 0
         self._allowing = False
         self._cache: AnswerCache | None = None
+        self._forwarder: Forwarder | None = None
         self._targets: TargetCheck | None = None
         self._special_names: set[str] = set()
         self._special_zones: list[str] = []
@@ -144,6 +183,9 @@ class FastPath:
         self._special_suffixes = tuple("." + zone for zone in self._special_zones)
         if self._table is None or self._cache is None or self._index is None:
             raise TypeError("the chain needs access, list and cache links to be compiled")
+        if self._forwarder is None:
+            raise TypeError("the chain needs an upstream link to be compiled")
+        self.forwarder: Forwarder = self._forwarder
         self._cache_entry: Callable[[CacheKey], tuple[int, bytes, tuple[str, ...]] | None] = (
             self._cache.entry
         )
@@ -180,10 +222,12 @@ class FastPath:
             self._special_zones.append(BEACON_ZONE)
         elif isinstance(link, CacheLink):
             self._cache, self._targets = link.cache, link.targets
-        elif not isinstance(link, UpstreamLink):
+        elif isinstance(link, UpstreamLink):
+            self._forwarder = link.forwarder
+        else:
             raise TypeError(f"no fast form for the {link.name} link")
 
-    def resolve(self, data: bytes, client: str) -> FastAnswer | bool:
+    def resolve(self, data: bytes, client: str) -> FastResult:
         """Answer a UDP query from `client` if it is a common case; see FastAnswer."""
         # Everything but the ID decides how a packet parses: repeats skip the parsing.
         rest = data[2:]
@@ -192,7 +236,7 @@ class FastPath:
             parsed = self._parse_new(data, rest)
             if parsed is None:
                 return False
-        qend, variant, qtype, edns, limit, info = parsed
+        qend, variant, qtype, edns, _, info = parsed
         # 1. Access (and the group), 1b. rate limit (TokenBuckets.allow, inlined).
         group = self._clients.get(client)
         if group is None:
@@ -254,11 +298,41 @@ class FastPath:
         if group.ech is not None and (qtype == packet.HTTPS or qtype == packet.SVCB):
             template, verdict = group.ech
             return template.reply(data, qend, variant), verdict, qname, qtype
-        # 8. The cache; a miss goes to the full chain for the upstream.
-        cached = self._cache_entry((qname, qtype, packet.CLASS_IN, edns == 2))
+        # 8. The cache; a miss is the server's to fetch (Miss), then fetched() answers it.
+        key = (qname, qtype, packet.CLASS_IN, edns == 2)
+        cached = self._cache_entry(key)
         if cached is None:
-            return True
-        shape_meta, records, targets = cached
+            return Miss(self, key, parsed, group)
+        answer = self._reply(data, parsed, info, group, cached[0], cached[1], cached[2], False)
+        return True if answer is None else answer  # too big: the full path sends TC
+
+    def fetched(
+        self, miss: Miss, data: bytes, stored: Stored, targets: Targets
+    ) -> FastAnswer | None:
+        """The reply to a Miss of this fast path once its upstream answer came (and was kept,
+        with `targets`): as the full chain's upstream link gives it (RESOLVED, or blocked for
+        a target), or None when it is too big for the client (the full path sends TC). Only
+        the cached-answer step runs: access and rate limit took the client's token already."""
+        info = miss.parsed[5]
+        assert info is not None  # a Miss is made only for a looked-up name
+        meta = pack_meta(stored.rcode, stored.aa, stored.ad, stored.counts)
+        return self._reply(data, miss.parsed, info, miss.group, meta, stored.body, targets, True)
+
+    def _reply(
+        self,
+        data: bytes,
+        parsed: Parsed,
+        info: NameInfo,
+        group: GroupFast,
+        shape_meta: int,
+        records: bytes,
+        targets: Targets,
+        fresh: bool,
+    ) -> FastAnswer | None:
+        """An answer's records (cached, or `fresh` from upstream) as this client's reply, as
+        CacheLink or UpstreamLink render it; None if too big for the client."""
+        qend, variant, qtype, edns, limit, _ = parsed
+        qname, _, allowed, _ = info
         if targets:  # it names other owners: they meet the policy too (TargetCheck)
             cloaked = self._cloaked(group, allowed, targets, qtype)
             if cloaked is not None:
@@ -272,9 +346,12 @@ class FastPath:
             (data[:2], shape.heads[variant], data[12:qend], records, shape.tails[variant])
         )
         if len(wire) > 512 and (not edns or len(wire) > max(512, min(limit, self._max_udp))):
-            return True  # too big for this client: the full path sends TC
+            return None
         entry_name = allowed[group.pos] if allowed is not None else None
-        verdict = group.cached if entry_name is None else group.cached_allowed(entry_name)
+        if fresh:
+            verdict = group.resolved if entry_name is None else group.resolved_allowed(entry_name)
+        else:
+            verdict = group.cached if entry_name is None else group.cached_allowed(entry_name)
         return wire, verdict, qname, qtype
 
     def _cloaked(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.filter import mmsg
-from agent.filter.fastpath import FastAnswer
+from agent.filter.fastpath import FastAnswer, FastResult, Miss
 
 log = logging.getLogger(__name__)
 _LEN = struct.Struct("!H")
@@ -53,11 +53,11 @@ class Answerer(Protocol):
     tcp_idle_timeout_s: float
     tcp_message_timeout_s: float
 
-    def fast_resolver(self) -> Callable[[bytes, str], FastAnswer | bool]:
+    def fast_resolver(self) -> Callable[[bytes, str], FastResult]:
         """The current chain's fast path (a reload swaps it between two batches)."""
         ...
 
-    def fast(self, data: bytes, client: str) -> FastAnswer | bool:
+    def fast(self, data: bytes, client: str) -> FastResult:
         """The fast path's answer for one packet, never raising."""
         ...
 
@@ -80,6 +80,12 @@ class Answerer(Protocol):
         self, data: bytes, client: str, metered: bool, started: float, udp: Datagram, peer: Any
     ) -> None:
         """The full path for a UDP query: answer now, or when its upstream replies."""
+        ...
+
+    def answer_miss(
+        self, miss: Miss, data: bytes, client: str, started: float, udp: Datagram, peer: Any
+    ) -> None:
+        """A UDP cache miss the fast path let through: fetch it, answer when it comes."""
         ...
 
     def answer_tcp(self, message: bytes, client: str, started: float, stream: Stream) -> None:
@@ -128,8 +134,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if isinstance(fast, tuple):
             self.transport.sendto(fast[0], addr)
             server.answered_fast(fast, data, client, started)
-        else:
+        elif isinstance(fast, bool):
             server.answer_udp(data, client, fast, started, self.transport, addr)
+        else:
+            server.answer_miss(fast, data, client, started, self.transport, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
@@ -175,8 +183,12 @@ class BatchedUdp:
                         if record:
                             answered_data.append(data)
                             answered_clients.append(client)
-                    else:
+                    elif isinstance(fast, bool):
                         server.answer_udp(data, client, fast, started, datagrams, datagrams.peer(i))
+                    else:  # a cache miss: its answer leaves in a later sendmmsg
+                        server.answer_miss(
+                            fast, data, client, started, datagrams, datagrams.peer(i)
+                        )
             finally:
                 datagrams.send(replies)  # what was answered goes out even if a packet raised
                 if answered:

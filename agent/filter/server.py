@@ -17,11 +17,12 @@ from typing import Any
 
 from agent.filter import mmsg, packet
 from agent.filter.chain import Chain
-from agent.filter.fastpath import FastAnswer
+from agent.filter.fastpath import FastAnswer, FastResult, Miss
 from agent.filter.listeners import BatchedUdp, Datagram, Stream, TcpProtocol, UdpProtocol
 from agent.filter.metrics import Metrics
 from agent.filter.querylog import QueryRecord, QuerySink
 from agent.filter.request import Pending, Request
+from agent.filter.response import Stored
 from agent.filter.spec import Endpoint
 from agent.filter.verdict import Answer, Kind, Verdict
 
@@ -164,7 +165,7 @@ class DnsServer:
             verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
             return Answer(packet.error(q, packet.SERVFAIL), verdict), request
 
-    def fast_resolver(self) -> Callable[[bytes, str], FastAnswer | bool]:
+    def fast_resolver(self) -> Callable[[bytes, str], FastResult]:
         """The current chain's fast path (listeners read it once per batch)."""
         return self.chain.resolve_fast
 
@@ -220,8 +221,9 @@ class DnsServer:
         if self.metrics is not None:
             self.metrics.tcp_event(event)
 
-    def fast(self, data: bytes, client: str) -> FastAnswer | bool:
-        """The compiled chain's answer, or False/True for the full path (see fastpath.py)."""
+    def fast(self, data: bytes, client: str) -> FastResult:
+        """The compiled chain's answer, a Miss to fetch, or False/True for the full path (see
+        fastpath.py)."""
         try:
             return self.chain.resolve_fast(data, client)
         except Exception:  # never die on one packet: let the full path answer it
@@ -257,6 +259,76 @@ class DnsServer:
         """The full path for a UDP query: answer now, or when its upstream replies."""
         deliver = _Deliver(self, client, started, udp=udp, peer=peer)
         self._answer(data, client, "udp", metered, deliver)
+
+    def answer_miss(
+        self, miss: Miss, data: bytes, client: str, started: float, udp: Datagram, peer: Any
+    ) -> None:
+        """A UDP cache miss the fast path let through: asked upstream here and answered from
+        the upstream pool's read callback (no task, no future, no Request, no walk down the
+        links)."""
+        done = functools.partial(self._fetched, miss, data, client, started, udp, peer)
+        try:
+            miss.fast.forwarder.upstreams.ask_then(*miss.key, done, miss.question(data))
+        except Exception:  # never die on one packet: the full path answers it
+            log.exception("asking upstream for %s failed", miss.key[0])
+            self.answer_udp(data, client, True, started, udp, peer)
+
+    def _fetched(
+        self,
+        miss: Miss,
+        data: bytes,
+        client: str,
+        started: float,
+        udp: Datagram,
+        peer: Any,
+        fetched: Stored | Exception,
+    ) -> None:
+        """Keep a miss's upstream answer as the full chain does, and answer it by the fast
+        path's cached-answer step. The full chain answers instead (with what was fetched, not
+        asking again) when every upstream failed, when the answer is too big for the client
+        (TC), or when a reload retired that fast path meanwhile."""
+        targets = None
+        if isinstance(fetched, Stored):
+            try:
+                fast = miss.fast
+                targets = fast.forwarder.keep(miss.key, fetched)
+                if fast is self.chain.fast:
+                    answer = fast.fetched(miss, data, fetched, targets)
+                    if answer is not None:
+                        if not udp.is_closing():
+                            udp.sendto(answer[0], peer)
+                        self.answered_fast(answer, data, client, started)
+                        return
+            except Exception as exc:  # a callback must not raise into the upstream pool
+                log.exception("answering %s from the fast path failed", miss.key[0])
+                fetched = exc
+        self._fetched_full(data, client, started, udp, peer, fetched, targets)
+
+    def _fetched_full(
+        self,
+        data: bytes,
+        client: str,
+        started: float,
+        udp: Datagram,
+        peer: Any,
+        fetched: Stored | Exception,
+        targets: tuple[str, ...] | None,
+    ) -> None:
+        """The full chain's answer to a miss fetched already (Chain.answer_fetched)."""
+        deliver = _Deliver(self, client, started, udp=udp, peer=peer)
+        chain = self.chain
+        request = Request(packet.parse_query(data), client, "udp", chain.clock())
+        request.metered = True  # the fast path took its token
+        try:
+            outcome = chain.answer_fetched(request, fetched, targets)
+        except Exception:
+            log.exception("answering %s for %s failed", request.query.qname, client)
+            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+            outcome = Answer(packet.error(request.query, packet.SERVFAIL), verdict)
+        if isinstance(outcome, Answer):
+            self._delivered(deliver, outcome, request)
+        else:
+            self.run_later(outcome, request, deliver)
 
     def answer_tcp(self, message: bytes, client: str, started: float, stream: Stream) -> None:
         """The full path for one query of a TCP connection."""
@@ -339,7 +411,9 @@ class DnsServer:
         try:
             deliver(answer, request)
         except Exception:  # a callback must not raise into the event loop's handler
-            log.exception("sending the answer to %s failed", request.query.qname if request else "?")
+            log.exception(
+                "sending the answer to %s failed", request.query.qname if request else "?"
+            )
 
     async def _complete(self, pending: Pending, request: Request | None, deliver: _Deliver) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 from agent.filter import packet
@@ -58,6 +59,7 @@ class Exchange:
 
     __slots__ = (
         "attempt_deadline",
+        "callbacks",
         "carrier",
         "deadline",
         "do",
@@ -94,6 +96,8 @@ class Exchange:
         self.slot = -1  # the timer wheel's slot of this attempt's deadline (-1: none)
         self.done = False
         self.waiters: list[asyncio.Future[Stored]] = []
+        # Callers told straight from the carrier's callback (Upstreams.ask_then), no future.
+        self.callbacks: list[Callable[[Stored | Exception], None]] = []
 
 
 class RandomIds:

@@ -81,21 +81,57 @@ class Upstreams:
         upstream query (each caller has a future of its own, so one that is cancelled leaves
         the others waiting). Fails with UpstreamError when every server failed."""
         loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Stored] = loop.create_future()
+        exchange = self._exchange(qname, qtype, qclass, do, loop)
+        exchange.waiters.append(waiter)
+        if exchange.position < 0:
+            self._attempt(exchange, 0, loop.time())
+        return waiter
+
+    def ask_then(
+        self,
+        qname: str,
+        qtype: int,
+        qclass: int,
+        do: bool,
+        done: Callable[[Stored | Exception], None],
+        question: bytes | None = None,
+    ) -> None:
+        """As ask(), but the answer (or the UpstreamError) goes to `done`, called from the
+        carrier's read callback or the sweep (or at once, if no server can be asked): no
+        future and no event-loop turn in between, for the fast path's cache misses. `done`
+        should not raise; if it does, that is logged and the other callers still hear.
+        `question`: the question section as packet.question_bytes gives it, if the caller has
+        it already (the fast path cuts it from the query)."""
+        loop = asyncio.get_running_loop()
+        exchange = self._exchange(qname, qtype, qclass, do, loop, question)
+        exchange.callbacks.append(done)
+        if exchange.position < 0:
+            self._attempt(exchange, 0, loop.time())
+
+    def _exchange(
+        self,
+        qname: str,
+        qtype: int,
+        qclass: int,
+        do: bool,
+        loop: asyncio.AbstractEventLoop,
+        question: bytes | None = None,
+    ) -> Exchange:
+        """The exchange in flight for a question, or a new one not yet sent (position -1:
+        the caller sends it once it has joined, so a failure at once reaches it too)."""
         if loop is not self._loop:
             self._bind(loop)
-        waiter: asyncio.Future[Stored] = loop.create_future()
         key = (qname, qtype, qclass, do)
         exchange = self._inflight.get(key)
         if exchange is None:
-            question = packet.question_bytes(qname, qtype, qclass)
+            if question is None:
+                question = packet.question_bytes(qname, qtype, qclass)
             deadline = loop.time() + self.config.timeout_ms / 1000
             exchange = Exchange(qname, qtype, qclass, do, question, deadline)
-            exchange.waiters.append(waiter)
+            exchange.position = -1
             self._inflight[key] = exchange
-            self._attempt(exchange, 0, loop.time())
-        else:
-            exchange.waiters.append(waiter)
-        return waiter
+        return exchange
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Use this loop from now on (the first ask, or a caller on another loop: whatever the
@@ -166,6 +202,8 @@ class Upstreams:
             if not waiter.done():
                 waiter.set_result(stored)
         exchange.waiters = []
+        if exchange.callbacks:
+            _tell(exchange, stored)
 
     def _give_up(self, exchange: Exchange) -> None:
         exchange.done = True
@@ -179,6 +217,8 @@ class Upstreams:
             if not waiter.done():
                 waiter.set_exception(error)
         exchange.waiters = []
+        if exchange.callbacks:
+            _tell(exchange, error)
 
     @staticmethod
     def _key(exchange: Exchange) -> InflightKey:
@@ -304,3 +344,13 @@ class Upstreams:
             exchange.problem = "closed"
             exchange.position = len(self._servers)
             self._give_up(exchange)
+
+
+def _tell(exchange: Exchange, outcome: Stored | Exception) -> None:
+    """Hand an exchange's outcome to its ask_then callers, each on its own."""
+    callbacks, exchange.callbacks = exchange.callbacks, []
+    for done in callbacks:
+        try:
+            done(outcome)
+        except Exception:  # one caller's bug must not keep the answer from the others
+            log.exception("a caller of the upstream answer for %s failed", exchange.qname)

@@ -4,7 +4,6 @@ answer leads to (CNAME, DNAME, SVCB/HTTPS targets) against the client's group be
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 
@@ -101,39 +100,41 @@ class UpstreamLink:
             stored = await self.forwarder.upstreams.ask(q.qname, q.qtype, q.qclass, q.do)
         except UpstreamError as exc:
             return self._failed(request, exc)
-        return self._answer(request, stored)
+        return self.answer_fetched(request, stored)
 
     def _start(self, request: Request, done: Done) -> None:
-        """The cache-miss path without a task: the upstream future's callback answers."""
+        """The cache-miss path without a task or future: the upstream pool's callback answers."""
         q = request.query
-        future = self.forwarder.upstreams.ask(q.qname, q.qtype, q.qclass, q.do)
+        self.forwarder.upstreams.ask_then(
+            q.qname,
+            q.qtype,
+            q.qclass,
+            q.do,
+            lambda fetched: done(self.answer_fetched(request, fetched)),
+        )
 
-        def finished(result: asyncio.Future[Stored]) -> None:
-            if result.cancelled():
-                return  # the server is stopping: nobody to answer
-            error = result.exception()
-            if isinstance(error, UpstreamError):
-                answer = self._failed(request, error)
-            elif error is not None:
-                log.error("answering %s failed: %r", q.qname, error)
-                verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
-                answer = Answer(packet.error(q, packet.SERVFAIL), verdict)
-            else:
-                answer = self._answer(request, result.result())
-            done(answer)
-
-        future.add_done_callback(finished)
+    def answer_fetched(
+        self, request: Request, fetched: Stored | Exception, targets: Targets | None = None
+    ) -> Answer:
+        """The answer to a miss once its upstream reply (or failure) is in hand: SERVFAIL when
+        every upstream failed, else the reply kept in the cache (here, unless the caller kept
+        it already and passes its `targets`) and checked for blocked targets."""
+        q = request.query
+        if isinstance(fetched, UpstreamError):
+            return self._failed(request, fetched)
+        if isinstance(fetched, Exception):
+            log.error("answering %s failed: %r", q.qname, fetched)
+            verdict = Verdict(Kind.SERVFAIL, request.group_name, rule="internal error")
+            return Answer(packet.error(q, packet.SERVFAIL), verdict)
+        if targets is None:
+            targets = self.forwarder.keep((q.qname, q.qtype, q.qclass, q.do), fetched)
+        if targets:
+            blocked = self.targets.check(request, targets)
+            if blocked is not None:
+                return blocked
+        return Answer(render(fetched, q), _verdict(request, Kind.RESOLVED))
 
     @staticmethod
     def _failed(request: Request, exc: UpstreamError) -> Answer:
         verdict = Verdict(Kind.SERVFAIL, request.group_name, rule=str(exc))
         return Answer(packet.error(request.query, packet.SERVFAIL), verdict)
-
-    def _answer(self, request: Request, stored: Stored) -> Answer:
-        q = request.query
-        targets = self.forwarder.keep((q.qname, q.qtype, q.qclass, q.do), stored)
-        if targets:
-            blocked = self.targets.check(request, targets)
-            if blocked is not None:
-                return blocked
-        return Answer(render(stored, q), _verdict(request, Kind.RESOLVED))
