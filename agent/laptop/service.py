@@ -37,6 +37,7 @@ from agent.laptop.site_tracker import SiteTracker
 from agent.laptop.status import StatusBoard
 from agent.report import Publisher
 from agent.report.mqtt import Message
+from common import sdnotify
 from common.errors import HedgerowError
 from common.identity import Identity
 from common.wire import topics
@@ -130,6 +131,10 @@ class AgentService:
         ]
         if self.tamper is not None:
             self._tasks.append(asyncio.ensure_future(self._tamper_loop()))
+        # systemd: READY now that the filter answers, then watchdog pings from this loop.
+        self._tasks.append(
+            asyncio.ensure_future(sdnotify.ready_then_ping(sdnotify.Notifier(), "running"))
+        )
         log.info(
             "running: device %s/%s, group %s", self.identity.site, self.identity.device, self.group
         )
@@ -157,6 +162,7 @@ class AgentService:
 
     async def stop(self) -> None:
         """Undo what we changed in the OS, send the last summary and a clean-stop heartbeat."""
+        sdnotify.Notifier().stopping()  # systemd: a clean stop has begun
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

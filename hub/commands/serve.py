@@ -6,9 +6,11 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
+from common.sdnotify import Notifier, Pinger
 from hub.config import load_config
 from hub.daemon import HubService
 from hub.errors import HubError
@@ -44,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     service = HubService(config)
+    notifier = Notifier()
     # Refuses unreadable TLS files before anything starts.
     web = WebServer(config) if config.web.enabled else None
     try:
@@ -53,17 +56,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             web.wait_ready(30)  # logs, never raises: ingest goes on without the dashboard
         if service.wait_ready(30):
             log.info("hedgerow-hub serving (site %s, %s)", config.site, config.mqtt.url)
+            notifier.ready(f"serving site {config.site}")
         else:
             log.warning("not yet connected to %s; retrying in the background", config.mqtt.url)
+            notifier.ready(f"not yet connected to {config.mqtt.url}; retrying")
+        # The watchdog is pinged from this loop, after its checks: a wedged loop (or a reload
+        # that hangs) stops the pings; a dead ingest thread raises below before the ping.
+        pinger = Pinger(notifier, time.monotonic())
         while not stop.wait(0.5):
             if reload.is_set():
                 reload.clear()
+                notifier.status("reloading keys, rules and contacts")
                 service.reload()
+                notifier.status(f"serving site {config.site}")
             if not service.healthy:
                 raise HubError("the ingest thread stopped unexpectedly")
             if web is not None:
                 web.check_health()
+            pinger.due(time.monotonic())
     finally:
+        notifier.stopping()
         if web is not None:
             web.stop()
         service.stop()

@@ -68,6 +68,7 @@ async def serve(path: Path) -> int:
     """Start the service, wire up signals and wait for SIGTERM or SIGINT."""
     from agent.dns.config import load_config
     from agent.dns.service import Service
+    from common.sdnotify import Notifier, ready_then_ping
 
     # [report] is read once: changing where reports go takes a restart, not a reload.
     # [clients] is read again on SIGHUP (reconfigure below).
@@ -105,8 +106,13 @@ async def serve(path: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     log.info("ready")
+    # READY and the watchdog pings from this loop, the one that answers queries (systemd/).
+    notifier = Notifier()
+    pinging = asyncio.ensure_future(ready_then_ping(notifier, "serving"))
     await stopping.wait()
     log.info("stopping")
+    notifier.stopping()
+    pinging.cancel()
     for task in list(reloads):
         await task
     await service.stop()
