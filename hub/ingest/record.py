@@ -33,18 +33,47 @@ def _clean(value: Any) -> str | None:
     return value.replace("\x00", "") if isinstance(value, str) else None
 
 
+# What of an event's detail a counts-only device's event keeps: what the rules need and
+# nothing that names a person or what they looked at (a site change, a tamper, the device's own
+# health; a concern is a deliberate report and keeps its words).
+COUNTS_ONLY_DETAIL = {
+    "site_state": ("state", "previous", "user_logged_in", "user_active", "network", "reason"),
+    "tamper": ("what", "restored"),
+    "spool_dropped": ("count", "oldest_at", "newest_at"),
+    "health": ("problem", "recovered", "list", "category", "statutory", "error"),
+    "bypass": ("method", "port", "proto"),
+    "concern": ("text",),
+}
+
+
 def counts_only(kind: Kind, document: dict[str, Any]) -> dict[str, Any]:
-    """The document without names or domains: blocked names emptied, top_allowed and event
-    names/details dropped; counts and categories kept."""
+    """The document without names or domains: blocked names emptied, top_allowed, the user
+    and the names of programs dropped, event names emptied and event details cut to
+    COUNTS_ONLY_DETAIL; counts and categories kept."""
     doc = dict(document)
+    client = doc.get("client")
+    if isinstance(client, dict) and "user" in client:
+        doc["client"] = {k: v for k, v in client.items() if k != "user"}
     if kind is Kind.SUMMARY:
         doc["blocked"] = [{**entry, "name": ""} for entry in doc.get("blocked", [])]
         doc.pop("top_allowed", None)
+        activity = doc.get("activity")
+        if isinstance(activity, dict):
+            activity = {k: v for k, v in activity.items() if k != "user"}
+            started = activity.pop("processes_new", None)
+            if isinstance(started, dict):
+                activity["processes_new_count"] = sum(
+                    v for v in started.values() if isinstance(v, int)
+                )
+            doc["activity"] = activity
         doc["counts_only"] = True
     elif kind is Kind.EVENT:
         if "name" in doc:
             doc["name"] = ""
-        doc.pop("detail", None)
+        detail = doc.pop("detail", None)
+        keep = COUNTS_ONLY_DETAIL.get(str(doc.get("type")), ())
+        if isinstance(detail, dict) and keep:
+            doc["detail"] = {k: v for k, v in detail.items() if k in keep}
     return doc
 
 
