@@ -1,5 +1,5 @@
 # Hedgerow: the two commands that matter are `make demo` and `make test`.
-.PHONY: bootstrap lock test lint demo bench bench-dns bench-hub clean help
+.PHONY: bootstrap lock test lint demo bench bench-dns bench-hub bench-agent clean help
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,6 +12,7 @@ help:
 	@echo "make bench-dns  hedgerow-dns vs dnsmasq and unbound with 1M domains, warm and cold cache (~10 min;"
 	@echo "                BENCH_DNS_ARGS=--cold-only: only the cold-cache rounds, ~3 min)"
 	@echo "make bench-hub  hub ingest through a real Mosquitto, SQLite and PostgreSQL"
+	@echo "make bench-agent hedgerow-agent's memory and CPU, idle and under DNS load (~8 min; root)"
 	@echo "make bootstrap  .venv with hedgerow and test tools; Debian packages when root"
 	@echo "make lock       re-resolve requirements/lock.txt (pins + hashes) after editing pyproject.toml"
 	@echo "                LOCK_ARGS=--upgrade moves every pin to the newest release;"
@@ -67,6 +68,9 @@ bench-dns: bootstrap
 
 bench-hub: bootstrap
 	$(PY) bench/hub_ingest.py
+
+bench-agent: bootstrap
+	$(PY) -m bench.agent_footprint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

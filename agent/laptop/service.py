@@ -83,6 +83,8 @@ class AgentService:
         self._captive_until = 0.0
         self._captive_cooldown = 0.0
         self._check_now = asyncio.Event()
+        self._sniffed_interfaces = _up_interfaces()  # what the sniffer child was started on
+        self._sniffer_restarting = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -231,18 +233,26 @@ class AgentService:
         self._check_now.set()
         if self.resolver is not None:
             self._apply_resolver()  # NetworkManager rewrites per-link DNS after a switch
-        if self.sniffer is not None:
-            self._spawn(self._restart_sniffer())
+        if self.sniffer is not None and self.config.sniffer.interface is None:
+            up = _up_interfaces()
+            if up != self._sniffed_interfaces and not self._sniffer_restarting:
+                self._sniffed_interfaces = up
+                self._sniffer_restarting = True
+                self._spawn(self._restart_sniffer())
 
     async def _restart_sniffer(self) -> None:
-        """The sniffer captures the interfaces up when its child starts: a new one needs a
-        new child."""
+        """The sniffer captures the interfaces up when its child starts: when that set
+        changes (not on every netlink event: each child is a fresh interpreter importing
+        scapy), a new child."""
         sniffer = self.sniffer
-        if sniffer is None:
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, sniffer.stop)
-        await loop.run_in_executor(None, sniffer.start)
+        try:
+            if sniffer is None:
+                return
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sniffer.stop)
+            await loop.run_in_executor(None, sniffer.start)
+        finally:
+            self._sniffer_restarting = False
 
     def _beacon_servers(self) -> list[tuple[str, int]]:
         servers: list[tuple[str, int]] = []
@@ -559,6 +569,23 @@ def _builtin_flagged() -> tuple[str, ...]:
     from agent.laptop.data import flagged_apps
 
     return flagged_apps()
+
+
+def _up_interfaces() -> frozenset[str]:
+    """The network interfaces that are up now (Linux sysfs; empty elsewhere)."""
+    up = set()
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return frozenset()
+    for name in names:
+        try:
+            state = Path("/sys/class/net", name, "operstate").read_text().strip()
+        except OSError:
+            continue
+        if state in ("up", "unknown"):  # loopback and tunnels say "unknown"
+            up.add(name)
+    return frozenset(up)
 
 
 def _resolv_conf_servers(path: Any) -> list[tuple[str, int]]:
