@@ -3,56 +3,19 @@ HTTPS only, sends HSTS, and its session cookie is a Secure `__Host-` cookie."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
 import ssl
 from http.client import HTTPSConnection
 from pathlib import Path
 from urllib.parse import urlencode
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from tests.services import Mosquitto
+from tests.test_hub_notify_tls import make_cert
 from tests.web_support import PASSWORD, SESSION_COOKIE, dashboard_hub
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "web.pem", directory / "web.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_tls_sends_hsts_and_a_secure_host_cookie(tmp_path: Path, broker: Mosquitto) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = make_cert(tmp_path)
     web = f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
     with dashboard_hub(tmp_path / "hub", broker.url, web) as hub:
         hub.add_user("dana", "dsl")
