@@ -24,7 +24,6 @@ docs/enrolment.md "Policies" documents every key and the document devices receiv
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from common.errors import ConfigError
+from common.filter_rules import blocked_answer_problem, url_problem
 from common.identity import DEVICE_CLASSES
 from common.text import unsafe
 from common.tomlconfig import Section, load_toml, toml_value
@@ -169,29 +169,19 @@ def _name(value: str) -> str | None:
 
 
 def source_problem(source: str) -> str | None:
-    """Why a list source is refused, or None. hedgerow-dns's rule for list URLs (its
-    agent/filter/lists/model.py url_problem, copied: the hub never imports agent/): https
-    anywhere, http only to a loopback address. A file path means nothing on a laptop."""
+    """Why a list source is refused, or None: hedgerow-dns's rule for list URLs
+    (common/filter_rules.py), and a URL only: a file path means nothing on a laptop."""
     if len(source) > MAX_SOURCE:
         return f"must be at most {MAX_SOURCE} characters"
     if unsafe(source) or any(c.isspace() for c in source):
         return "must be a URL without spaces or control characters"
     try:
-        parts = urlsplit(source)
-        host = parts.hostname
+        scheme = urlsplit(source).scheme
+        if scheme not in ("https", "http"):
+            return "must be an https:// URL (the laptop fetches it itself; a file path means nothing there)"
+        return url_problem(source)
     except ValueError:
         return "is not a valid URL"
-    if parts.scheme not in ("https", "http"):
-        return "must be an https:// URL (the laptop fetches it itself; a file path means nothing there)"
-    if not host:
-        return "has no host"
-    if parts.scheme == "https":
-        return None
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    return None if loopback else "must be https:// (http:// is allowed only to 127.0.0.0/8 or ::1)"
 
 
 def _category(value: str) -> str | None:
@@ -297,16 +287,6 @@ def _group(name: str, raw: object, source: str, lists: tuple[ListPolicy, ...]) -
     return policy
 
 
-def _blocked_answer(value: str) -> str | None:
-    if value in ("null", "nxdomain"):
-        return None
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "must be null, nxdomain or the IP address of a block page"
-    return None
-
-
 def _app(value: str) -> bool:
     return bool(value.strip()) and len(value) <= MAX_APP_NAME and not unsafe(value)
 
@@ -339,7 +319,7 @@ def parse_policy(table: object, source: str) -> PolicySettings:
         if cls not in DEVICE_CLASSES:
             sec.fail("counts_only_classes", cls, f"must be one of {', '.join(DEVICE_CLASSES)}")
     interval = sec.integer("summary_interval_s", 300, lo=30, hi=86400)
-    blocked_answer = sec.text("blocked_answer", "null", check=_blocked_answer)
+    blocked_answer = sec.text("blocked_answer", "null", check=blocked_answer_problem)
     lists = _lists(sec, source)
     raw_groups = sec.optional_table("groups")
     groups: list[GroupPolicy] = []

@@ -18,7 +18,7 @@ from agent.dns.config.clients import read_clients
 from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
 from agent.dns.paths import LIST_CACHE_DIR
 from agent.filter.addresses import parse_endpoint, parse_upstream
-from agent.filter.lists.model import ListError, ListSpec, is_url, url_problem
+from agent.filter.lists.model import ListError, ListSpec, is_url
 from agent.filter.schedule import Schedule, ScheduleError, parse_schedule
 from agent.filter.spec import (
     DEFAULT_CACHE_ENTRIES,
@@ -29,6 +29,7 @@ from agent.filter.spec import (
     UpstreamServer,
     UpstreamSpec,
 )
+from common.filter_rules import blocked_answer_problem, url_problem
 from common.tomlconfig import FieldError, Section, load_toml, toml_value
 
 NAME = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,62}$")
@@ -294,16 +295,6 @@ def _group(
     return config
 
 
-def _blocked_answer(value: str) -> str | None:
-    if value in ("null", "nxdomain"):
-        return None
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "must be null, nxdomain or the IP address of a block page"
-    return None
-
-
 def _broker_url(value: str) -> str | None:
     url = urlsplit(value)
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
@@ -381,7 +372,7 @@ def parse_config(raw: dict[str, object], path: Path, recovery: Recovery | None =
         default_group = names[0]
     if default_group is None:
         default_sec.fail("group", None, "is required when there is more than one group")
-    blocked = default_sec.text("blocked_answer", "null", _blocked_answer)
+    blocked = default_sec.text("blocked_answer", "null", blocked_answer_problem)
     default_sec.done()
     report = None
     if root.has("report"):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from agent.filter.lists.model import ListError, url_problem
+from agent.filter.lists.model import ListError
+from common.filter_rules import url_problem
 
 log = logging.getLogger(__name__)
 

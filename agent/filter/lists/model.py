@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from common.errors import HedgerowError
+from common.filter_rules import url_problem
 from common.tomlconfig import toml_value
 
 # The four rule kinds, as bit planes of an index entry. A plain entry blocks the name and its
@@ -33,20 +32,6 @@ class StaleIndex(ListError):
 def is_url(source: str) -> bool:
     """True if the source is fetched over HTTP(S) rather than read from a path."""
     return source.startswith(("https://", "http://"))
-
-
-def url_problem(source: str) -> str | None:
-    """Why a list URL is refused, or None: https anywhere, http only to a loopback address."""
-    parts = urlsplit(source)
-    if not parts.hostname:
-        return "has no host"
-    if parts.scheme == "https":
-        return None
-    try:
-        loopback = ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        loopback = False
-    return None if loopback else "must be https:// (http:// is allowed only to 127.0.0.0/8 or ::1)"
 
 
 @dataclass(frozen=True, slots=True)
