@@ -22,7 +22,6 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from agent.filter.querylog import QueryRecord
@@ -32,7 +31,9 @@ from agent.laptop.dns_tally import DnsTally
 from agent.laptop.events import Events
 from agent.laptop.localfilter import LocalFilter, Mode
 from agent.laptop.policy_follow import PolicyRefused, check_policy, keep, kept_policy
+from agent.laptop.resolver.resolvconf import nameservers
 from agent.laptop.site.beacon import BeaconOutcome, BeaconProber, SiteState
+from agent.laptop.site.fingerprint import links_up
 from agent.laptop.site_tracker import SiteTracker
 from agent.laptop.status import StatusBoard
 from agent.report import Publisher
@@ -83,7 +84,7 @@ class AgentService:
         self._captive_until = 0.0
         self._captive_cooldown = 0.0
         self._check_now = asyncio.Event()
-        self._sniffed_interfaces = _up_interfaces()  # what the sniffer child was started on
+        self._sniffed_interfaces = frozenset(links_up())  # what the sniffer child was started on
         self._sniffer_restarting = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -234,7 +235,7 @@ class AgentService:
         if self.resolver is not None:
             self._apply_resolver()  # NetworkManager rewrites per-link DNS after a switch
         if self.sniffer is not None and self.config.sniffer.interface is None:
-            up = _up_interfaces()
+            up = frozenset(links_up())
             if up != self._sniffed_interfaces and not self._sniffer_restarting:
                 self._sniffed_interfaces = up
                 self._sniffer_restarting = True
@@ -267,7 +268,11 @@ class AgentService:
     def _network_resolvers(self) -> list[tuple[str, int]]:
         if self.resolver is not None:
             return list(self.resolver.network_resolvers())
-        return _resolv_conf_servers(self.config.filter.resolv_conf)
+        try:  # not managed: the file is the network's as it stands
+            content = self.config.filter.resolv_conf.read_bytes()
+        except OSError:
+            return []
+        return [(address, 53) for address in nameservers(content)]
 
     async def _site_loop(self) -> None:
         while True:
@@ -569,36 +574,6 @@ def _builtin_flagged() -> tuple[str, ...]:
     from agent.laptop.data import flagged_apps
 
     return flagged_apps()
-
-
-def _up_interfaces() -> frozenset[str]:
-    """The network interfaces that are up now (Linux sysfs; empty elsewhere)."""
-    up = set()
-    try:
-        names = os.listdir("/sys/class/net")
-    except OSError:
-        return frozenset()
-    for name in names:
-        try:
-            state = Path("/sys/class/net", name, "operstate").read_text().strip()
-        except OSError:
-            continue
-        if state in ("up", "unknown"):  # loopback and tunnels say "unknown"
-            up.add(name)
-    return frozenset(up)
-
-
-def _resolv_conf_servers(path: Any) -> list[tuple[str, int]]:
-    servers = []
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            servers.append((parts[1], 53))
-    return servers
 
 
 async def run_service(config: AgentConfig) -> int:

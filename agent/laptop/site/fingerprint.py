@@ -58,7 +58,8 @@ def parse_if_inet6(text: str) -> set[str]:
     return found
 
 
-def _links_up() -> tuple[str, ...]:
+def links_up() -> tuple[str, ...]:
+    """The interfaces whose IFF_UP flag is set (Linux sysfs; empty elsewhere)."""
     up: list[str] = []
     try:
         links = sorted(SYS_NET.iterdir())
@@ -77,4 +78,4 @@ def snapshot() -> NetSnapshot:
     """The network as it is now (a handful of small /proc and /sys files)."""
     addresses = parse_fib_trie(read_proc(PROC_FIB_TRIE)) | parse_if_inet6(read_proc(PROC_IF_INET6))
     routes = tuple(f"{r.device} via {r.gateway or '-'}" for r in default_routes())
-    return NetSnapshot(_links_up(), tuple(sorted(addresses)), routes)
+    return NetSnapshot(links_up(), tuple(sorted(addresses)), routes)
