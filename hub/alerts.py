@@ -26,7 +26,7 @@ STATUS_FILTERS = ("open", "acknowledged", "closed", "all")
 # Actions that settle an alert. The cooldown follows a person's acknowledgement or closing,
 # not the hub's own "resolved": a device that falls silent again must alert again.
 _SETTLING_ACTIONS = ("acknowledged", "closed", "resolved")
-_COLUMNS = (
+ALERT_COLUMNS = (  # the columns alert_of() reads, in its order
     "id, rule, severity, site, device, device_class, grp, status, first_seen_ms, last_seen_ms, "
     "count, summary, evidence, dedup_key"
 )
@@ -101,7 +101,8 @@ class AlertPolicy:
     evidence_limit: int = 50
 
 
-def _alert(row: Row) -> Alert:
+def alert_of(row: Row) -> Alert:
+    """An Alert from a row of ALERT_COLUMNS."""
     return Alert(
         id=int(row[0]),
         rule=row[1],
@@ -144,33 +145,33 @@ def _add_action(
 def find_open(db: Database, site: str, device: str, rule: str, key: str) -> Alert | None:
     """The open alert for this (site, device, rule, key), if there is one."""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND rule = ? "
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND rule = ? "
         "AND dedup_key = ? AND status = 'open'",
         (site, device, rule, key),
     )
-    return _alert(rows[0]) if rows else None
+    return alert_of(rows[0]) if rows else None
 
 
 def find_active(db: Database, site: str, device: str, rule: str, key: str) -> Alert | None:
     """The open or acknowledged alert for this key: a condition someone knows about or will."""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND rule = ? "
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND rule = ? "
         "AND dedup_key = ? AND status IN ('open', 'acknowledged') ORDER BY id DESC LIMIT 1",
         (site, device, rule, key),
     )
-    return _alert(rows[0]) if rows else None
+    return alert_of(rows[0]) if rows else None
 
 
 def _settled_within(db: Database, finding: Finding, cooldown_ms: int) -> Alert | None:
     """The latest acknowledged or closed alert of this key settled less than cooldown ago."""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND rule = ? "
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND rule = ? "
         "AND dedup_key = ? AND status <> 'open' ORDER BY id DESC LIMIT 1",
         (finding.site, finding.device, finding.rule, finding.key),
     )
     if not rows:
         return None
-    alert = _alert(rows[0])
+    alert = alert_of(rows[0])
     settled = db.execute(
         "SELECT action, at_ms FROM alert_actions WHERE alert_id = ? AND action IN (?, ?, ?) "
         "ORDER BY id DESC LIMIT 1",
@@ -208,9 +209,9 @@ def open_alerts_of(
     found: dict[tuple[str, str, str, str], Alert] = {}
     for where, params in devices_where(devices):
         for row in db.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE status = 'open' AND {where}", params
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE status = 'open' AND {where}", params
         ):
-            alert = _alert(row)
+            alert = alert_of(row)
             found[(alert.site, alert.device, alert.rule, alert.dedup_key)] = alert
     return found
 
@@ -387,10 +388,10 @@ def record_new(
 
 def get_alert(db: Database, alert_id: int) -> Alert:
     """One alert by id; AlertError if there is none."""
-    rows = db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
+    rows = db.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
     if not rows:
         raise AlertError(f"there is no alert {alert_id}")
-    return _alert(rows[0])
+    return alert_of(rows[0])
 
 
 def _set_status(
@@ -440,11 +441,11 @@ def list_alerts(
         params.append(since_ms)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM alerts{clause} ORDER BY severity DESC, last_seen_ms DESC, id DESC "
+        f"SELECT {ALERT_COLUMNS} FROM alerts{clause} ORDER BY severity DESC, last_seen_ms DESC, id DESC "
         f"LIMIT {int(limit)}",
         params,
     )
-    return [_alert(row) for row in rows]
+    return [alert_of(row) for row in rows]
 
 
 def actions(db: Database, alert_id: int) -> list[tuple[int, str, str, str | None]]:

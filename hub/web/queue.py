@@ -3,19 +3,14 @@ by severity above it; and the evidence behind one alert."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
-from hub.alerts import STATUS_FILTERS
+from hub.alerts import ALERT_COLUMNS, STATUS_FILTERS, AlertError, alert_of, get_alert
 from hub.model import Alert
 from hub.store import Database
 from hub.web.permissions import Principal
 
 PAGE_SIZE = 50
-_COLUMNS = (
-    "id, rule, severity, site, device, device_class, grp, status, first_seen_ms, last_seen_ms, "
-    "count, summary, evidence, dedup_key"
-)
 
 
 class QueueError(ValueError):
@@ -89,26 +84,6 @@ def _parse_cursor(text: str) -> tuple[int, int, int]:
     return severity, first, alert_id
 
 
-def alert_from_row(row: tuple[object, ...]) -> Alert:
-    """An Alert from a row of the alert columns."""
-    return Alert(
-        id=int(str(row[0])),
-        rule=str(row[1]),
-        severity=int(str(row[2])),
-        site=str(row[3]),
-        device=str(row[4]),
-        device_class=None if row[5] is None else str(row[5]),
-        group=None if row[6] is None else str(row[6]),
-        status=str(row[7]),
-        first_seen_ms=int(str(row[8])),
-        last_seen_ms=int(str(row[9])),
-        count=int(str(row[10])),
-        summary=str(row[11]),
-        evidence=tuple(int(i) for i in json.loads(str(row[12]))),
-        dedup_key=str(row[13]),
-    )
-
-
 def read_queue(
     db: Database,
     principal: Principal,
@@ -138,19 +113,21 @@ def read_queue(
         params.extend([severity, severity, first, first, alert_id])
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM alerts{clause} "
+        f"SELECT {ALERT_COLUMNS} FROM alerts{clause} "
         f"ORDER BY severity DESC, first_seen_ms ASC, id ASC LIMIT {int(limit) + 1}",
         params,
     )
-    alerts = [alert_from_row(r) for r in rows[:limit]]
+    alerts = [alert_of(r) for r in rows[:limit]]
     more = len(rows) > limit
     return QueuePage(alerts, _cursor(alerts[-1]) if more and alerts else None, counts)
 
 
 def find_alert(db: Database, alert_id: int) -> Alert | None:
-    """One alert by id, or None."""
-    rows = db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
-    return alert_from_row(rows[0]) if rows else None
+    """One alert by id, or None (hub.alerts.get_alert, for pages that answer 404)."""
+    try:
+        return get_alert(db, alert_id)
+    except AlertError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
