@@ -474,8 +474,10 @@ def test_forged_beacons_from_home_change_nothing(world: World, forgery: str, rea
         interval=0.2,
         what=f"a check judging the {forgery} answer: {world.status(pupil)}",
     )
+    # Never on site. (Off site, or captive: the captive check asks the upstreams, not the
+    # beacon, and a slow moment of the fake upstream can start a captive spell.)
     for laptop in world.laptops.values():
-        assert world.status(laptop)["site_state"] == "off_site"
+        assert world.status(laptop)["site_state"] in ("off_site", "captive")
     world.procs["forger"].send("wrong_key")
 
 
