@@ -107,7 +107,7 @@ def test_only_safeguarding_roles_see_individuals(role: Role) -> None:
     assert allowed(who, P.ACCESS_LOG_VIEW) == (role in {Role.DSL, Role.ADMIN})
     assert allowed(who, P.HOME)
     if role is Role.GOVERNOR:
-        assert ROLE_PERMISSIONS[role] == {P.HOME, P.AGGREGATES_VIEW}
+        assert ROLE_PERMISSIONS[role] == {P.HOME, P.AGGREGATES_VIEW, P.CHECKS_VIEW, P.REPORTS_VIEW}
 
 
 @pytest.mark.parametrize(

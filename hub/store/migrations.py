@@ -250,4 +250,13 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX access_log_at ON access_log (at_ms)",
         "CREATE INDEX access_log_item ON access_log (what, item)",
     ],
+    # 5: alert triage: assignee, outcomes, escalation to the DSL (issue 13). Reserved; filled by
+    # the triage work before it ships.
+    [],
+    # 6: concern records, their amendments and sign-off (issue 13). Reserved.
+    [],
+    # 7: the checks register and the filtering decision log (issue 13). Reserved.
+    [],
+    # 8: the escalation chain's notification state (issue 13). Reserved.
+    [],
 ]

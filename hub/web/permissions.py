@@ -21,41 +21,83 @@ class Permission(StrEnum):
     """One thing a person may see or do."""
 
     HOME = "home"  # the home page and one's own account
-    ALERTS_VIEW = "alerts.view"  # individual alerts: queue, detail, evidence, trail
-    ALERTS_ACT = "alerts.act"  # acknowledge (assign, note, close later)
-    AGGREGATES_VIEW = "aggregates.view"  # counts without any individual
-    DEVICES_VIEW = "devices.view"
+    ALERTS_VIEW = "alerts.view"  # individual alerts: queue, detail, evidence, trail, timeline
+    ALERTS_ACT = "alerts.act"  # acknowledge, assign, note, escalate, close, reopen
+    CONCERNS_OPEN = "concerns.open"  # record a concern (from alerts or by hand) for the DSL
+    CONCERNS_VIEW = "concerns.view"  # read concerns, amend them, chronologies, export
+    AGGREGATES_VIEW = "aggregates.view"  # counts without any individual: filtering, charts
+    DEVICES_VIEW = "devices.view"  # the device list and each device's state and health
+    DEVICES_MANAGE = "devices.manage"  # enrolment tokens, revoking a device
+    CHECKS_VIEW = "checks.view"  # the checks register
+    CHECKS_RECORD = "checks.record"  # add a manual check to the register
+    REPORTS_VIEW = "reports.view"  # the weekly digest and the governors' annual review
     ACCESS_LOG_VIEW = "access_log.view"
 
 
+_DSL = frozenset(
+    {
+        Permission.HOME,
+        Permission.ALERTS_VIEW,
+        Permission.ALERTS_ACT,
+        Permission.CONCERNS_OPEN,
+        Permission.CONCERNS_VIEW,
+        Permission.AGGREGATES_VIEW,
+        Permission.DEVICES_VIEW,
+        Permission.CHECKS_VIEW,
+        Permission.CHECKS_RECORD,
+        Permission.REPORTS_VIEW,
+        Permission.ACCESS_LOG_VIEW,
+    }
+)
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.DSL: frozenset(
+    Role.DSL: _DSL,
+    Role.DSL_LIMITED: frozenset(
         {
             Permission.HOME,
             Permission.ALERTS_VIEW,
             Permission.ALERTS_ACT,
-            Permission.AGGREGATES_VIEW,
-            Permission.DEVICES_VIEW,
-            Permission.ACCESS_LOG_VIEW,
+            Permission.CONCERNS_OPEN,
+            Permission.CONCERNS_VIEW,
         }
     ),
-    Role.DSL_LIMITED: frozenset({Permission.HOME, Permission.ALERTS_VIEW, Permission.ALERTS_ACT}),
+    # The co-ordinator triages and records concerns for the DSL, but reads no concern record.
     Role.COORDINATOR: frozenset(
         {
             Permission.HOME,
             Permission.ALERTS_VIEW,
             Permission.ALERTS_ACT,
+            Permission.CONCERNS_OPEN,
             Permission.AGGREGATES_VIEW,
             Permission.DEVICES_VIEW,
+            Permission.CHECKS_VIEW,
+            Permission.CHECKS_RECORD,
+            Permission.REPORTS_VIEW,
         }
     ),
-    Role.TECHNICIAN: frozenset({Permission.HOME, Permission.DEVICES_VIEW}),
-    Role.GOVERNOR: frozenset({Permission.HOME, Permission.AGGREGATES_VIEW}),
+    Role.TECHNICIAN: frozenset(
+        {
+            Permission.HOME,
+            Permission.DEVICES_VIEW,
+            Permission.DEVICES_MANAGE,
+            Permission.CHECKS_VIEW,
+            Permission.CHECKS_RECORD,
+        }
+    ),
+    Role.GOVERNOR: frozenset(
+        {
+            Permission.HOME,
+            Permission.AGGREGATES_VIEW,
+            Permission.CHECKS_VIEW,
+            Permission.REPORTS_VIEW,
+        }
+    ),
     Role.ADMIN: frozenset(
         {
             Permission.HOME,
             Permission.AGGREGATES_VIEW,
             Permission.DEVICES_VIEW,
+            Permission.DEVICES_MANAGE,
+            Permission.CHECKS_VIEW,
             Permission.ACCESS_LOG_VIEW,
         }
     ),
