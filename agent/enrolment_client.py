@@ -46,6 +46,7 @@ from common.wire.suites import OpeningKey, SealingKey
 
 log = logging.getLogger(__name__)
 
+
 def check_hub_keys(data: bytes, fingerprint: str) -> tuple[SealingKey, tuple[VerifyKey, ...]]:
     """Verify the retained hub-keys message against the fingerprint in a token.
 
@@ -388,32 +389,8 @@ def _keep_broker_ca(identity_dir: Path, ca: object, pem: object) -> str | None:
     return str(path)
 
 
-def add_enroll_arguments(parser: argparse.ArgumentParser, default_class: str | None) -> None:
-    """The arguments of `hedgerow-dns enroll` / `hedgerow-agent enroll` (see enroll_from_args)."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--token", help="the technician's token, HW1-XXXX-...")
-    source.add_argument("--bundle", type=Path, help="an offline bundle from the hub (0600)")
-    parser.add_argument("--site", help="site id, e.g. cape-primary (with --token)")
-    parser.add_argument("--broker", help="broker URL, e.g. mqtts://hub.school:8883 (with --token)")
-    parser.add_argument("--ca", default=None, help="CA certificate of the broker (mqtts)")
-    parser.add_argument(
-        "--class",
-        dest="device_class",
-        choices=DEVICE_CLASSES,
-        default=default_class,
-        help="device class (optional: the token fixes it; given, it must match the token)",
-    )
-    parser.add_argument(
-        "--group",
-        default=None,
-        help="filtering group (optional: the token or the site's default decides; given, it "
-        "must match)",
-    )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the hub")
-
-
 def enroll_from_args(args: argparse.Namespace, identity_dir: Path) -> Identity:
-    """Run the enrolment that add_enroll_arguments() describes. Raises EnrollError."""
+    """Run the enrolment that agent.enroll_args.add_enroll_arguments() describes. Raises EnrollError."""
     if args.bundle is not None:
         return enroll_from_bundle(args.bundle, identity_dir)
     if not args.site or not args.broker:

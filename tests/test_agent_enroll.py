@@ -118,7 +118,8 @@ def test_token_create_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_enroll_arguments_for_the_device_clis(tmp_path: Path) -> None:
     import argparse
 
-    from agent.enrolment_client import add_enroll_arguments, enroll_from_args
+    from agent.enroll_args import add_enroll_arguments
+    from agent.enrolment_client import enroll_from_args
 
     parser = argparse.ArgumentParser()
     add_enroll_arguments(parser, "sinkhole")

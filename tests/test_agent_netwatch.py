@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,7 @@ import pytest
 import uvloop
 
 from agent.laptop.site.fingerprint import parse_fib_trie, parse_if_inet6
-from agent.laptop.site.netstate import Address, DefaultRouteFact, Link, NetState
-from agent.laptop.site.netwatch import NetWatcher, fact_of
+from agent.laptop.site.netwatch import GROUPS, NetWatcher, open_netlink
 from agent.laptop.site.network_id import (
     identity_hash,
     parse_arp,
@@ -49,8 +49,8 @@ def report() -> None:
           "addresses": now.addresses, "routes": now.default_routes}), flush=True)
 
 
-if sys.argv[1] == "no-pyroute2":  # as on a system without it: the import fails
-    sys.modules["pyroute2"] = None
+def no_netlink() -> socket.socket:  # as on a system without netlink sockets
+    raise OSError(97, "Address family not supported by protocol")
 
 
 def busy() -> None:  # hold the event loop, so netlink events pile up in the kernel
@@ -65,7 +65,9 @@ async def main() -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, busy)
     poll_only = sys.argv[1] == "poll"
-    watcher = NetWatcher(report, debounce_s=0.2, poll_s=0.2, poll_only=poll_only)
+    opener = no_netlink if sys.argv[1] == "no-netlink" else None
+    watcher = NetWatcher(report, debounce_s=0.2, poll_s=0.2, poll_only=poll_only,
+                         **({"opener": opener} if opener else {}))
     await watcher.start()
     print("ready " + json.dumps({"health": watcher.health, "mode": watcher.mode}), flush=True)
     await stop.wait()
@@ -74,7 +76,7 @@ async def main() -> None:
     print("stopped " + json.dumps(health), flush=True)
 
 
-# uvloop, as the agent's filter runs it: pyroute2 then reads on a thread of its own.
+# uvloop, as the agent's filter runs it: the netlink socket is watched by uvloop's add_reader.
 (uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())
 """
 
@@ -188,12 +190,12 @@ def run_child(netns: str, tmp_path: Path) -> Iterator[Callable[[str], Child]]:
 # --- netlink, for real ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("loop", "mode"), [("asyncio", "netlink"), ("uvloop", "netlink-thread")])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_netlink_reports_link_address_and_default_route(
-    netns: str, run_child: Callable[[str], Child], loop: str, mode: str
+    netns: str, run_child: Callable[[str], Child], loop: str
 ) -> None:
     child = run_child(loop)
-    assert child.ready() == {"health": None, "mode": mode}
+    assert child.ready() == {"health": None, "mode": "netlink"}
     ip("-n", netns, "link", "add", "hwA", "type", "veth", "peer", "name", "hwB")
     child.change("the new link", lambda p: "hwA" in p["links"])
     ip("-n", netns, "link", "set", "hwB", "up")
@@ -260,7 +262,7 @@ def test_polling_fallback_sees_an_address_change(
 def test_without_netlink_it_polls_and_says_why(
     netns: str, run_child: Callable[[str], Child]
 ) -> None:
-    child = run_child("no-pyroute2")
+    child = run_child("no-netlink")
     started = child.ready()
     assert started["mode"] == "poll"
     assert started["health"].startswith("netlink cannot be opened: ")
@@ -274,11 +276,9 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize(
-    ("run", "mode"), [(asyncio.run, "netlink"), (uvloop.run, "netlink-thread")]
-)
-def test_start_and_stop_release_the_socket_thread_and_tasks(
-    run: Callable[[Coroutine[Any, Any, None]], None], mode: str
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run])
+def test_start_and_stop_release_the_socket_and_tasks(
+    run: Callable[[Coroutine[Any, Any, None]], None],
 ) -> None:
     # In the test's own namespace: listening to netlink changes nothing there.
     async def cycle() -> None:
@@ -287,13 +287,13 @@ def test_start_and_stop_release_the_socket_thread_and_tasks(
         for _ in range(3):
             watcher = NetWatcher(lambda: None)
             await watcher.start()
-            assert (watcher.health, watcher.mode) == (None, mode)
+            assert (watcher.health, watcher.mode) == (None, "netlink")
             await watcher.stop()
             assert watcher.mode == "stopped"
         others = asyncio.all_tasks() - {asyncio.current_task()}
         assert not others, others
         assert _open_fds() <= before, _open_fds() - before
-        assert threading.active_count() <= threads + 1  # to_thread's executor worker may stay
+        assert threading.active_count() <= threads  # no thread of its own
 
     run(cycle())
 
@@ -309,64 +309,44 @@ def test_poll_only_start_and_stop() -> None:
     asyncio.run(cycle())
 
 
-# --- netlink messages into our facts (table-driven; the messages are pyroute2's shape) ------
-
-LINK_UP = {"event": "RTM_NEWLINK", "index": 3, "flags": 0x11043, "ifname": "wlan0"}
-
-
-@pytest.mark.parametrize(
-    ("msg", "expected"),
-    [
-        (LINK_UP, (True, Link(3, "wlan0", True, True))),
-        (
-            {"event": "RTM_DELLINK", "index": 3, "flags": 0x1002, "ifname": "wlan0"},
-            (False, Link(3, "wlan0", False, False)),
-        ),
-        (
-            {
-                "event": "RTM_NEWADDR",
-                "index": 3,
-                "family": 2,
-                "prefixlen": 24,
-                "address": "10.0.0.1",
-                "local": "10.0.0.7",
-            },
-            (True, Address(3, 2, "10.0.0.7", 24)),
-        ),
-        (
-            {
-                "event": "RTM_NEWROUTE",
-                "family": 2,
-                "dst_len": 0,
-                "table": 254,
-                "type": 1,
-                "gateway": "10.0.0.1",
-                "oif": 3,
-            },
-            (True, DefaultRouteFact(2, 254, "10.0.0.1", 3, 0)),
-        ),
-        ({"event": "RTM_NEWROUTE", "family": 2, "dst_len": 24, "table": 254, "type": 1}, None),
-        ({"event": "RTM_NEWROUTE", "family": 2, "dst_len": 0, "table": 255, "type": 1}, None),
-        ({"event": "RTM_NEWROUTE", "family": 10, "dst_len": 0, "table": 254, "type": 7}, None),
-        ({"event": "RTM_NEWNEIGH", "index": 3}, None),
-    ],
-)
-def test_fact_of(msg: dict[str, Any], expected: object) -> None:
-    assert fact_of(msg) == expected
+def test_the_netlink_socket_is_subscribed_to_links_addresses_and_routes() -> None:
+    sock = open_netlink()
+    try:
+        # (port id, groups): the kernel gives the port id; the groups are what we asked for.
+        assert sock.getsockname()[1] == GROUPS
+        assert not sock.getblocking()
+    finally:
+        sock.close()
 
 
-def test_state_ignores_repeats_and_forgets_a_deleted_link() -> None:
-    state = NetState()
-    address = Address(3, 2, "10.0.0.7", 24)
-    route = DefaultRouteFact(2, 254, "10.0.0.1", 3, 0)
-    link = Link(3, "wlan0", True, True)
-    assert [state.add(link), state.add(link)] == [True, False]  # wireless events repeat it
-    assert [state.add(address), state.add(address)] == [True, False]  # lifetime refreshed
-    assert state.add(route) and not state.add(route)
-    assert state.add(Link(3, "wlan0", True, False))  # carrier lost
-    assert state.remove(Link(3, "wlan0", False, False))
-    assert not state.addresses and not state.routes
-    assert not state.remove(address) and not state.remove(route)
+def test_a_repeated_event_is_not_a_change(netns: str, run_child: Callable[[str], Child]) -> None:
+    ip("-n", netns, "link", "set", "lo", "up")
+    child = run_child("asyncio")
+    assert child.ready() == {"health": None, "mode": "netlink"}
+    ip("-n", netns, "addr", "add", "10.81.0.2/32", "dev", "lo")
+    child.change("the address", lambda p: "10.81.0.2" in p["addresses"])
+    # The same address again, as a DHCP renewal or a router advertisement repeats it: the
+    # kernel announces it, the picture is unchanged, and nothing is reported.
+    ip(
+        "-n",
+        netns,
+        "addr",
+        "change",
+        "10.81.0.2/32",
+        "dev",
+        "lo",
+        "valid_lft",
+        "3600",
+        "preferred_lft",
+        "3600",
+    )
+    ip("-n", netns, "route", "replace", "10.82.0.0/24", "dev", "lo")  # not a default route
+    time.sleep(1.0)  # five debounce periods: a report would have come by now
+    assert child.lines.empty(), child.lines.get()
+    ip("-n", netns, "addr", "add", "10.81.0.3/32", "dev", "lo")
+    line = child.next_line("the next address")
+    assert "10.81.0.3" in json.loads(line[7:])["addresses"], line
+    assert child.stop() == 0
 
 
 FIB_TRIE = """Main:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.enrolment_client import add_enroll_arguments, enroll_from_args
+from agent.enroll_args import add_enroll_arguments
+from agent.enrolment_client import enroll_from_args
 from common.enrolment import EnrollRefused, EnrollToken
 from hub.cli import main
 from hub.enroll.answer import EnrollService

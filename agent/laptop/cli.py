@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.enrolment_client import add_enroll_arguments, enroll_from_args
+from agent.enroll_args import add_enroll_arguments
 from agent.laptop.config import AgentConfig, load_config
 from agent.laptop.control import ControlError, ask
 from agent.laptop.status import read_status_file, render
@@ -56,6 +56,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         config = _config(args)
         if args.broker is None and config.hub_url is not None:
             args.broker = config.hub_url
+    from agent.enrolment_client import enroll_from_args
+
     directory = _identity_dir(args)
     identity = enroll_from_args(args, directory)
     print(f"enrolled as {identity.site}/{identity.device} ({identity.device_class})")
@@ -67,6 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The service: filter, prove where we are, report."""
     config = _config(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from agent.laptop import heap
+
+    heap.limit_arenas()  # before the service starts its threads
     from agent.laptop.service import run_service
 
     try:

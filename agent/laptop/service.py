@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.filter.querylog import QueryRecord
+from agent.laptop import heap
 from agent.laptop.config import AgentConfig
 from agent.laptop.control import ControlServer
 from agent.laptop.dns_tally import DnsTally
@@ -51,6 +52,7 @@ SOFTWARE = "hedgerow-agent 0.1.0"
 SAMPLE_S = 10.0  # activity and bypass baseline
 TAMPER_S = 30.0  # the OS resolver checked
 STATUS_S = 5.0  # status file rewritten
+TRIM_EVERY = 12  # status rounds between giving freed heap back (agent/laptop/heap.py)
 
 
 class AgentService:
@@ -491,9 +493,13 @@ class AgentService:
         return False
 
     async def _status_loop(self) -> None:
+        rounds = 0
         while True:
             self.status.write(self.snapshot())
             self.events.health(self._problems())
+            if rounds % TRIM_EVERY == 1:  # the first just after start-up, then every minute
+                heap.trim()
+            rounds += 1
             await asyncio.sleep(STATUS_S)
 
     def _problems(self) -> dict[str, str]:

@@ -26,7 +26,6 @@ AGENT_IMPORTS = (
     "agent.filter.spec",
     "agent.filter.dnscodec",
     "common.categories",
-    "pyroute2",  # netwatch imports it when it starts watching
 )
 # The sniffer child: its entry point and the capture module it imports (the one with scapy).
 SNIFFER_IMPORTS = ("agent.laptop.sniffer.child", "agent.laptop.sniffer.capture")

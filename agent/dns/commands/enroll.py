@@ -24,7 +24,7 @@ def register(
     p.set_defaults(func=cmd_enroll)
     if not arguments:
         return
-    from agent.enrolment_client import add_enroll_arguments
+    from agent.enroll_args import add_enroll_arguments
 
     p.add_argument("--config", required=True, type=Path, help="hedgerow-dns.toml")
     add_enroll_arguments(p, default_class="sinkhole")
