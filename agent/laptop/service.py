@@ -52,6 +52,8 @@ SOFTWARE = "hedgerow-agent 0.1.0"
 SAMPLE_S = 10.0  # activity and bypass baseline
 TAMPER_S = 30.0  # the OS resolver checked
 STATUS_S = 5.0  # status file rewritten
+CAPTIVE_PROBES = 2  # upstream probes that must all fail before a captive spell
+CAPTIVE_RETRY_S = 1.0
 TRIM_EVERY = 12  # status rounds between giving freed heap back (agent/laptop/heap.py)
 
 
@@ -307,7 +309,7 @@ class AgentService:
             return  # captive for at most captive_max_s, then back to the upstreams
         if self.site.state is SiteState.CAPTIVE:
             self._captive_cooldown = now + self.config.filter.captive_max_s
-        if now >= self._captive_cooldown and not await self.filter.upstreams_answer():
+        if now >= self._captive_cooldown and await self._upstreams_down():
             network = self._network_resolvers()
             from agent.filter.spec import UpstreamServer
 
@@ -319,6 +321,16 @@ class AgentService:
                 return
         self.filter.go(Mode.OFF_SITE)
         self._enter(SiteState.OFF_SITE, outcome.reason)
+
+    async def _upstreams_down(self) -> bool:
+        """The off-site upstreams unanswered CAPTIVE_PROBES times in a row, CAPTIVE_RETRY_S
+        apart: one lost packet on a poor Wi-Fi link is not a captive portal."""
+        for attempt in range(CAPTIVE_PROBES):
+            if await self.filter.upstreams_answer():
+                return False
+            if attempt + 1 < CAPTIVE_PROBES:
+                await asyncio.sleep(CAPTIVE_RETRY_S)
+        return True
 
     def _enter(self, state: SiteState, reason: str) -> None:
         previous = self.site.enter(state, reason)
