@@ -131,8 +131,8 @@ def test_acknowledge_goes_to_the_trail_and_views_to_the_access_log(
     page.goto(f"{hub.url}/alerts")
     page.click(f"a[href='/alerts/{alert_id}']")
     page.fill("#note", "Spoke to the class teacher")
-    page.click("text=Acknowledge >> nth=-1")
-    page.wait_for_url(f"{hub.url}/alerts/{alert_id}")
+    page.get_by_role("button", name="Acknowledge", exact=True).click()
+    page.wait_for_url(f"{hub.url}/alerts/{alert_id}#trail")
     assert page.inner_text("#status") == "acknowledged"
     trail = page.inner_text("#trail")
     assert "acknowledged by coordinator-1: Spoke to the class teacher" in trail
@@ -285,7 +285,7 @@ def test_an_alert_can_be_acknowledged_with_the_keyboard_alone(
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Acknowledge"
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{hub.url}/alerts/{alert_id}")
+    page.wait_for_url(f"{hub.url}/alerts/{alert_id}#trail")
     page.wait_for_function("document.getElementById('status').textContent === 'acknowledged'")
     assert "Checked by keyboard" in page.inner_text("#trail")
 

@@ -250,13 +250,102 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX access_log_at ON access_log (at_ms)",
         "CREATE INDEX access_log_item ON access_log (what, item)",
     ],
-    # 5: alert triage: assignee, outcomes, escalation to the DSL (issue 13). Reserved; filled by
-    # the triage work before it ships.
-    [],
-    # 6: concern records, their amendments and sign-off (issue 13). Reserved.
-    [],
-    # 7: the checks register and the filtering decision log (issue 13). Reserved.
-    [],
-    # 8: the escalation chain's notification state (issue 13). Reserved.
-    [],
+    # 5: alert triage: assignee, outcomes, escalation to the DSL (issue 13).
+    [
+        # Who is dealing with the alert (a dashboard username), the outcome it was closed with
+        # (hub.alerts.OUTCOMES), and when it was escalated to the DSL (NULL: not escalated):
+        # escalated alerts head the queue.
+        "ALTER TABLE alerts ADD COLUMN assignee TEXT",
+        "ALTER TABLE alerts ADD COLUMN outcome TEXT",
+        "ALTER TABLE alerts ADD COLUMN escalated_ms BIGINT",
+        "CREATE INDEX alerts_assignee ON alerts (assignee, status)",
+        # What a trail row set: the assignee of an "assigned" row, the outcome of a "closed" one.
+        "ALTER TABLE alert_actions ADD COLUMN value TEXT",
+    ],
+    # 6: concern records, their amendments and sign-off (issue 13). Append-only: hub/concerns.py
+    # has no UPDATE or DELETE of any of these, and retention never purges them.
+    [
+        # One row per concern: who opened it and the group that decides who may read it.
+        """CREATE TABLE concerns (
+            id {id},
+            opened_ms BIGINT NOT NULL,
+            opened_by TEXT NOT NULL,
+            grp TEXT)""",
+        # Every entry, in order: opened, amended (with its reason), signed-off (with a note).
+        """CREATE TABLE concern_entries (
+            id {id},
+            concern_id BIGINT NOT NULL REFERENCES concerns (id),
+            at_ms BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT)""",
+        "CREATE INDEX concern_entries_concern ON concern_entries (concern_id, id)",
+        # The values an entry set; a field's current value is the one of its latest entry.
+        """CREATE TABLE concern_fields (
+            entry_id BIGINT NOT NULL REFERENCES concern_entries (id),
+            concern_id BIGINT NOT NULL REFERENCES concerns (id),
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (entry_id, field))""",
+        "CREATE INDEX concern_fields_lookup ON concern_fields (field, concern_id, entry_id)",
+        # The alerts a concern was opened from, copied as they were: alerts are purged after
+        # [retention] alerts_days, a concern record is kept.
+        """CREATE TABLE concern_alerts (
+            concern_id BIGINT NOT NULL REFERENCES concerns (id),
+            alert_id BIGINT NOT NULL,
+            rule TEXT NOT NULL,
+            severity INTEGER NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            grp TEXT,
+            summary TEXT NOT NULL,
+            first_seen_ms BIGINT NOT NULL,
+            PRIMARY KEY (concern_id, alert_id))""",
+        "CREATE INDEX concern_alerts_device ON concern_alerts (site, device)",
+        "CREATE INDEX concern_alerts_alert ON concern_alerts (alert_id)",
+    ],
+    # 7: the checks register and the governors' review sign-offs (issue 13). Append-only:
+    # hub/checks.py has no UPDATE or DELETE of either.
+    [
+        # One row per check: a `hedgerow-dns selftest` run or a manual check (SWGfL Test
+        # Filtering and the like). result: "pass", "fail" or "partial".
+        """CREATE TABLE checks (
+            id {id},
+            at_ms BIGINT NOT NULL,
+            recorded_ms BIGINT NOT NULL,
+            recorded_by TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            what TEXT NOT NULL,
+            result TEXT NOT NULL,
+            passed INTEGER,
+            failed INTEGER,
+            action TEXT NOT NULL)""",
+        "CREATE INDEX checks_at ON checks (at_ms)",
+        # Who signed the annual review of an academic year (e.g. "2025-26") and when.
+        """CREATE TABLE review_signoffs (
+            id {id},
+            year TEXT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            username TEXT NOT NULL,
+            role TEXT NOT NULL,
+            signed_as TEXT NOT NULL,
+            note TEXT NOT NULL)""",
+        "CREATE INDEX review_signoffs_year ON review_signoffs (year, id)",
+    ],
+    # 8: the escalation chain's notification state (issue 13, hub/notify/escalation.py).
+    [
+        # One row per severe alert the chain follows. told: a JSON list of the contact ids
+        # told so far, in order; due_ms: when the next one is told unless a person acts on the
+        # alert first. status: waiting, answered (a person acted), exhausted (everyone told,
+        # nobody acted) or ended (the alert was closed or purged).
+        """CREATE TABLE escalations (
+            alert_id BIGINT PRIMARY KEY,
+            started_ms BIGINT NOT NULL,
+            step INTEGER NOT NULL,
+            told TEXT NOT NULL,
+            due_ms BIGINT NOT NULL,
+            status TEXT NOT NULL)""",
+        "CREATE INDEX escalations_due ON escalations (status, due_ms)",
+    ],
 ]

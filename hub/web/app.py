@@ -15,10 +15,13 @@ from hub.config import HubConfig
 from hub.store import Database
 from hub.web import api, login, pages
 from hub.web.auth import CsrfRefused, NotLoggedIn, web_context
+from hub.web.checks import router as checks_router
+from hub.web.concerns import router as concerns_router
 from hub.web.context import HERE, WebContext, make_templates
 from hub.web.permissions import ROLE_PERMISSIONS, Forbidden, Permission, Principal
 from hub.web.queue import QueueError
 from hub.web.ratelimit import LoginLimiter
+from hub.web.reports import router as reports_router
 from hub.web.security import SecurityMiddleware
 from hub.web.sessions import SessionLimits, csrf_token
 
@@ -104,6 +107,9 @@ def create_app(config: HubConfig, db_factory: Callable[[], Database]) -> FastAPI
     app.include_router(login.router)
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(concerns_router)
+    app.include_router(checks_router)
+    app.include_router(reports_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_handlers(app)
     app.add_middleware(SecurityMiddleware, tls=web.tls, base_url=web.base_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -15,6 +14,14 @@ from hub.web.auth import Needs, check_csrf, web_context
 from hub.web.permissions import ROLE_PERMISSIONS, Permission, Principal, require_item
 from hub.web.queue import QueueFilter, find_alert, read_evidence, read_queue, severity_counts
 from hub.web.sessions import csrf_token
+from hub.web.triage import (
+    ACTIONS,
+    ActionForm,
+    TriageError,
+    apply_action,
+    assignees,
+    read_timeline,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -52,9 +59,17 @@ def queue_filter(
     group: str | None = None,
     rule: str | None = None,
     severity: Annotated[int | None, Query(ge=1, le=5)] = None,
+    assignee: str | None = None,
 ) -> QueueFilter:
     """The queue's filters from the URL (shared by the page and the API)."""
-    return QueueFilter(status=status, site=site, group=group, rule=rule, severity=severity)
+    return QueueFilter(
+        status=status,
+        site=site,
+        group=group,
+        rule=rule,
+        severity=severity,
+        assignee=assignee or None,
+    )
 
 
 @router.get("/alerts")
@@ -67,6 +82,7 @@ def alert_queue(
     """Open alerts by severity then age, counts by severity at the top, filters in the URL."""
     with web_context(request).db() as db:
         page = read_queue(db, principal, f, cursor)
+        newest = alert_store.newest_id(db)
     query = f.query()
     next_link = None
     if page.next_cursor:
@@ -80,8 +96,39 @@ def alert_queue(
         next_link=next_link,
         first_link="/alerts?" + urlencode(query),
         paged=cursor is not None,
+        newest=newest,
         severity_link=lambda s: "/alerts?" + urlencode({**query, "severity": str(s)}),
     )
+
+
+def _detail(
+    request: Request, principal: Principal, alert_id: int, error: str | None = None
+) -> Response:
+    with web_context(request).db() as db:
+        alert = find_alert(db, alert_id)
+        if alert is None:
+            raise AlertMissing()
+        require_item(principal, Permission.ALERTS_VIEW, alert.group)
+        record_view(db, principal, "alert", str(alert.id), "page")
+        evidence = read_evidence(db, alert)
+        ips = {e.client_ip for e in evidence if e.client_ip}
+        response = _render(
+            request,
+            "alert.html",
+            principal,
+            alert=alert,
+            triage=alert_store.get_triage(db, alert.id),
+            evidence=evidence,
+            timeline=read_timeline(db, alert, ips),
+            earlier=alert_store.earlier_alerts(db, alert),
+            trail=alert_store.trail(db, alert.id),
+            assignees=assignees(db, alert),
+            outcomes=alert_store.OUTCOMES,
+            error=error,
+        )
+    if error is not None:
+        response.status_code = 409
+    return response
 
 
 @router.get("/alerts/{alert_id}")
@@ -90,39 +137,38 @@ def alert_detail(
     alert_id: int,
     principal: Annotated[Principal, Depends(Needs(Permission.ALERTS_VIEW))],
 ) -> Response:
-    """One alert: its sentence, its evidence, its trail; the view goes to the access log."""
-    with web_context(request).db() as db:
-        alert = find_alert(db, alert_id)
-        if alert is None:
-            raise AlertMissing()
-        require_item(principal, Permission.ALERTS_VIEW, alert.group)
-        record_view(db, principal, "alert", str(alert.id), "page")
-        evidence = read_evidence(db, alert)
-        trail = alert_store.actions(db, alert.id)
-    return _render(request, "alert.html", principal, alert=alert, evidence=evidence, trail=trail)
+    """One alert: its sentence, evidence, the device's timeline, earlier alerts, the actions
+    and the trail; the view goes to the access log."""
+    return _detail(request, principal, alert_id)
 
 
-@router.post("/alerts/{alert_id}/acknowledge")
-def acknowledge(
+@router.post("/alerts/{alert_id}/{action}")
+def act(
     request: Request,
     alert_id: int,
+    action: str,
     principal: Annotated[Principal, Depends(Needs(Permission.ALERTS_ACT))],
     csrf: Annotated[str, Form(max_length=64)] = "",
     note: Annotated[str, Form(max_length=2000)] = "",
+    assignee: Annotated[str, Form(max_length=64)] = "",
+    outcome: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    """Acknowledge an open alert: an append-only row in its trail, with who and the note."""
+    """Acknowledge, assign, note, escalate, close or reopen (ACTIONS): an append-only row in
+    the trail with who and the note; back to the alert, or the page again with why not."""
     check_csrf(request, csrf)
+    if action not in ACTIONS:
+        raise AlertMissing()
     with web_context(request).db() as db:
         alert = find_alert(db, alert_id)
         if alert is None:
             raise AlertMissing()
-        require_item(principal, Permission.ALERTS_ACT, alert.group)
-        if alert.status == "open":
-            with db.transaction():
-                alert_store.acknowledge(
-                    db, alert.id, int(time.time() * 1000), principal.username, note.strip() or None
-                )
-    return RedirectResponse(f"/alerts/{alert_id}", status_code=303)
+        try:
+            apply_action(db, principal, alert, action, ActionForm(note, assignee, outcome))
+        except TriageError as exc:
+            error = str(exc)
+        else:
+            return RedirectResponse(f"/alerts/{alert_id}#trail", status_code=303)
+    return _detail(request, principal, alert_id, error)
 
 
 @router.get("/access-log")

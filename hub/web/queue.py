@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hub.alerts import ALERT_COLUMNS, STATUS_FILTERS, AlertError, alert_of, get_alert
+from hub.alerts import (
+    ALERT_COLUMNS,
+    STATUS_FILTERS,
+    TRIAGE_COLUMNS,
+    AlertError,
+    Triage,
+    alert_of,
+    get_alert,
+    triage_of,
+)
 from hub.model import Alert
 from hub.store import Database
 from hub.web.permissions import Principal
@@ -26,6 +35,7 @@ class QueueFilter:
     group: str | None = None
     rule: str | None = None
     severity: int | None = None
+    assignee: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUS_FILTERS:
@@ -41,6 +51,7 @@ class QueueFilter:
             "group": self.group,
             "rule": self.rule,
             "severity": None if self.severity is None else str(self.severity),
+            "assignee": self.assignee,
         }
         return {k: v for k, v in pairs.items() if v}
 
@@ -52,6 +63,7 @@ class QueuePage:
     alerts: list[Alert]
     next_cursor: str | None
     counts: dict[int, int] = field(default_factory=dict)  # severity -> alerts, all pages
+    triage: dict[int, Triage] = field(default_factory=dict)  # alert id -> its triage state
 
 
 def _where(principal: Principal, f: QueueFilter) -> tuple[list[str], list[object]]:
@@ -60,7 +72,8 @@ def _where(principal: Principal, f: QueueFilter) -> tuple[list[str], list[object
     if f.status != "all":
         where.append("status = ?")
         params.append(f.status)
-    for column, value in (("site", f.site), ("grp", f.group), ("rule", f.rule)):
+    filters = (("site", f.site), ("grp", f.group), ("rule", f.rule), ("assignee", f.assignee))
+    for column, value in filters:
         if value:
             where.append(f"{column} = ?")
             params.append(value)
@@ -72,16 +85,23 @@ def _where(principal: Principal, f: QueueFilter) -> tuple[list[str], list[object
     return where, params
 
 
-def _cursor(alert: Alert) -> str:
-    return f"{alert.severity}.{alert.first_seen_ms}.{alert.id}"
+# Alerts escalated to the DSL head the queue, whatever their severity (docs/dashboard.md).
+_RANK = "CASE WHEN escalated_ms IS NULL THEN 0 ELSE 1 END"
 
 
-def _parse_cursor(text: str) -> tuple[int, int, int]:
+def _cursor(alert: Alert, triage: Triage) -> str:
+    rank = 0 if triage.escalated_ms is None else 1
+    return f"{rank}.{alert.severity}.{alert.first_seen_ms}.{alert.id}"
+
+
+def _parse_cursor(text: str) -> tuple[int, int, int, int]:
     try:
-        severity, first, alert_id = (int(part) for part in text.split("."))
+        rank, severity, first, alert_id = (int(part) for part in text.split("."))
     except ValueError as exc:
-        raise QueueError("cursor must be severity.first_seen.id as the page links give it") from exc
-    return severity, first, alert_id
+        raise QueueError(
+            "cursor must be rank.severity.first_seen.id as the page links give it"
+        ) from exc
+    return rank, severity, first, alert_id
 
 
 def read_queue(
@@ -91,8 +111,9 @@ def read_queue(
     cursor: str | None = None,
     limit: int = PAGE_SIZE,
 ) -> QueuePage:
-    """A page of alerts the principal may see: most severe first, then oldest first (the one
-    waiting longest), then by id, so the order is total and a cursor never skips or repeats."""
+    """A page of alerts the principal may see: those escalated to the DSL first, then most
+    severe first, then oldest first (the one waiting longest), then by id, so the order is
+    total and a cursor never skips or repeats."""
     where, params = _where(principal, f)
     counts_clause = f" WHERE {' AND '.join(where)}" if where else ""
     counts = {
@@ -105,21 +126,36 @@ def read_queue(
         where.append("severity = ?")
         params.append(f.severity)
     if cursor:
-        severity, first, alert_id = _parse_cursor(cursor)
+        rank, severity, first, alert_id = _parse_cursor(cursor)
         where.append(
-            "(severity < ? OR (severity = ? AND (first_seen_ms > ? "
-            "OR (first_seen_ms = ? AND id > ?))))"
+            f"({_RANK} < ? OR ({_RANK} = ? AND (severity < ? OR (severity = ? AND "
+            "(first_seen_ms > ? OR (first_seen_ms = ? AND id > ?))))))"
         )
-        params.extend([severity, severity, first, first, alert_id])
+        params.extend([rank, rank, severity, severity, first, first, alert_id])
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = db.execute(
-        f"SELECT {ALERT_COLUMNS} FROM alerts{clause} "
-        f"ORDER BY severity DESC, first_seen_ms ASC, id ASC LIMIT {int(limit) + 1}",
+        f"SELECT {ALERT_COLUMNS}, {TRIAGE_COLUMNS} FROM alerts{clause} "
+        f"ORDER BY {_RANK} DESC, severity DESC, first_seen_ms ASC, id ASC LIMIT {int(limit) + 1}",
         params,
     )
     alerts = [alert_of(r) for r in rows[:limit]]
+    triage = {int(r[0]): triage_of(r) for r in rows[:limit]}
     more = len(rows) > limit
-    return QueuePage(alerts, _cursor(alerts[-1]) if more and alerts else None, counts)
+    last = _cursor(alerts[-1], triage[alerts[-1].id]) if more and alerts else None
+    return QueuePage(alerts, last, counts, triage)
+
+
+def new_since(db: Database, principal: Principal, since_id: int) -> tuple[int, int]:
+    """How many open alerts the principal may see arrived after `since_id`, and the highest
+    id among them (since_id when none): what the queue's "N new alerts" announces."""
+    where, params = _where(principal, QueueFilter())
+    where.append("id > ?")
+    params.append(since_id)
+    rows = db.execute(
+        f"SELECT COUNT(*), MAX(id) FROM alerts WHERE {' AND '.join(where)}", params
+    )
+    count, highest = rows[0]
+    return int(count), since_id if highest is None else int(highest)
 
 
 def find_alert(db: Database, alert_id: int) -> Alert | None:
