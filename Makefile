@@ -68,6 +68,7 @@ bench-dns: bootstrap
 
 bench-hub: bootstrap
 	$(PY) bench/hub_ingest.py
+	$(PY) -m bench.hub.dashboard_load --envelopes 30000 --backend both
 
 bench-agent: bootstrap
 	$(PY) -m bench.agent_footprint

@@ -117,6 +117,7 @@ def _base_url(value: str) -> str | None:
 
 LATER_SECTIONS = (
     "rules", "notify", "contacts", "retention", "policy", "enroll", "metrics", "ingest",
+    "escalation",
 )  # fmt: skip
 
 

@@ -59,11 +59,25 @@ def _message(settings: NotifySettings, contact: Contact, subject: str, body: str
     return message
 
 
-def alert_email(settings: NotifySettings, contact: Contact, alert: Alert) -> EmailMessage:
-    """The email sent at once for a severe alert."""
+def alert_email(
+    settings: NotifySettings, contact: Contact, alert: Alert, told_before: tuple[str, ...] = ()
+) -> EmailMessage:
+    """The email sent at once for a severe alert; `told_before` names the contacts the
+    escalation chain told first, when it tells this one because none of them acted."""
     subject = f"Hedgerow alert: severity {alert.severity} ({rule_label(alert.rule)})"
+    chain: list[str] = []
+    if told_before:
+        subject += ", not acknowledged"
+        esc = settings.escalation
+        waited = f" within {esc.waited}" if esc is not None else ""
+        chain = [
+            f"Nobody acted on this alert{waited} of telling {', '.join(told_before)}: you are "
+            "next in the escalation chain. Acknowledge it on the hub if you are dealing with it.",
+            "",
+        ]
     body = "\n".join(
         [
+            *chain,
             f"Hedgerow raised an alert of severity {alert.severity} "
             f"({SEVERITY_WORDS.get(alert.severity, '')}).",
             "",
@@ -77,8 +91,10 @@ def alert_email(settings: NotifySettings, contact: Contact, alert: Alert) -> Ema
             "",
             f"Open the alert: {alert_link(settings, alert.id)}",
             "",
-            f"You receive this as a Hedgerow contact ({contact.name}) for alerts of severity "
-            f"{contact.min_severity} and above.",
+            f"You receive this as the next contact ({contact.name}) of Hedgerow's escalation chain."
+            if told_before
+            else f"You receive this as a Hedgerow contact ({contact.name}) for alerts of "
+            f"severity {contact.min_severity} and above.",
         ]
     )
     return _message(settings, contact, subject, body)

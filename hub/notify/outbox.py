@@ -1,8 +1,10 @@
 """The notification outbox: rows written in the same transaction as the alert they follow.
 
 Channels: "email" (sent at once, severity >= immediate_severity), "digest" (one email a day
-per contact) and "webhook" (sent at once). The sender reads the alert's current state when it
-sends, so one pending row per (alert, contact, channel) is enough.
+per contact) and "webhook" (sent at once). Alerts at or above [escalation] min_severity go to
+the escalation chain's contacts one at a time (hub.notify.escalation). The sender reads the
+alert's current state when it sends, so one pending row per (alert, contact, channel) is
+enough.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from hub.config import HubConfig
 from hub.model import Alert
+from hub.notify import escalation
+from hub.notify.queue import email_now, pending, queue
 from hub.notify.settings import NotifySettings, load_notify_settings
 from hub.store import Database
 
@@ -42,26 +46,27 @@ class NotificationOutbox:
         self.clock = clock
 
     def on_alert(self, db: Database, alert: Alert, escalated: bool) -> None:
-        """Queue rows for each contact and channel that wants this alert (caller's transaction)."""
+        """Queue rows for each contact and channel that wants this alert (caller's transaction).
+        An alert the escalation chain follows goes to the chain's first contact instead of to
+        every contact in a chain (hub.notify.escalation)."""
         now = self.clock()
+        settings = self.settings  # one read: a reload swaps the reference
+        chained = escalation.follows(settings, alert)
+        in_chain = settings.escalation.members if chained and settings.escalation else frozenset()
         queued = 0
-        for contact in self.settings.contacts:
-            if not contact.wants(alert.site, alert.severity):
+        for contact in settings.contacts:
+            if contact.id in in_chain or not contact.wants(alert.site, alert.severity):
                 continue
             if contact.email is not None:
-                if alert.severity >= self.settings.immediate_severity:
-                    queued += self._queue(db, alert.id, "email", contact.id, now)
-                    # the immediate email replaces a digest line still waiting for this alert
-                    db.execute(
-                        "UPDATE notifications SET status = 'superseded' WHERE alert_id = ? "
-                        "AND contact = ? AND channel = 'digest' AND status = 'pending'",
-                        (alert.id, contact.id),
-                    )
-                elif not self._pending(db, alert.id, "email", contact.id):
-                    due = next_digest_ms(now, self.settings.digest_hour_utc)
-                    queued += self._queue(db, alert.id, "digest", contact.id, now, due)
+                if alert.severity >= settings.immediate_severity:
+                    queued += email_now(db, alert.id, contact.id, now)
+                elif not pending(db, alert.id, "email", contact.id):
+                    due = next_digest_ms(now, settings.digest_hour_utc)
+                    queued += queue(db, alert.id, "digest", contact.id, now, due)
             if contact.webhook is not None:
-                queued += self._queue(db, alert.id, "webhook", contact.id, now)
+                queued += queue(db, alert.id, "webhook", contact.id, now)
+        if chained:
+            queued += escalation.start(db, settings, alert, now)
         if queued:
             db.execute(
                 "UPDATE alerts SET notified_severity = ? WHERE id = ? AND notified_severity < ?",
@@ -71,31 +76,3 @@ class NotificationOutbox:
                 "alert %d (%s): %d notification(s) queued", alert.id,
                 "escalated" if escalated else "new", queued,
             )  # fmt: skip
-
-    @staticmethod
-    def _pending(db: Database, alert_id: int, channel: str, contact: str) -> bool:
-        return bool(
-            db.execute(
-                "SELECT 1 FROM notifications WHERE alert_id = ? AND channel = ? AND contact = ? "
-                "AND status = 'pending'",
-                (alert_id, channel, contact),
-            )
-        )
-
-    def _queue(
-        self,
-        db: Database,
-        alert_id: int,
-        channel: str,
-        contact: str,
-        now: int,
-        due: int | None = None,
-    ) -> int:
-        if self._pending(db, alert_id, channel, contact):
-            return 0  # the pending row will carry the alert's latest state
-        db.execute(
-            "INSERT INTO notifications (alert_id, channel, contact, status, attempts, "
-            "next_attempt_ms, created_ms) VALUES (?, ?, ?, 'pending', 0, ?, ?)",
-            (alert_id, channel, contact, now if due is None else due, now),
-        )
-        return 1

@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.errors import HedgerowError
 from hub.alerts import AlertError, get_alert
 from hub.config import HubConfig
 from hub.errors import HubError
+from hub.notify import escalation
 from hub.notify.mail import SendError, alert_email, digest_email, send_email
 from hub.notify.outbox import wall_ms
 from hub.notify.settings import Contact, NotifySettings, load_notify_settings
@@ -86,8 +88,16 @@ class NotificationSender:
             db.close()
 
     def run_once(self, db: Database) -> int:
-        """Deliver every due row once; returns how many rows were delivered."""
+        """Move the escalation chains on, then deliver every due row once; returns how many
+        rows were delivered."""
         now = self.clock()
+        settings = self.settings  # one read: a reload swaps the reference
+        if settings.escalation is not None:
+            try:
+                escalation.step_due(db, settings, now)
+            except HedgerowError:
+                # Contained: the rows already due still go out; the chain is tried next round.
+                log.exception("escalation round failed; trying again shortly")
         rows = db.execute(
             "SELECT id, alert_id, channel, contact, attempts FROM notifications "
             "WHERE status = 'pending' AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
@@ -143,7 +153,9 @@ class NotificationSender:
                 self.settings, contact, [get_alert(db, r.alert_id) for r in rows]
             )
         else:
-            message = alert_email(self.settings, contact, get_alert(db, rows[0].alert_id))
+            alert = get_alert(db, rows[0].alert_id)
+            told = escalation.told_before(db, alert.id, contact.id)
+            message = alert_email(self.settings, contact, alert, told)
         send_email(self.settings.smtp, message)
 
     @staticmethod

@@ -24,17 +24,28 @@ email = "dsl@school.example"
 webhook = "https://safeguarding.example/hook"   # optional; https, or http on loopback
 min_severity = 3
 sites = ["cape-primary"]          # optional; default every site
+
+[escalation]                      # severe alerts: one contact at a time until a person acts
+chain = ["dsl", "deputy_dsl", "head"]
+out_of_hours_chain = ["dsl_on_call", "head"]   # optional; default the chain
+ack_minutes = 15                  # or ack_seconds (tests and drills)
+min_severity = 4
+school_hours = "08:00-17:00"
+school_days = "Mon-Fri"
+timezone = "Europe/London"
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 from common.tomlconfig import Section
 from common.wire.header import valid_name
 from hub.config import HubConfig
+from hub.notify.hours import SchoolHours, parse_days, parse_hours, zone_problem
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -69,6 +80,36 @@ class Contact:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationSettings:
+    """[escalation]: who is told of a severe alert, one after another, until a person acts."""
+
+    chain: tuple[str, ...]
+    out_of_hours_chain: tuple[str, ...]
+    ack_ms: int = 15 * 60_000
+    min_severity: int = 4
+    hours: SchoolHours = field(default_factory=SchoolHours)
+
+    def chain_at(self, at_ms: int) -> tuple[str, tuple[str, ...]]:
+        """The chain in force at `at_ms` and its name ("school hours" or "out of hours")."""
+        if self.hours.contains(at_ms):
+            return "school hours", self.chain
+        return "out of hours", self.out_of_hours_chain
+
+    @property
+    def members(self) -> frozenset[str]:
+        """Every contact in either chain: the chain, not their min_severity, decides when they
+        hear of alerts at or above min_severity."""
+        return frozenset(self.chain + self.out_of_hours_chain)
+
+    @property
+    def waited(self) -> str:
+        """How long the chain waits for a person, in words: "15 min", "5 s"."""
+        if self.ack_ms % 60_000 == 0:
+            return f"{self.ack_ms // 60_000} min"
+        return f"{self.ack_ms / 1000:g} s"
+
+
+@dataclass(frozen=True, slots=True)
 class NotifySettings:
     """Everything notifications need."""
 
@@ -81,6 +122,7 @@ class NotifySettings:
     retry_max_s: int = 3600
     smtp: SmtpSettings | None = None
     contacts: tuple[Contact, ...] = ()
+    escalation: EscalationSettings | None = None
 
     def contact(self, contact_id: str) -> Contact | None:
         """The contact with this id (None if it was removed from hub.toml since)."""
@@ -147,6 +189,59 @@ def _contact(contact_id: str, table: object, source: str) -> Contact:
     return contact
 
 
+def _chain(
+    sec: Section, key: str, contacts: tuple[Contact, ...], default: list[str] | None
+) -> tuple[str, ...]:
+    known = {c.id for c in contacts}
+    ids = sec.text_list(key) if default is None else sec.text_list(key, default)
+    if not ids:
+        sec.fail(key, ids, "must name at least one contact")
+    for contact_id in ids:
+        if contact_id not in known:
+            sec.fail(key, ids, f"{contact_id!r} is not a [contacts.{contact_id}] table")
+    if len(set(ids)) != len(ids):
+        sec.fail(key, ids, "names a contact twice")
+    return tuple(ids)
+
+
+def _rule(parse: Callable[[str], object]) -> Callable[[str], str | None]:
+    """A Section check from a parser that returns the rule broken as a string."""
+    return lambda value: problem if isinstance(problem := parse(value), str) else None
+
+
+def _escalation(table: object, source: str, contacts: tuple[Contact, ...]) -> EscalationSettings:
+    sec = Section("escalation", table, source)
+    chain = _chain(sec, "chain", contacts, None)
+    night = _chain(sec, "out_of_hours_chain", contacts, list(chain))
+    minutes = sec.optional_integer("ack_minutes", lo=1, hi=24 * 60)
+    seconds = sec.optional_integer("ack_seconds", lo=1, hi=86400)
+    if minutes is not None and seconds is not None:
+        sec.fail("ack_seconds", seconds, "set ack_minutes or ack_seconds, not both")
+    hours = parse_hours(sec.text("school_hours", "08:00-17:00", check=_rule(parse_hours)))
+    days = parse_days(sec.text("school_days", "Mon-Fri", check=_rule(parse_days)))
+    assert not isinstance(hours, str) and not isinstance(days, str)  # checked just above
+    settings = EscalationSettings(
+        chain=chain,
+        out_of_hours_chain=night,
+        ack_ms=seconds * 1000 if seconds is not None else (minutes or 15) * 60_000,
+        min_severity=sec.integer("min_severity", 4, lo=1, hi=5),
+        hours=SchoolHours(
+            hours[0], hours[1], days, sec.text("timezone", "Europe/London", check=zone_problem)
+        ),
+    )
+    sec.done()
+    return settings
+
+
+def _base_url(config: HubConfig) -> str:
+    """Where alert links point unless [notify] base_url says: [web] base_url, else the
+    dashboard's listen address."""
+    if config.web.base_url:
+        return config.web.base_url
+    scheme = "https" if config.web.tls else "http"
+    return f"{scheme}://{config.web_listen or '127.0.0.1:8080'}"
+
+
 def load_notify_settings(config: HubConfig) -> NotifySettings:
     """Read [notify] and [contacts]; raises ConfigError naming section, key, value and rule."""
     source = str(config.path)
@@ -155,7 +250,7 @@ def load_notify_settings(config: HubConfig) -> NotifySettings:
     raw_smtp = sec.optional_table("smtp")
     settings = NotifySettings(
         sender=sec.text("from", "hedgerow@localhost", check=_email),
-        base_url=sec.text("base_url", f"http://{config.web_listen}").rstrip("/"),
+        base_url=sec.text("base_url", _base_url(config)).rstrip("/"),
         immediate_severity=sec.integer("immediate_severity", 4, lo=1, hi=5),
         digest_hour_utc=sec.integer("digest_hour_utc", 7, lo=0, hi=23),
         max_attempts=sec.integer("max_attempts", 12, lo=1, hi=1000),
@@ -163,11 +258,14 @@ def load_notify_settings(config: HubConfig) -> NotifySettings:
         retry_max_s=sec.integer("retry_max_s", 3600, lo=1, hi=7 * 86400),
         smtp=None if raw_smtp is None else _smtp(raw_smtp, source, base),
         contacts=tuple(
-            _contact(cid, table, source)
-            for cid, table in sorted(config.table("contacts").items())
+            _contact(cid, table, source) for cid, table in sorted(config.table("contacts").items())
         ),
     )
     sec.done()
+    if "escalation" in config.extra:
+        settings = replace(
+            settings, escalation=_escalation(config.extra["escalation"], source, settings.contacts)
+        )
     if settings.smtp is None and any(c.email for c in settings.contacts):
         sec.fail("smtp", None, "is required when a contact has an email address")
     return settings
