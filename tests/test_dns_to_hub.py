@@ -162,7 +162,9 @@ def filter_and_hub(
 
 def summarised(hub: HubConfig, client: str, name: str) -> int:
     """How many lookups of `name` by `client` the stored summaries count."""
-    rows = query(hub, "SELECT body FROM reports WHERE kind = 'summary' AND client_ip = ?", (client,))
+    rows = query(
+        hub, "SELECT body FROM reports WHERE kind = 'summary' AND client_ip = ?", (client,)
+    )
     return sum(
         entry["count"]
         for (body,) in rows
@@ -189,8 +191,10 @@ def test_each_blocked_lookup_is_counted_once(tmp_path: Path, broker: Mosquitto) 
         # Reports are delivered in order, so once the summaries counting every lookup are
         # stored, so are the events sent before them (and the rules have run on both).
         wait_until(
-            lambda: summarised(hub, adult_client, "adult.example") == 1
-            and summarised(hub, gambling_client, "casino.example") == 3,
+            lambda: (
+                summarised(hub, adult_client, "adult.example") == 1
+                and summarised(hub, gambling_client, "casino.example") == 3
+            ),
             timeout=90,
             what="the summaries of every lookup",
         )
@@ -247,3 +251,55 @@ def _alerts(hub: HubConfig, rule: str = "blocked_content") -> list[dict[str, obj
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("http_proxy", raising=False)
+
+
+def _checks(hub: HubConfig) -> list[tuple[object, ...]]:
+    return query(hub, "SELECT recorded_by, kind, result, passed, failed, what FROM checks")
+
+
+def test_a_selftest_run_reaches_the_checks_register(tmp_path: Path, broker: Mosquitto) -> None:
+    """`hedgerow-dns selftest` leaves its result for the running filter, which sends it sealed
+    to the hub: one row in the checks register, recorded by the filter. A run with a failure
+    (asked with a config that blocks more than the server does) is also a selftest alert."""
+    with filter_and_hub(tmp_path, broker, []) as (hub, port):
+        config = tmp_path / "hedgerow-dns.toml"
+        result = subprocess.run(
+            [f"{BIN}/hedgerow-dns", "selftest", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "hub: the running filter sends it to the checks register" in result.stdout
+        wait_until(lambda: len(_checks(hub)) == 1, timeout=60, what="the check at the hub")
+        ((by, kind, outcome, passed, failed, what),) = _checks(hub)
+        assert (by, kind, outcome, failed) == ("cape-primary/dns-1", "selftest", "pass", 0)
+        assert isinstance(passed, int) and passed > 5 and f"127.0.0.1:{port}" in str(what)
+        assert not list((tmp_path / "dns-identity" / "selftest").glob("*.json"))
+
+        stricter = config.read_text().replace('block = ["adult"]', 'block = ["adult", "gambling"]')
+        (tmp_path / "stricter").mkdir()
+        strict = tmp_path / "stricter" / "hedgerow-dns.toml"
+        strict.write_text(stricter)
+        result = subprocess.run(
+            [f"{BIN}/hedgerow-dns", "selftest", "--config", str(strict)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        wait_until(lambda: _alerts(hub, "selftest"), timeout=60, what="a selftest alert")
+        rows = sorted(_checks(hub), key=lambda r: str(r[2]))
+        assert [r[2] for r in rows] == ["partial", "pass"]
+        assert "failed: staff gambling casino.example: expected blocked" in str(rows[0][5])
+        (alert,) = _alerts(hub, "selftest")
+        assert alert["severity"] == 3 and alert["device"] == "dns-1"
+        assert "The filtering self-test on DNS filter cape-primary/dns-1" in str(alert["summary"])
+
+        result = subprocess.run(
+            [f"{BIN}/hedgerow-dns", "selftest", "--config", str(config), "--no-report"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0 and "hub:" not in result.stdout

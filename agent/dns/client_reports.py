@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from agent.dns import selftest_inbox
 from agent.dns.arp import ARP_PATH
 from agent.dns.client_window import (
     DEFAULT_LIMITS,
@@ -42,6 +43,7 @@ from common.tomlconfig import toml_value
 from common.wire.header import Kind
 
 log = logging.getLogger(__name__)
+SELFTEST_POLL_S = 2.0  # how often the selftest inbox is looked at
 
 
 def _software() -> str:
@@ -122,6 +124,11 @@ class DnsReporter:
         self._clients_wanted = self._clients_applied = self._names.config
         self._summaries = 0
         self._sent_events = 0
+        self._identity = identity_dir
+        self._selftests_sent = 0
+        self._selftests_bad = 0
+        self._next_inbox = 0.0
+        self._selftests_done: set[str] = set()  # sent, but the file could not be deleted
         self._clients_dropped = 0
         self._publisher = Publisher.open(
             identity_dir,
@@ -234,6 +241,8 @@ class DnsReporter:
             "reports_receipts_ignored": pub.receipts_ignored,
             "reports_publisher_dropped": pub.dropped_queue_full,
             "reports_broker_connected": float(pub.connected),
+            "reports_selftests_sent": self._selftests_sent,
+            "reports_selftests_bad": self._selftests_bad,
             **self._names.counters(),
         }
 
@@ -244,6 +253,7 @@ class DnsReporter:
             try:
                 self._refresh_names()
                 self._drain()
+                self._send_selftests()
                 if stopping or time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + self._interval_s
                     self._flush(heartbeat=not stopping)
@@ -259,6 +269,31 @@ class DnsReporter:
             self._names.configure(wanted)
             self._clients_applied = wanted
         self._names.poll()  # a stat per lease file every check_s; parsed only when changed
+
+    def _send_selftests(self) -> None:
+        """Offer each `hedgerow-dns selftest` result waiting (agent/dns/selftest_inbox.py) as
+        an urgent `selftest` event; a result stays until the publisher takes it."""
+        now = time.monotonic()
+        if now < self._next_inbox:
+            return
+        self._next_inbox = now + SELFTEST_POLL_S
+        for path, at, detail in selftest_inbox.waiting(self._identity):
+            if path.name in self._selftests_done:
+                continue
+            if at is not None:
+                event = {"v": PAYLOAD_VERSION, "type": "selftest", "at": at, "detail": detail}
+                if not self._publisher.offer(Kind.EVENT, event, urgent=True):
+                    return  # the queue is full: the files wait for the next look
+                self._selftests_sent += 1
+                self._sent_events += 1
+                log.info("selftest result of %s sent to the hub", path.name)
+            else:
+                self._selftests_bad += 1
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.error("selftest result %s sent but not deleted: %s", path, exc)
+                self._selftests_done.add(path.name)
 
     def _drain(self) -> None:
         queue = self._queue

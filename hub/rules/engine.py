@@ -18,7 +18,17 @@ from hub.alerts import AlertListener, Finding, record_many
 from hub.config import load_config
 from hub.errors import StoreError
 from hub.model import StoredReport
-from hub.rules import blocked, bypass, concern, health, offsite, security, silent, tamper
+from hub.rules import (
+    blocked,
+    bypass,
+    concern,
+    health,
+    offsite,
+    security,
+    selftest,
+    silent,
+    tamper,
+)
 from hub.rules.attempts import count_once
 from hub.rules.settings import RulesConfig, load_rules
 from hub.store import Database
@@ -45,6 +55,7 @@ REPORT_RULES: tuple[tuple[str, Check, CheckMany | None], ...] = (
     (tamper.RULE, tamper.check, None),
     (offsite.RULE, offsite.check, None),
     (health.RULE, health.check, None),
+    (selftest.RULE, selftest.check, None),
 )
 
 

@@ -148,6 +148,15 @@ class ConcernRule:
     severity: int = 4
 
 
+@dataclass(frozen=True, slots=True)
+class SelftestRule:
+    """selftest: a DNS filter's self-test found a blocked category answering (every run goes
+    to the checks register whatever this says)."""
+
+    enabled: bool = True
+    severity: int = 3
+
+
 DEFAULT_SECURITY_REASONS = (
     Reason.BAD_SIGNATURE.value,
     Reason.DECRYPT_FAILED.value,
@@ -183,6 +192,7 @@ class RulesConfig:
     security: SecurityRule = SecurityRule()
     health: HealthRule = HealthRule()
     concern: ConcernRule = ConcernRule()
+    selftest: SelftestRule = SelftestRule()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -386,6 +396,16 @@ def _concern(s: Section) -> ConcernRule:
     return rule
 
 
+def _selftest(s: Section) -> SelftestRule:
+    d = SelftestRule()
+    rule = SelftestRule(
+        enabled=s.flag("enabled", d.enabled),
+        severity=int(s.integer("severity", d.severity, lo=1, hi=5)),
+    )
+    s.done()
+    return rule
+
+
 def _security(s: Section) -> SecurityRule:
     d = SecurityRule()
     known = [r.value for r in Reason]
@@ -420,6 +440,7 @@ def parse_rules(raw: object, source: str = "") -> RulesConfig:
         security=_security(_sub(root, "security")),
         health=_health(_sub(root, "health")),
         concern=_concern(_sub(root, "concern")),
+        selftest=_selftest(_sub(root, "selftest")),
     )
     root.done()
     return config

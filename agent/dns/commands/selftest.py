@@ -7,12 +7,12 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.errors import HedgerowError
 
 if TYPE_CHECKING:
-    from agent.dns.config import Endpoint
+    from agent.dns.config import Endpoint, ReportConfig
     from agent.dns.probe import GroupResult
 
 
@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--server", help="HOST:PORT of the running server (default: first listen)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per try (two tries)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not send the result to the hub's checks register (default: sent when [report] "
+        "is configured)",
+    )
     p.set_defaults(func=cmd_selftest)
 
 
@@ -62,15 +68,42 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         "not_testable": untestable,
         "ok": failed == 0 and bool(checks),
     }
+    failures = [
+        f"{r.group} {c.what} {c.name or '-'}: expected {c.expected}, got {c.got}"
+        for r in results
+        for c in r.checks
+        if not c.ok
+    ]
+    handed = None if args.no_report else _hand_over(loaded.config.report, summary, failures)
     if args.json:
-        print(json.dumps({"summary": summary, "groups": [asdict(r) for r in results]}, indent=2))
+        out = {"summary": summary, "groups": [asdict(r) for r in results], "hub": handed}
+        print(json.dumps(out, indent=2))
     else:
         for result in results:
             _print(result)
+        if handed is not None:
+            print(f"hub: {handed}")
         note = f", {len(untestable)} group(s) NOT TESTED from this host" if untestable else ""
         verdict = "PASS" if summary["ok"] else "FAIL"
         print(f"summary: {verdict}: {passed} passed, {failed} failed{note} ({summary['server']})")
     return 0 if summary["ok"] else 1
+
+
+def _hand_over(report: ReportConfig | None, summary: dict[str, Any], failures: list[str]) -> str:
+    """Leave the result for the running filter to send to the hub's checks register; what
+    happened, in words. HedgerowError if it cannot be left (the check would be lost)."""
+    from agent.dns.selftest_inbox import drop, event_detail
+
+    if report is None:
+        return "not sent: no [report] section (this filter reports to no hub)"
+    try:
+        path = drop(report.identity, int(time.time() * 1000), event_detail(summary, failures))
+    except OSError as exc:
+        raise HedgerowError(
+            f"the result could not be left for the hub in {report.identity}: {exc} "
+            "(run as the hedgerow-dns user or root; --no-report skips it)"
+        ) from exc
+    return f"the running filter sends it to the checks register ({path.name})"
 
 
 def _print(result: GroupResult) -> None:
