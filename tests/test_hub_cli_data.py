@@ -127,8 +127,15 @@ def test_purge_deletes_by_retention_and_dry_run_only_counts(
     db = Database(config.database_url)
     try:
         insert_reports(db, [report("lt-a", 1, now - 100 * DAY_MS), report("lt-a", 2, now - DAY_MS)])
-        add_alert(db, "lt-a", now - 500 * DAY_MS, [1])
-        add_alert(db, "lt-a", now - 100 * DAY_MS, [1])
+        old = add_alert(db, "lt-a", now - 500 * DAY_MS, [1])
+        kept = add_alert(db, "lt-a", now - 100 * DAY_MS, [1])
+        with db.transaction():  # each alert's escalation chain state goes with it
+            for alert_id in (old, kept):
+                db.execute(
+                    "INSERT INTO escalations (alert_id, started_ms, step, told, due_ms, status) "
+                    "VALUES (?, ?, 0, '[]', ?, 'exhausted')",
+                    (alert_id, now, now),
+                )
     finally:
         db.close()
     path = str(config.path)
@@ -143,6 +150,7 @@ def test_purge_deletes_by_retention_and_dry_run_only_counts(
     assert query(config, "SELECT COUNT(*) FROM blocked")[0][0] == 1
     assert query(config, "SELECT COUNT(*) FROM alerts")[0][0] == 1
     assert query(config, "SELECT COUNT(*) FROM alert_actions")[0][0] == 1
+    assert query(config, "SELECT alert_id FROM escalations") == [(kept,)]
 
 
 def test_retention_section_is_strict(tmp_path: Path) -> None:

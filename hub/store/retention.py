@@ -74,6 +74,11 @@ def purge(db: Database, retention: Retention, now_ms: int, *, dry_run: bool = Fa
     old_notes = (
         "FROM notifications WHERE alert_id IN (SELECT id FROM alerts WHERE last_seen_ms < ?)"
     )
+    # The escalation chain's state of each purged alert (hub/notify/escalation.py): it goes
+    # with its alert, uncounted, as the alert's own derived data.
+    old_chains = (
+        "FROM escalations WHERE alert_id IN (SELECT id FROM alerts WHERE last_seen_ms < ?)"
+    )
     with db.transaction():
         counts = PurgeCounts(
             reports=_count(db, old_reports, reports_cutoff),
@@ -95,6 +100,7 @@ def purge(db: Database, retention: Retention, now_ms: int, *, dry_run: bool = Fa
                 (old_held, reports_cutoff),
                 (old_actions, alerts_cutoff),
                 (old_notes, alerts_cutoff),
+                (old_chains, alerts_cutoff),
                 (old_alerts, alerts_cutoff),
             ):
                 db.execute(f"DELETE {sql}", (cutoff,))
