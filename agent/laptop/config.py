@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from agent.filter.addresses import parse_endpoint, parse_upstream, split_upstream_name
 from agent.filter.spec import Endpoint
+from common.broker_url import broker_url_problem
 from common.tomlconfig import Section, load_toml
 
 DEFAULT_STATE_DIR = Path("/var/lib/hedgerow/agent")
@@ -121,13 +121,6 @@ def _beacon_server(value: str) -> str | None:
     return None if value == "system" else _endpoint(value)
 
 
-def _hub_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("mqtts", "mqtt") or not parts.hostname:
-        return "must be mqtts://HOST[:PORT] (mqtt:// only for tests and loopback)"
-    return None
-
-
 def load_config(path: Path) -> AgentConfig:
     """Read and check the agent's config file; raises ConfigError naming what is wrong."""
     return parse_config(load_toml(path), path)
@@ -142,7 +135,7 @@ def parse_config(raw: dict[str, object], path: Path) -> AgentConfig:
     control = agent.optional_text("control_socket")
     agent.done()
     hub = _sub(root, "hub", source)
-    hub_url = hub.optional_text("url", check=_hub_url)
+    hub_url = hub.optional_text("url", check=broker_url_problem)
     hub.done()
     config = AgentConfig(
         path=path,

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 from agent.dns.config.clients import read_clients
 from agent.dns.config.model import BeaconConfig, DnsConfig, ReportConfig, ServerConfig
@@ -29,6 +28,7 @@ from agent.filter.spec import (
     UpstreamServer,
     UpstreamSpec,
 )
+from common.broker_url import broker_url_problem
 from common.filter_rules import blocked_answer_problem, url_problem
 from common.tomlconfig import FieldError, Section, load_toml, toml_value
 
@@ -295,17 +295,8 @@ def _group(
     return config
 
 
-def _broker_url(value: str) -> str | None:
-    url = urlsplit(value)
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        return "must be mqtts://host:port (or mqtt://127.0.0.1:port on loopback)"
-    if url.scheme == "mqtt" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return "plain mqtt:// is allowed only on loopback; use mqtts:// (TLS)"
-    return None
-
-
 def _report(sec: Section) -> ReportConfig:
-    hub = sec.text("hub", check=_broker_url)
+    hub = sec.text("hub", check=broker_url_problem)
     config = ReportConfig(
         hub=hub,
         identity=Path(sec.text("identity", "/var/lib/hedgerow/dns")),
