@@ -164,6 +164,10 @@ class HubService:
         """False if the ingest thread died (serve exits with an error then)."""
         return self.worker is not None and self.worker.alive
 
+    def stalled_s(self, now: float) -> float:
+        """Seconds the ingest loop has not gone round (0 before it starts)."""
+        return 0.0 if self.worker is None else self.worker.stalled_s(now)
+
     def reload(self) -> bool:
         """SIGHUP: re-read the keys (the ingest thread then opens the envelopes held for a new
         one), and hub.toml's rules and contacts; each all or nothing."""

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from common.sdnotify import Notifier, Pinger, ping_forever, ready_then_ping
 from hub.config import HubConfig
+from hub.store import Database
 from tests.dns_support import FakeUpstream, free_dns_port, write_config
-from tests.hub_ingest_fixtures import make_hub
+from tests.hub_ingest_fixtures import enrol, make_hub, publisher, report_count
 from tests.notify_socket import NotifySocket, notify_socket
 from tests.services import Mosquitto, stop_process
 from tests.waiting import wait_until
@@ -228,3 +229,44 @@ enabled = false
         args = [f"{BIN}/hedgerow-agent", "run", "--config", str(config)]
         with notified(sock, args, log, watchdog_usec=400_000) as proc:
             watchdog_lifecycle(sock, proc, log, period_s=0.2)
+
+
+def test_a_hung_ingest_loop_stops_the_hubs_pings(
+    tmp_path: Path, broker: Mosquitto, pg_url: str
+) -> None:
+    """The hub's main loop is fine but its ingest thread hangs: a commit waits on a table lock
+    another PostgreSQL session holds (no timeout: a real hang). After [ingest] stall_s the
+    pings stop, with one log line saying why; when the lock goes, ingest finishes the report
+    and the pings come back."""
+    hub: HubConfig = make_hub(tmp_path, broker.url, pg_url)
+    with open(hub.path, "a", encoding="utf-8") as handle:
+        handle.write("\n[ingest]\nworkers = 0\nstall_s = 5\n")
+    device = enrol(hub, "lt-hang")
+    with notify_socket(tmp_path) as sock:
+        log = tmp_path / "hub.log"
+        args = [f"{BIN}/hedgerow-hub", "serve", "--config", str(hub.path)]
+        with notified(sock, args, log, watchdog_usec=2_000_000) as proc:  # ping every 1 s
+            wait_until(lambda: sock.count("READY=1") == 1, timeout=60, what="READY=1")
+            blocker = Database(pg_url)
+            try:
+                with blocker.transaction():
+                    blocker.execute("LOCK TABLE reports IN ACCESS EXCLUSIVE MODE")
+                    with publisher(broker.url) as pub:
+                        pub.send(device.topic(), device.envelope())
+                    wait_until(
+                        lambda: "ingest has not gone round" in log.read_text(),
+                        timeout=60,
+                        what="the stall to be noticed",
+                    )
+                    sock.drain()
+                    stalled = sock.count("WATCHDOG=1")
+                    time.sleep(4)  # four periods in which a working hub would have pinged
+                    assert sock.count("WATCHDOG=1") == stalled, "pinged while ingest hung"
+                    assert proc.poll() is None  # not exited: systemd's watchdog decides
+            finally:
+                blocker.close()  # the lock goes with the transaction
+            wait_until(lambda: report_count(hub) == 1, timeout=30, what="the report stored")
+            wait_until(
+                lambda: sock.count("WATCHDOG=1") >= stalled + 2, timeout=30, what="pings again"
+            )
+            assert log.read_text().count("ingest has not gone round") == 1

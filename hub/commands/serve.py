@@ -14,6 +14,7 @@ from common.sdnotify import Notifier, Pinger
 from hub.config import load_config
 from hub.daemon import HubService
 from hub.errors import HubError
+from hub.ingest.settings import load_ingest_settings
 from hub.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The watchdog is pinged from this loop, after its checks: a wedged loop (or a reload
         # that hangs) stops the pings; a dead ingest thread raises below before the ping.
         pinger = Pinger(notifier, time.monotonic())
+        stall_s = load_ingest_settings(config).stall_s
+        warned = False
         while not stop.wait(0.5):
             if reload.is_set():
                 reload.clear()
@@ -73,7 +76,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 raise HubError("the ingest thread stopped unexpectedly")
             if web is not None:
                 web.check_health()
-            pinger.due(time.monotonic())
+            now = time.monotonic()
+            stalled = service.stalled_s(now)
+            if stalled < stall_s:
+                pinger.due(now)
+                warned = False
+            elif not warned:
+                # No ping: systemd's watchdog restarts the hub (WatchdogSec=30s).
+                log.error(
+                    "ingest has not gone round for %.0f s (a hung commit, rules tick or "
+                    "database call): the watchdog is no longer pinged",
+                    stalled,
+                )
+                warned = True
     finally:
         notifier.stopping()
         if web is not None:

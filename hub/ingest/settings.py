@@ -13,6 +13,7 @@ from hub.ingest.bursts import BurstLimits
 AUTO = "auto"
 DEFAULT_BURSTS = BurstLimits()
 MAX_WORKERS = 64
+DEFAULT_STALL_S = 90
 AUTO_MAX = 4  # beyond this one ingest thread (store, rules, commit) cannot keep up anyway
 WORKERS_RULE = (
     f'must be "{AUTO}" or a whole number from 0 to {MAX_WORKERS} '
@@ -26,6 +27,7 @@ class IngestSettings:
 
     workers: int  # opening worker processes; 0: the ingest thread opens envelopes itself
     bursts: BurstLimits = DEFAULT_BURSTS
+    stall_s: int = DEFAULT_STALL_S  # the ingest loop still this long: stop pinging the watchdog
 
 
 def auto_workers(cores: int | None = None) -> int:
@@ -53,5 +55,6 @@ def load_ingest_settings(config: HubConfig) -> IngestSettings:
         window_s=section.integer("throttle_window_s", int(default.window_s), lo=1, hi=3600),
         cool_s=section.integer("throttle_seconds", int(default.cool_s), lo=1, hi=86_400),
     )
+    stall_s = section.integer("stall_s", DEFAULT_STALL_S, lo=5, hi=3600)
     section.done()
-    return IngestSettings(workers, bursts)
+    return IngestSettings(workers, bursts, int(stall_s))

@@ -81,6 +81,9 @@ class IngestWorker:
         )  # fmt: skip
         self._keys_seen = -1  # the key generation whose held envelopes were last looked at
         self._stop = threading.Event()
+        # When the loop last went round (or waited, on purpose, for the database): the main
+        # loop stops pinging systemd's watchdog when this is older than STALL_S.
+        self._beat = time.monotonic()
         self._inbox = Inbox(limits.queue_size, metrics, self._stop)
         self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
         self._db: Database | None = None
@@ -119,6 +122,11 @@ class IngestWorker:
         """True while the thread runs."""
         return self._thread.is_alive()
 
+    def stalled_s(self, now: float) -> float:
+        """Seconds since the loop last went round (monotonic clock): a commit, a rules tick or a
+        database call that hangs makes this grow while the thread is still alive."""
+        return max(0.0, now - self._beat)
+
     def _connect(self) -> None:
         if self._db is not None:
             try:
@@ -152,6 +160,7 @@ class IngestWorker:
         try:
             backoff = 0.5
             while not self._database_ok():
+                self._beat = time.monotonic()  # waiting for the database is not a hang
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.limits.max_backoff_s)
@@ -168,6 +177,7 @@ class IngestWorker:
         next_keys = 0.0
         ahead: Ahead | None = None
         while not self._stop.is_set():
+            self._beat = time.monotonic()
             if time.monotonic() >= next_keys:
                 next_keys = time.monotonic() + self.limits.keys_check_s
                 self.keyring.refresh(0.0)
@@ -252,6 +262,7 @@ class IngestWorker:
             except Exception as exc:
                 failure = exc
             opened = None  # retries open in this thread, on a fresh connection
+            self._beat = time.monotonic()
             if not self._database_ok():
                 if self._stop.wait(backoff):
                     return  # shutting down: nothing acked, the broker keeps it all
