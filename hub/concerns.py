@@ -46,6 +46,7 @@ LONG = 20_000
 STATUSES = ("open", "signed off", "all")
 OPENED, AMENDED, SIGNED_OFF = "opened", "amended", "signed-off"
 LIST_LIMIT = 500
+MAX_ID = 2**63 - 1  # a larger number in a URL is no concern (not a database error)
 
 
 class ConcernError(HubError):
@@ -359,7 +360,7 @@ def load(db: Database, ids: Sequence[int]) -> list[Concern]:
 
 def get_concern(db: Database, concern_id: int) -> Concern:
     """One concern; ConcernMissing if there is none."""
-    found = load(db, [concern_id])
+    found = load(db, [concern_id]) if 0 < concern_id <= MAX_ID else []
     if not found:
         raise ConcernMissing(f"there is no concern {concern_id}")
     return found[0]

@@ -15,7 +15,14 @@ from hub.web.access_log import record_view
 from hub.web.auth import Needs, web_context
 from hub.web.pages import AlertMissing, queue_filter
 from hub.web.permissions import Permission, Principal, require_item
-from hub.web.queue import QueueFilter, find_alert, new_since, read_queue, severity_counts
+from hub.web.queue import (
+    MAX_ID,
+    QueueFilter,
+    find_alert,
+    new_since,
+    read_queue,
+    severity_counts,
+)
 from hub.web.triage import ActionForm, TriageError, apply_action
 
 router = APIRouter(prefix="/api", tags=["dashboard"])
@@ -53,7 +60,7 @@ def list_alerts(
 def new_alerts(
     request: Request,
     principal: Annotated[Principal, Depends(Needs(Permission.ALERTS_VIEW))],
-    since_id: Annotated[int, Query(ge=0)] = 0,
+    since_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     """How many open alerts this person may see arrived after alert `since_id`, and the
     newest one's id (`since_id` when none): what the queue page polls to announce them."""
@@ -120,6 +127,7 @@ def _act(
             )
         except TriageError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=409)
+        record_view(db, principal, "alert", str(alert.id), "api")  # the answer shows the alert
         return _alert_json(db, find_alert(db, alert_id) or alert)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -53,6 +53,11 @@ def _refusal(request: Request, status: int, message: str) -> Response:
     )
 
 
+def _field(loc: Sequence[object]) -> str:
+    """The field a validation error is about: the last name in its location (not a list index)."""
+    return next((str(part) for part in reversed(loc) if isinstance(part, str)), "form")
+
+
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotLoggedIn)
     def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
@@ -77,7 +82,11 @@ def _install_handlers(app: FastAPI) -> None:
     def invalid(request: Request, exc: RequestValidationError) -> Response:
         if _is_api(request):
             return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
-        return _refusal(request, 400, "The address asks for something this page cannot show.")
+        if request.method in ("GET", "HEAD"):
+            return _refusal(request, 400, "The address asks for something this page cannot show.")
+        # A form: say which field and why (pydantic's words; never the value sent).
+        why = "; ".join(f"{_field(e.get('loc', ()))}: {e['msg']}" for e in exc.errors())
+        return _refusal(request, 400, f"The form sent something this page cannot take ({why}).")
 
     @app.exception_handler(QueueError)
     def bad_filter(request: Request, exc: QueueError) -> Response:

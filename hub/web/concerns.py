@@ -21,8 +21,8 @@ from hub.web.permissions import ROLE_PERMISSIONS, Permission, Principal, require
 from hub.web.queue import find_alert
 from hub.web.sessions import csrf_token
 
-router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api", tags=["concerns"])
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api", tags=["concerns"])  # in the OpenAPI document; the pages are not
 P = Permission
 Opener = Annotated[Principal, Depends(Needs(P.CONCERNS_OPEN))]
 Reader = Annotated[Principal, Depends(Needs(P.CONCERNS_VIEW))]
@@ -135,7 +135,7 @@ def _chronology(
 # -- pages --
 
 
-@router.get("/concerns")
+@pages.get("/concerns")
 def concern_list(
     request: Request,
     principal: Reader,
@@ -196,17 +196,19 @@ def _form_page(
     )
 
 
-@router.get("/concerns/new")
+@pages.get("/concerns/new")
 def concern_form(
     request: Request,
     principal: Opener,
     alerts: Annotated[str, Query(max_length=600)] = "",
+    alert: Annotated[list[int] | None, Query(max_length=50)] = None,
     recorded: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    """The concerns form, with the alerts of ?alerts=1,2 ticked."""
+    """The concerns form, with the alerts of ?alerts=1,2 (or ?alert=1&alert=2, as the alert
+    page's form sends them) ticked."""
     with web_context(request).db() as db:
         try:
-            ids = _alert_ids(alerts)
+            ids = (_alert_ids(alerts) + (alert or []))[:50]
             return _form_page(
                 request, principal, db, values={}, group="", alert_ids=ids, recorded=recorded
             )
@@ -238,7 +240,7 @@ class ConcernForm(BaseModel):
         return {f: str(getattr(self, f)) for f in store.FIELDS}
 
 
-@router.post("/concerns")
+@pages.post("/concerns")
 def concern_record(
     request: Request, principal: Opener, form: Annotated[ConcernForm, Form()]
 ) -> Response:
@@ -248,21 +250,24 @@ def concern_record(
         try:
             concern_id = _open(db, principal, form.group, form.values(), form.alert)
         except store.ConcernError as exc:
-            return _form_page(
-                request,
-                principal,
-                db,
-                values=form.values(),
-                group=form.group,
-                alert_ids=form.alert,
-                error=str(exc),
-            )
+            try:
+                return _form_page(
+                    request,
+                    principal,
+                    db,
+                    values=form.values(),
+                    group=form.group,
+                    alert_ids=form.alert,
+                    error=str(exc),
+                )
+            except store.ConcernError:  # the form cannot be drawn again (an unknown alert)
+                return _error(request, principal, 400, str(exc))
     if P.CONCERNS_VIEW in ROLE_PERMISSIONS[principal.role]:
         return RedirectResponse(f"/concerns/{concern_id}", status_code=303)
     return RedirectResponse(f"/concerns/new?recorded={concern_id}", status_code=303)
 
 
-@router.get("/concerns/{concern_id}")
+@pages.get("/concerns/{concern_id}")
 def concern_page(request: Request, concern_id: int, principal: Reader) -> Response:
     """The record: every entry in order, each field's current value, the linked alerts."""
     with web_context(request).db() as db:
@@ -273,7 +278,7 @@ def concern_page(request: Request, concern_id: int, principal: Reader) -> Respon
     return _render(request, "concern.html", principal, concern=concern, error=None)
 
 
-@router.get("/concerns/{concern_id}/amend")
+@pages.get("/concerns/{concern_id}/amend")
 def amend_form(request: Request, concern_id: int, principal: Reader) -> Response:
     """The amendment form: the current values, a reason to give."""
     with web_context(request).db() as db:
@@ -292,7 +297,7 @@ def amend_form(request: Request, concern_id: int, principal: Reader) -> Response
     )
 
 
-@router.post("/concerns/{concern_id}/amend")
+@pages.post("/concerns/{concern_id}/amend")
 def amend_record(
     request: Request, concern_id: int, principal: Reader, form: Annotated[ConcernForm, Form()]
 ) -> Response:
@@ -327,7 +332,7 @@ def amend_record(
     return RedirectResponse(f"/concerns/{concern_id}", status_code=303)
 
 
-@router.post("/concerns/{concern_id}/sign-off")
+@pages.post("/concerns/{concern_id}/sign-off")
 def sign_off_record(
     request: Request,
     concern_id: int,
@@ -356,7 +361,7 @@ def sign_off_record(
     return RedirectResponse(f"/concerns/{concern_id}", status_code=303)
 
 
-@router.get("/concerns/{concern_id}/export")
+@pages.get("/concerns/{concern_id}/export")
 def export(
     request: Request,
     concern_id: int,
@@ -391,7 +396,7 @@ def export(
     )
 
 
-@router.get("/chronology")
+@pages.get("/chronology")
 def chronology_page(
     request: Request,
     principal: Reader,
@@ -559,4 +564,8 @@ def api_chronology(
     }
 
 
+# One router for the app to include. Not include_in_schema=False on it: that would hide the
+# API from the OpenAPI document too.
+router = APIRouter()
+router.include_router(pages)
 router.include_router(api)

@@ -20,6 +20,7 @@ from hub.web.triage import (
     TriageError,
     apply_action,
     assignees,
+    may_see,
     read_timeline,
 )
 
@@ -81,8 +82,9 @@ def alert_queue(
 ) -> Response:
     """Open alerts by severity then age, counts by severity at the top, filters in the URL."""
     with web_context(request).db() as db:
-        page = read_queue(db, principal, f, cursor)
+        # Read before the page, so an alert that lands in between is announced, not missed.
         newest = alert_store.newest_id(db)
+        page = read_queue(db, principal, f, cursor)
     query = f.query()
     next_link = None
     if page.next_cursor:
@@ -120,7 +122,8 @@ def _detail(
             triage=alert_store.get_triage(db, alert.id),
             evidence=evidence,
             timeline=read_timeline(db, alert, ips),
-            earlier=alert_store.earlier_alerts(db, alert),
+            # A limited DSL sees the device's earlier alerts of their own groups only.
+            earlier=[e for e in alert_store.earlier_alerts(db, alert) if may_see(principal, e)],
             trail=alert_store.trail(db, alert.id),
             assignees=assignees(db, alert),
             outcomes=alert_store.OUTCOMES,

@@ -20,6 +20,8 @@ from hub.store import Database
 from hub.web.permissions import Principal
 
 PAGE_SIZE = 50
+# The largest id a BIGINT holds: a larger number in a URL is no alert (not a database error).
+MAX_ID = 2**63 - 1
 
 
 class QueueError(ValueError):
@@ -151,15 +153,15 @@ def new_since(db: Database, principal: Principal, since_id: int) -> tuple[int, i
     where, params = _where(principal, QueueFilter())
     where.append("id > ?")
     params.append(since_id)
-    rows = db.execute(
-        f"SELECT COUNT(*), MAX(id) FROM alerts WHERE {' AND '.join(where)}", params
-    )
+    rows = db.execute(f"SELECT COUNT(*), MAX(id) FROM alerts WHERE {' AND '.join(where)}", params)
     count, highest = rows[0]
     return int(count), since_id if highest is None else int(highest)
 
 
 def find_alert(db: Database, alert_id: int) -> Alert | None:
     """One alert by id, or None (hub.alerts.get_alert, for pages that answer 404)."""
+    if not 0 < alert_id <= MAX_ID:
+        return None
     try:
         return get_alert(db, alert_id)
     except AlertError:
