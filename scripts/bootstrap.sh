@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(mosquitto mosquitto-clients dnsutils dnsperf dnsmasq-base unbound postgresql iproute2 openssl libpcap0.8 chromium nftables)
+# npm fetches axe-core (below); Node's own installers bring it, so Debian's only when it is absent.
+command -v npm >/dev/null 2>&1 || DEBS+=(npm)
 
 missing=()
 for pkg in "${DEBS[@]}"; do
@@ -69,4 +71,34 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         exit 1
     fi
     echo "$want" > "$stamp"
+fi
+
+# axe-core for the accessibility tests (tests/test_web_axe.py): the npm release pinned in
+# requirements/axe-core.txt, refused unless its sha512 matches the pin, unpacked to
+# .venv/axe-core/axe.min.js. Never committed; redone only when the pin changes.
+axe_pin=requirements/axe-core.txt
+axe_version=$(sed -n 's/^version=//p' "$axe_pin")
+axe_integrity=$(sed -n 's/^integrity=//p' "$axe_pin")
+axe_dir=.venv/axe-core
+if [ "$(cat "$axe_dir/.pin" 2>/dev/null)" != "$axe_version $axe_integrity" ] || [ ! -s "$axe_dir/axe.min.js" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "bootstrap: npm is missing (run as root, or apt-get install npm): axe-core not fetched" >&2
+        exit 1
+    fi
+    echo "bootstrap: fetching axe-core $axe_version from the npm registry"
+    axe_tmp=$(mktemp -d)
+    trap 'rm -rf "$axe_tmp"' EXIT
+    if ! (cd "$axe_tmp" && npm pack --silent --ignore-scripts "axe-core@$axe_version" >/dev/null); then
+        echo "bootstrap: npm pack axe-core@$axe_version failed" >&2
+        exit 1
+    fi
+    axe_tgz="$axe_tmp/axe-core-$axe_version.tgz"
+    axe_got="sha512-$(.venv/bin/python -c 'import base64, hashlib, sys; print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$axe_tgz")"
+    if [ "$axe_got" != "$axe_integrity" ]; then
+        echo "bootstrap: axe-core $axe_version is $axe_got, but $axe_pin pins $axe_integrity: refused" >&2
+        exit 1
+    fi
+    rm -rf "$axe_dir" && mkdir -p "$axe_dir"
+    tar -xzf "$axe_tgz" -C "$axe_dir" --strip-components=1 package/axe.min.js package/LICENSE package/package.json
+    echo "$axe_version $axe_integrity" > "$axe_dir/.pin"
 fi
