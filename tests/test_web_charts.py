@@ -3,6 +3,7 @@ styles, series told apart without colour."""
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 
@@ -148,6 +149,23 @@ def test_long_x_axis_labels_are_thinned_but_the_table_keeps_all() -> None:
     ]
     assert 0 < len(shown) <= 12
     assert len(figure.findall(".//table/tbody/tr")) == 30
+
+
+def test_thirty_dates_do_not_overlap_under_the_plot() -> None:
+    """A 30-day chart's date labels (10 characters each) are spaced at least their own width
+    apart (about 7 px a character at 12 px)."""
+    days = [f"2026-11-{n:02d}" for n in range(1, 31)]
+    figure = parse(
+        line_chart("t", "d", days, [Series("s", tuple(float(n) for n in range(30)))], "")
+    )
+    xs = [
+        float(t.get("x", "0"))
+        for g in figure.findall(f".//{SVG}g[@class='chart-axis']")
+        for t in g.findall(f"{SVG}text")
+        if (t.text or "").startswith("2026-")
+    ]
+    assert len(xs) >= 4
+    assert min(b - a for a, b in itertools.pairwise(xs)) >= 10 * 7
 
 
 def test_numbers_are_written_plainly() -> None:

@@ -16,6 +16,7 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 16, 56
 _PLOT_W = WIDTH - _LEFT - _RIGHT
 _PLOT_H = HEIGHT - _TOP - _BOTTOM
 _MAX_X_LABELS = 12
+_CHAR_W = 7  # an x label's width per character, at the 12 px font of hedgerow.css
 # Fill patterns and line markers tell series apart without colour; colour only repeats them.
 _PATTERNS = ("solid", "hatch", "dots", "cross", "vertical", "grid")
 _MARKERS = ("circle", "square", "triangle", "diamond", "cross", "bar")
@@ -125,8 +126,11 @@ def _x_label(x: float, text: str) -> str:
 
 
 def _x_labels(positions: Sequence[float], labels: Sequence[str]) -> str:
-    """Category labels under the plot; past a dozen, every nth (the table has them all)."""
-    step = max(1, math.ceil(len(labels) / _MAX_X_LABELS))
+    """Category labels under the plot; past a dozen, or past what fits side by side at their
+    length (about 7 px a character, 12 px apart), every nth (the table has them all)."""
+    longest = max((len(label) for label in labels), default=1)
+    fit = max(1, int(_PLOT_W // (longest * _CHAR_W + 12)))
+    step = max(1, math.ceil(len(labels) / min(_MAX_X_LABELS, fit)))
     parts = ['<g class="chart-axis" aria-hidden="true">']
     for index in range(0, len(labels), step):
         parts.append(_x_label(positions[index], labels[index]))
