@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(mosquitto mosquitto-clients dnsutils dnsperf dnsmasq-base unbound postgresql iproute2 openssl libpcap0.8 chromium nftables)
+DEBS=(mosquitto mosquitto-clients dnsutils dnsperf dnsmasq-base unbound postgresql iproute2 openssl libpcap0.8 chromium nftables systemd-container)
 # npm fetches axe-core (below); Node's own installers bring it, so Debian's only when it is absent.
 command -v npm >/dev/null 2>&1 || DEBS+=(npm)
 

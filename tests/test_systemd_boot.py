@@ -1,0 +1,196 @@
+"""The shipped units under a booted systemd: this machine's own OS booted in a container
+(systemd-nspawn, `--volatile=yes`: a fresh tmpfs root with the host's /usr read-only, thrown
+away at the end; `--private-network`: only its own loopback), the unit file and sysusers
+snippet from systemd/ put in its /etc, and the daemon started with `systemctl start`. So the
+sandboxing (the system call filter, ProtectSystem, ProtectProc, the capability sets, the user
+from sysusers) meets the running daemon, which `systemd-analyze verify` cannot show.
+
+The one change to a unit: when the test's Python or checkout lives under /root or /home, which
+ProtectHome=yes hides, a drop-in makes those two paths visible read-only (ProtectHome=tmpfs
+plus BindReadOnlyPaths=). On a school's Pi the venv is under /opt and needs none of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.dns_support import write_config
+from tests.services import stop_process
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.prefix)
+NSPAWN = shutil.which("systemd-nspawn")
+
+
+def _hidden_by_protect_home(path: Path) -> bool:
+    return path.is_relative_to("/root") or path.is_relative_to("/home")
+
+
+@dataclass
+class Booted:
+    """A booted container: its PID 1 (seen from here) and its console log."""
+
+    leader: int
+    log: Path
+
+    def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the container (all its namespaces)."""
+        return subprocess.run(
+            ["nsenter", "-t", str(self.leader), "-a", "-r", "-w", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def journal(self, unit: str) -> str:
+        """The unit's journal, in full."""
+        return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit).stdout
+
+
+def _leader(nspawn_pid: int) -> int | None:
+    """The container's PID 1: the child of systemd-nspawn running systemd."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == nspawn_pid and command.endswith(b"systemd"):
+            return int(entry.name)
+    return None
+
+
+@contextmanager
+def booted(tmp_path: Path, binds: list[tuple[Path, str]]) -> Iterator[Booted]:
+    """Boot this machine's OS in a throwaway container with `binds` (host path, container
+    path) read-only, until the block ends; the container is stopped by its nspawn PID."""
+    assert NSPAWN is not None, (
+        "systemd-nspawn is missing: make bootstrap installs systemd-container"
+    )
+    log = tmp_path / "console.log"
+    args = [NSPAWN, "--directory=/", "--volatile=yes", "--register=no", "--keep-unit"]
+    args += ["--private-network", "--quiet", f"--machine=hedgerow-{os.getpid()}"]
+    # Masked: with only a loopback there is no network to wait for (it would hold
+    # network-online.target, which the units want, for two minutes).
+    args.append("--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service")
+    for host, inside in binds:
+        args.append(f"--bind-ro={host}:{inside}")
+    args += ["--boot", "systemd.firstboot=off"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(
+            lambda: _leader(proc.pid) is not None,
+            timeout=60,
+            what=f"the container's systemd ({log})",
+        )
+        leader = _leader(proc.pid)
+        assert leader is not None
+        box = Booted(leader, log)
+        # degraded is fine: host units that need real hardware fail in a container.
+        wait_until(
+            lambda: (
+                box.run("systemctl", "is-system-running").stdout.strip() in ("running", "degraded")
+            ),
+            timeout=120,
+            what="the container to finish booting",
+        )
+        yield box
+    finally:
+        stop_process(proc)
+
+
+def _units(tmp_path: Path, unit: str, sysusers: str) -> list[tuple[Path, str]]:
+    """The binds that install a unit from systemd/ (plus the drop-in, if needed) and its
+    sysusers snippet, and make the venv and the checkout reachable."""
+    binds = [
+        (ROOT / "systemd" / unit, f"/etc/systemd/system/{unit}"),
+        (ROOT / "systemd" / "sysusers.d" / sysusers, f"/etc/sysusers.d/{sysusers}"),
+        (VENV, "/opt/hedgerow/venv"),
+        (ROOT, str(ROOT)),
+        (VENV, str(VENV)),
+        (Path(sys.base_prefix), sys.base_prefix),
+    ]
+    hidden = [p for p in (ROOT, VENV, Path(sys.base_prefix)) if _hidden_by_protect_home(p)]
+    if hidden:
+        dropin = tmp_path / f"{unit}.d"
+        dropin.mkdir()
+        (dropin / "test-paths.conf").write_text(
+            "[Service]\n# The test's Python and checkout live in a home directory.\n"
+            "ProtectHome=tmpfs\n"
+            f"BindReadOnlyPaths={' '.join(str(p) for p in hidden)}\n"
+        )
+        binds.append((dropin, f"/etc/systemd/system/{unit}.d"))
+    return binds
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    assert os.geteuid() == 0, "booting a container needs root, as CI runs"
+
+
+def test_hedgerow_dns_runs_sandboxed_under_systemd(tmp_path: Path) -> None:
+    """`systemctl start hedgerow-dns`: the sysusers user, port 53 through the ambient
+    capability alone, READY (Type=notify) and watchdog pings, a blocked answer from the lists,
+    a reload by SIGHUP, a clean stop; nothing refused by the sandbox in its journal."""
+    etc = tmp_path / "etc-hedgerow"
+    etc.mkdir()
+    config = write_config(etc, ["127.0.0.1:5399"], 53)
+    text = config.read_text().replace(str(etc / "cache"), "/var/cache/hedgerow")
+    config.write_text(text.replace(str(etc), "/etc/hedgerow"))
+    binds = _units(tmp_path, "hedgerow-dns.service", "hedgerow-dns.conf")
+    binds.append((etc, "/etc/hedgerow"))
+    with booted(tmp_path, binds) as box:
+        started = box.run("systemctl", "start", "hedgerow-dns.service", timeout=240)
+        journal = box.journal("hedgerow-dns.service")
+        assert started.returncode == 0, started.stderr + journal[-4000:]
+        state = box.run(
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,SubState,MainPID,WatchdogUSec",
+            "hedgerow-dns.service",
+        ).stdout
+        assert "ActiveState=active" in state and "SubState=running" in state, state
+        assert "WatchdogUSec=30s" in state, state
+        pid = next(line.split("=")[1] for line in state.splitlines() if line.startswith("MainPID"))
+        owner = box.run("ps", "-o", "user=", "-p", pid).stdout.strip()
+        assert owner == "hedgerow", owner
+        status = box.run("cat", f"/proc/{pid}/status").stdout
+        eff = next(
+            int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")
+        )
+        assert eff == 1 << 10, hex(eff)  # CAP_NET_BIND_SERVICE and nothing else
+        answer = box.run(
+            "dig", "+short", "+time=2", "+tries=3", "-p", "53", "@127.0.0.1", "casino.example"
+        )
+        assert answer.stdout.strip() == "0.0.0.0", answer.stdout + answer.stderr
+        assert box.run("systemctl", "reload", "hedgerow-dns.service").returncode == 0
+        time.sleep(2)  # the reload parses in a child; the server keeps answering meanwhile
+        again = box.run("dig", "+short", "+time=2", "+tries=3", "@127.0.0.1", "casino.example")
+        assert again.stdout.strip() == "0.0.0.0"
+        stopped = box.run("systemctl", "stop", "hedgerow-dns.service", timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        journal = box.journal("hedgerow-dns.service")
+        result = box.run("systemctl", "show", "-p", "Result", "hedgerow-dns.service").stdout
+        assert "Result=success" in result, result + journal[-4000:]
+    assert "hedgerow-dns" in journal and "Started hedgerow-dns.service" in journal, journal
+    for refused in ("Operation not permitted", "Permission denied", "Traceback", "EPERM"):
+        assert refused not in journal, journal[-4000:]
