@@ -192,20 +192,36 @@ def _blocked_by_category(db: Database, p: Period) -> Table:
     )
 
 
+def attempt_group_sql(db: Database, none: str) -> str:
+    """SQL for the group blocked attempts are counted under, in a query joining `attempts a`,
+    `reports r` (on r.id = a.report_id) and `devices d`: the reporting client's group (its
+    `client.group`: a DNS filter reports every group of the school through one device, so the
+    device's group will not do), else the device's, else `none`."""
+    if db.dialect == "postgresql":
+        client = "(r.body::jsonb -> 'client' ->> 'group')"
+    else:
+        client = "json_extract(r.body, '$.client.group')"
+    return f"COALESCE({client}, d.grp, '{none}')"
+
+
 def _blocked_by_group(db: Database, p: Period) -> Table:
+    group = attempt_group_sql(db, "(no group)")
     rows = db.execute(
-        "SELECT COALESCE(d.grp, '(no group)'), a.category, SUM(a.count) FROM attempts a "
+        f"SELECT {group}, a.category, SUM(a.count) FROM attempts a "
+        "JOIN reports r ON r.id = a.report_id "
         "LEFT JOIN devices d ON d.site = a.site AND d.device = a.device "
         "WHERE a.time_ms >= ? AND a.time_ms < ? "
-        "GROUP BY COALESCE(d.grp, '(no group)'), a.category "
-        "ORDER BY COALESCE(d.grp, '(no group)'), SUM(a.count) DESC, a.category",
+        f"GROUP BY {group}, a.category",
         (p.start_ms, p.end_ms),
+    )
+    ordered = sorted(
+        ((str(g), str(c), int(n)) for g, c, n in rows), key=lambda r: (r[0], -r[2], r[1])
     )
     return Table(
         "blocked_by_group",
         "Categories blocked, per group",
         ("Group", "Category", "Attempts"),
-        tuple((r[0], r[1], int(r[2])) for r in rows),
+        tuple(ordered),
     )
 
 

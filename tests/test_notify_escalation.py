@@ -203,6 +203,36 @@ def test_any_human_action_stops_the_chain_and_the_end_of_the_chain_is_recorded(
     assert escalation.get_escalation(world.db, noted.id).status == escalation.ANSWERED  # type: ignore[union-attr]
 
 
+def test_escalating_to_the_dsl_on_the_dashboard_tells_the_dsl_at_once(world: World) -> None:
+    """"Escalate to the DSL" (hub/web/triage.py, as the page and the API call it) tells the
+    first contact of the chain in force at once, whatever the alert's severity, and says who
+    escalated it; the subject still names no pupil, device or domain."""
+    from hub.web.permissions import Principal, Role
+    from hub.web.triage import ActionForm, apply_action
+
+    alert = world.alert(3)  # below the chain's min_severity: nobody told yet
+    assert world.later(0) == []
+    who = Principal(7, "coordinator-1", Role.COORDINATOR)
+    form = ActionForm(note="pupil disclosed something in class")
+    settings = load_notify_settings(world.hub.config)
+    apply_action(world.db, who, alert, "escalate", form, settings, world.now)
+    assert world.later(0) == ["dsl@school.example"]
+    message = world.box.messages[-1]
+    subject = str(message["Subject"])
+    assert subject == "Hedgerow alert: severity 3 (blocked content), escalated to the DSL"
+    assert "coordinator-1 escalated this alert to the DSL" in _body(message)
+    assert f"https://hub.school/alerts/{alert.id}" in _body(message)
+    trail = world.trail(alert.id)
+    assert trail[-2][:2] == ("coordinator-1", "escalated to the DSL")
+    assert trail[-1][:2] == (alerts.HUB_ACTOR, escalation.TOLD_DSL)
+    assert "dsl told at once: escalated to the DSL by coordinator-1" in str(trail[-1][2])
+    # Out of hours the out-of-hours chain's first contact is the one told.
+    world.now = WINTER_0730_UTC
+    other = world.alert(3, key="other")
+    apply_action(world.db, who, other, "escalate", form, settings, world.now)
+    assert world.later(0) == ["oncall@school.example"]
+
+
 def test_below_min_severity_the_chain_stays_out_of_it(world: World) -> None:
     world.alert(3)
     world.now += 1

@@ -28,7 +28,7 @@ from hub.web.permissions import (
     require_item,
 )
 from tests.services import mosquitto
-from tests.web_support import DashboardHub, dashboard_hub, http, login_cookie
+from tests.web_support import SITE, DashboardHub, dashboard_hub, http, login_cookie
 
 P = Permission
 # What each route needs, written out by hand: a new route fails the test until it is added here.
@@ -58,7 +58,22 @@ ROUTES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/reports/annual.pdf"): P.REPORTS_VIEW,
     ("GET", "/reports/annual/{table}.csv"): P.REPORTS_VIEW,
     ("POST", "/reports/annual/sign"): P.REPORTS_VIEW,
+    ("GET", "/devices"): P.DEVICES_VIEW,
+    ("GET", "/devices/{site}/{device}"): P.DEVICES_VIEW,
+    ("POST", "/devices/{site}/{device}/revoke"): P.DEVICES_MANAGE,
+    ("GET", "/devices/tokens"): P.DEVICES_MANAGE,
+    ("POST", "/devices/tokens"): P.DEVICES_MANAGE,
+    ("POST", "/devices/tokens/revoke"): P.DEVICES_MANAGE,
+    ("GET", "/filtering"): P.AGGREGATES_VIEW,
     ("GET", "/api/me"): P.HOME,
+    ("GET", "/api/devices"): P.DEVICES_VIEW,
+    ("GET", "/api/devices/{site}/{device}"): P.DEVICES_VIEW,
+    ("POST", "/api/devices/{site}/{device}/revoke"): P.DEVICES_MANAGE,
+    ("GET", "/api/devices/tokens"): P.DEVICES_MANAGE,
+    ("POST", "/api/devices/tokens"): P.DEVICES_MANAGE,
+    ("POST", "/api/devices/tokens/revoke"): P.DEVICES_MANAGE,
+    ("GET", "/api/filtering"): P.AGGREGATES_VIEW,
+    ("GET", "/api/filtering/policy"): P.AGGREGATES_VIEW,
     ("GET", "/api/alerts"): P.ALERTS_VIEW,
     ("GET", "/api/alerts/new"): P.ALERTS_VIEW,
     ("GET", "/api/alerts/{alert_id}"): P.ALERTS_VIEW,
@@ -204,6 +219,8 @@ def served(
             "{action}": "note",
             "{concern_id}": str(concern_id),
             "{table}": "alerts",
+            "{site}": SITE,
+            "{device}": "lt-unknown",  # a 404 for those let in; a revoke changes nothing
         }
 
 

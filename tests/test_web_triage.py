@@ -495,7 +495,7 @@ def test_triage_to_an_outcome_in_the_browser(
     api = context.request.get(f"{hub.url}/api/alerts/{alert_id}").json()
     assert [(t["action"], t["value"]) for t in api["trail"]] == [
         ("opened", None), ("assigned", "limited-7"), ("note", None),
-        ("escalated to the DSL", None), ("closed", "managed_internally"),
+        ("escalated to the DSL", None), ("told the DSL", None), ("closed", "managed_internally"),
     ]  # fmt: skip
     assert api["outcome"] == "managed_internally" and api["escalated_to_dsl"] is False
 
@@ -609,6 +609,7 @@ def test_the_same_actions_through_the_json_api(hub: DashboardHub, cookies: dict[
         ("dsl-1", "assigned", "limited-7"),
         ("limited-7", "note", None),
         ("dsl-1", "escalated to the DSL", None),
+        ("hedgerow-hub", "told the DSL", None),  # the DSL emailed at once
         ("dsl-1", "closed", "social_care"),
         ("dsl-1", "reopened", None),
     ]

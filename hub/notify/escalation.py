@@ -29,6 +29,7 @@ WAITING = "waiting"
 ANSWERED = "answered"  # a person acted on the alert
 EXHAUSTED = "exhausted"  # everyone in the chain was told and nobody acted
 ENDED = "ended"  # the alert was closed (by a person or the hub) or purged
+TOLD_DSL = "told the DSL"  # the hub's trail row after a person escalated to the DSL
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,42 @@ def start(db: Database, settings: NotifySettings, alert: Alert, now: int) -> int
         f"nobody acts within {esc.waited})",
     )
     return queued
+
+
+def tell_dsl(db: Database, settings: NotifySettings, alert: Alert, by: str, now: int) -> int:
+    """A person escalated the alert to the DSL (the dashboard's "Escalate to the DSL"): tell
+    the first contact of the chain in force (the DSL) at once by every channel, or, without an
+    [escalation] chain, every contact told of severity 5 alerts of the alert's site; in the
+    caller's transaction, with a hub trail row saying who was told. Returns the rows queued."""
+    esc = settings.escalation
+    if esc is not None:
+        name, chain = esc.chain_at(now)
+        targets = [chain[0]]
+        source = f"the first of the {name} chain"
+    else:
+        targets = [c.id for c in settings.contacts if c.wants(alert.site, 5)]
+        source = "no [escalation] chain: every contact told of severity 5"
+    queued = sum(_tell(db, settings, alert.id, target, now) for target in targets)
+    if targets:
+        note = f"{', '.join(targets)} told at once: escalated to the DSL by {by} ({source})"
+    else:
+        note = "nobody could be told: no [escalation] chain and no contact takes severity 5"
+        log.warning("alert %d escalated to the DSL by %s: %s", alert.id, by, note)
+    record_hub_action(db, alert.id, now, TOLD_DSL, note)
+    return queued
+
+
+def escalated_by(db: Database, alert_id: int) -> str | None:
+    """Who escalated the alert to the DSL, when the hub's latest trail row is telling the DSL
+    of it (the email then says so); else None."""
+    person = None
+    latest_hub = None
+    for _at, actor, action, _note in actions(db, alert_id):
+        if actor == HUB_ACTOR:
+            latest_hub = action
+        elif action == "escalated to the DSL":
+            person = actor
+    return person if latest_hub == TOLD_DSL else None
 
 
 def _reopened(db: Database, alert: Alert) -> bool:

@@ -60,13 +60,25 @@ def _message(settings: NotifySettings, contact: Contact, subject: str, body: str
 
 
 def alert_email(
-    settings: NotifySettings, contact: Contact, alert: Alert, told_before: tuple[str, ...] = ()
+    settings: NotifySettings,
+    contact: Contact,
+    alert: Alert,
+    told_before: tuple[str, ...] = (),
+    escalated_by: str | None = None,
 ) -> EmailMessage:
     """The email sent at once for a severe alert; `told_before` names the contacts the
-    escalation chain told first, when it tells this one because none of them acted."""
+    escalation chain told first, when it tells this one because none of them acted;
+    `escalated_by` the dashboard user who escalated it to the DSL."""
     subject = f"Hedgerow alert: severity {alert.severity} ({rule_label(alert.rule)})"
     chain: list[str] = []
-    if told_before:
+    if escalated_by is not None:
+        subject += ", escalated to the DSL"
+        chain = [
+            f"{escalated_by} escalated this alert to the DSL on the hub: the reason is in the "
+            "alert's trail. Acknowledge it on the hub when you are dealing with it.",
+            "",
+        ]
+    elif told_before:
         subject += ", not acknowledged"
         esc = settings.escalation
         waited = f" within {esc.waited}" if esc is not None else ""
@@ -91,7 +103,9 @@ def alert_email(
             "",
             f"Open the alert: {alert_link(settings, alert.id)}",
             "",
-            f"You receive this as the next contact ({contact.name}) of Hedgerow's escalation chain."
+            f"You receive this as the DSL contact ({contact.name}) of Hedgerow."
+            if escalated_by is not None
+            else f"You receive this as the next contact ({contact.name}) of Hedgerow's escalation chain."
             if told_before
             else f"You receive this as a Hedgerow contact ({contact.name}) for alerts of "
             f"severity {contact.min_severity} and above.",

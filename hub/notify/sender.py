@@ -155,7 +155,8 @@ class NotificationSender:
         else:
             alert = get_alert(db, rows[0].alert_id)
             told = escalation.told_before(db, alert.id, contact.id)
-            message = alert_email(self.settings, contact, alert, told)
+            by = escalation.escalated_by(db, alert.id)
+            message = alert_email(self.settings, contact, alert, told, by)
         send_email(self.settings.smtp, message)
 
     @staticmethod

@@ -348,4 +348,7 @@ MIGRATIONS: list[list[str]] = [
             status TEXT NOT NULL)""",
         "CREATE INDEX escalations_due ON escalations (status, due_ms)",
     ],
+    # 9: blocked attempts by time alone, for the dashboard's filtering page and the annual
+    # review, which sum a period over every device (attempts_window leads with the device).
+    ["CREATE INDEX attempts_time ON attempts (time_ms)"],
 ]

@@ -13,6 +13,7 @@ from hub.model import Alert
 from hub.store import Database
 from hub.web.access_log import record_view
 from hub.web.auth import Needs, web_context
+from hub.web.context import notify_of
 from hub.web.pages import AlertMissing, queue_filter
 from hub.web.permissions import Permission, Principal, require_item
 from hub.web.queue import (
@@ -122,9 +123,8 @@ def _act(
         if alert is None:
             raise AlertMissing()
         try:
-            apply_action(
-                db, principal, alert, action, ActionForm(body.note, body.assignee, body.outcome)
-            )
+            form = ActionForm(body.note, body.assignee, body.outcome)
+            apply_action(db, principal, alert, action, form, notify_of(request))
         except TriageError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=409)
         record_view(db, principal, "alert", str(alert.id), "api")  # the answer shows the alert

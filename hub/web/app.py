@@ -18,6 +18,8 @@ from hub.web.auth import CsrfRefused, NotLoggedIn, web_context
 from hub.web.checks import router as checks_router
 from hub.web.concerns import router as concerns_router
 from hub.web.context import HERE, WebContext, make_templates
+from hub.web.devices import router as devices_router
+from hub.web.filtering import router as filtering_router
 from hub.web.permissions import ROLE_PERMISSIONS, Forbidden, Permission, Principal
 from hub.web.queue import QueueError
 from hub.web.ratelimit import LoginLimiter
@@ -104,6 +106,7 @@ def create_app(config: HubConfig, db_factory: Callable[[], Database]) -> FastAPI
         docs_url=None,  # the docs UI loads its script from a CDN: school hubs may be offline
         redoc_url=None,
     )
+    app.state.hub_config = config  # context.hub_config: enrolment, revocation, filtering
     app.state.web = WebContext(
         config=web,
         db_factory=db_factory,
@@ -119,6 +122,8 @@ def create_app(config: HubConfig, db_factory: Callable[[], Database]) -> FastAPI
     app.include_router(concerns_router)
     app.include_router(checks_router)
     app.include_router(reports_router)
+    app.include_router(devices_router)
+    app.include_router(filtering_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_handlers(app)
     app.add_middleware(SecurityMiddleware, tls=web.tls, base_url=web.base_url)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-from hub.config import WebConfig
+from hub.config import HubConfig, WebConfig
+from hub.notify.settings import NotifySettings, load_notify_settings
 from hub.store import Database
 from hub.web.ratelimit import LoginLimiter
 from hub.web.sessions import SessionLimits
@@ -57,6 +59,19 @@ class WebContext:
             yield db
         finally:
             db.close()
+
+
+def hub_config(request: Request) -> HubConfig:
+    """The hub's whole configuration (app.state.hub_config, set by create_app): enrolment,
+    revocation and the filtering policy need its keys, policy and broker settings."""
+    config: HubConfig = request.app.state.hub_config
+    return config
+
+
+def notify_of(request: Request) -> NotifySettings:
+    """The contacts and escalation chain, as hub.toml said when the hub started (escalating an
+    alert to the DSL tells the DSL at once)."""
+    return load_notify_settings(hub_config(request))
 
 
 def make_templates() -> Jinja2Templates:

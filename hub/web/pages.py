@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from hub import alerts as alert_store
 from hub.web.access_log import read_log, record_view
 from hub.web.auth import Needs, check_csrf, web_context
+from hub.web.context import notify_of
 from hub.web.permissions import ROLE_PERMISSIONS, Permission, Principal, require_item
 from hub.web.queue import QueueFilter, find_alert, read_evidence, read_queue, severity_counts
 from hub.web.sessions import csrf_token
@@ -166,7 +167,8 @@ def act(
         if alert is None:
             raise AlertMissing()
         try:
-            apply_action(db, principal, alert, action, ActionForm(note, assignee, outcome))
+            form = ActionForm(note, assignee, outcome)
+            apply_action(db, principal, alert, action, form, notify_of(request))
         except TriageError as exc:
             error = str(exc)
         else:

@@ -11,6 +11,8 @@ from typing import Any
 
 from hub import alerts as alert_store
 from hub.model import Alert
+from hub.notify.escalation import tell_dsl
+from hub.notify.settings import NotifySettings
 from hub.store import Database
 from hub.web.accounts import list_accounts
 from hub.web.permissions import Permission, Principal, allowed, require_item
@@ -53,15 +55,22 @@ class ActionForm:
 
 
 def apply_action(
-    db: Database, principal: Principal, alert: Alert, action: str, form: ActionForm
+    db: Database,
+    principal: Principal,
+    alert: Alert,
+    action: str,
+    form: ActionForm,
+    notify: NotifySettings | None = None,
+    at_ms: int | None = None,
 ) -> Alert:
     """Check the principal may act on this alert, then apply the action in one transaction:
-    an append-only trail row. TriageError when the alert's state or the form does not allow
-    it; Forbidden when the person may not."""
+    an append-only trail row (escalating to the DSL also tells the DSL at once, through
+    `notify`'s contacts). TriageError when the alert's state or the form does not allow it;
+    Forbidden when the person may not. `at_ms`: when (default: now)."""
     require_item(principal, Permission.ALERTS_ACT, alert.group)
     if action not in ACTIONS:
         raise TriageError(f"no action {action!r}: one of {', '.join(ACTIONS)}")
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if at_ms is None else at_ms
     who = principal.username
     note = form.note.strip()
     try:
@@ -75,7 +84,10 @@ def apply_action(
             if action == "note":
                 return alert_store.add_note(db, alert.id, now, who, note)
             if action == "escalate":
-                return alert_store.escalate_to_dsl(db, alert.id, now, who, note)
+                escalated = alert_store.escalate_to_dsl(db, alert.id, now, who, note)
+                if notify is not None:
+                    tell_dsl(db, notify, escalated, who, now)
+                return escalated
             if action == "close":
                 return alert_store.close_with_outcome(db, alert.id, now, who, form.outcome, note)
             if action == "reopen":
