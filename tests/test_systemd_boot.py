@@ -5,9 +5,10 @@ snippet from systemd/ put in its /etc, and the daemon started with `systemctl st
 sandboxing (the system call filter, ProtectSystem, ProtectProc, the capability sets, the user
 from sysusers) meets the running daemon, which `systemd-analyze verify` cannot show.
 
-The one change to a unit: when the test's Python or checkout lives under /root or /home, which
-ProtectHome=yes hides, a drop-in makes those two paths visible read-only (ProtectHome=tmpfs
-plus BindReadOnlyPaths=). On a school's Pi the venv is under /opt and needs none of it.
+The one change to a unit: when the test's Python or checkout lives where the unit hides
+(/root or /home: ProtectHome=yes; /tmp: PrivateTmp=yes), a drop-in makes those paths visible
+read-only (BindReadOnlyPaths=, with ProtectHome=tmpfs for a home). On a school's Pi the venv is
+under /opt and needs none of it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ VENV = Path(sys.prefix)
 NSPAWN = shutil.which("systemd-nspawn")
 
 
-def _hidden_by_protect_home(path: Path) -> bool:
-    return path.is_relative_to("/root") or path.is_relative_to("/home")
+def _under(path: Path, *tops: str) -> bool:
+    return any(path.is_relative_to(top) for top in tops)
 
 
 @dataclass
@@ -128,14 +129,17 @@ def _units(tmp_path: Path, unit: str, sysusers: str) -> list[tuple[Path, str]]:
         (VENV, str(VENV)),
         (Path(sys.base_prefix), sys.base_prefix),
     ]
-    hidden = [p for p in (ROOT, VENV, Path(sys.base_prefix)) if _hidden_by_protect_home(p)]
+    # Hidden from the service by ProtectHome=yes (homes) or PrivateTmp=yes (a checkout in /tmp).
+    paths = (ROOT, VENV, Path(sys.base_prefix))
+    hidden = [p for p in paths if _under(p, "/root", "/home", "/tmp", "/var/tmp")]
     if hidden:
+        home = any(_under(p, "/root", "/home") for p in hidden)
         dropin = tmp_path / f"{unit}.d"
         dropin.mkdir()
         (dropin / "test-paths.conf").write_text(
-            "[Service]\n# The test's Python and checkout live in a home directory.\n"
-            "ProtectHome=tmpfs\n"
-            f"BindReadOnlyPaths={' '.join(str(p) for p in hidden)}\n"
+            "[Service]\n# The test's Python or checkout lives where the unit hides.\n"
+            + ("ProtectHome=tmpfs\n" if home else "")
+            + f"BindReadOnlyPaths={' '.join(str(p) for p in hidden)}\n"
         )
         binds.append((dropin, f"/etc/systemd/system/{unit}.d"))
     return binds
