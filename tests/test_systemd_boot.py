@@ -198,3 +198,86 @@ def test_hedgerow_dns_runs_sandboxed_under_systemd(tmp_path: Path) -> None:
     assert "hedgerow-dns" in journal and "Started hedgerow-dns.service" in journal, journal
     for refused in ("Operation not permitted", "Permission denied", "Traceback", "EPERM"):
         assert refused not in journal, journal[-4000:]
+
+
+def test_hedgerow_hub_runs_sandboxed_under_systemd(tmp_path: Path) -> None:
+    """`systemctl start hedgerow-hub` after `hedgerow-hub init` as its sysusers user, with a
+    Mosquitto beside it: READY (it connected and subscribed), its ingest workers started, the
+    dashboard answering on 127.0.0.1:8080, a reload by SIGHUP, a clean stop; nothing refused by
+    the sandbox (no capabilities, PrivateUsers, the system call filter) in its journal."""
+    broker = tmp_path / "broker"
+    broker.mkdir()
+    (broker / "mosquitto.conf").write_text("listener 1883 127.0.0.1\nallow_anonymous true\n")
+    binds = _units(tmp_path, "hedgerow-hub.service", "hedgerow-hub.conf")
+    binds.append((broker, "/etc/hedgerow-test"))
+    unit = "hedgerow-hub.service"
+    with booted(tmp_path, binds) as box:
+        mqtt = box.run(
+            "systemd-run",
+            "--unit=test-broker",
+            "--uid=nobody",
+            "/usr/sbin/mosquitto",
+            "-c",
+            "/etc/hedgerow-test/mosquitto.conf",
+        )
+        assert mqtt.returncode == 0, mqtt.stderr
+        # First boot enabled the unit (its [Install]) and it started, and failed, before there
+        # was a hub.toml: stop its restarts until there is one.
+        box.run("systemctl", "stop", unit)
+        box.run("systemctl", "reset-failed", unit)
+        data = "/var/lib/hedgerow-hub"
+        assert (
+            box.run(
+                "install", "-d", "-o", "hedgerow-hub", "-g", "hedgerow-hub", "-m", "0750", data
+            ).returncode
+            == 0
+        )
+        init = box.run(
+            "setpriv",  # runuser needs PAM, which an empty /etc lacks
+            "--reuid=hedgerow-hub",
+            "--regid=hedgerow-hub",
+            "--clear-groups",
+            "/opt/hedgerow/venv/bin/hedgerow-hub",
+            "init",
+            "--data",
+            f"{data}/new",
+            "--mqtt",
+            "mqtt://127.0.0.1:1883",
+        )
+        assert init.returncode == 0, init.stdout + init.stderr
+        # init makes a new directory; the unit's state directory is its parent's name.
+        moved = box.run(
+            "sh",
+            "-c",
+            f"mv {data}/new/* {data}/ && rmdir {data}/new && "
+            f"sed -i 's#{data}/new#{data}#g' {data}/hub.toml",
+        )
+        assert moved.returncode == 0, moved.stderr
+        started = box.run("systemctl", "start", unit, timeout=240)
+        journal = box.journal(unit)
+        assert started.returncode == 0, started.stderr + journal[-4000:]
+        state = box.run("systemctl", "show", "-p", "ActiveState,SubState,MainPID", unit).stdout
+        assert "ActiveState=active" in state and "SubState=running" in state, state
+        pid = next(line.split("=")[1] for line in state.splitlines() if line.startswith("MainPID"))
+        status = box.run("cat", f"/proc/{pid}/status").stdout
+        eff = next(
+            int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")
+        )
+        assert eff == 0, hex(eff)
+        login = box.run(
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen("
+            "'http://127.0.0.1:8080/login', timeout=10).status)",
+        )
+        assert login.stdout.strip() == "200", login.stdout + login.stderr
+        assert box.run("systemctl", "reload", unit).returncode == 0
+        wait_until(lambda: "reload" in box.journal(unit).lower(), timeout=30, what="the reload")
+        stopped = box.run("systemctl", "stop", unit, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        journal = box.journal(unit)
+        result = box.run("systemctl", "show", "-p", "Result", unit).stdout
+        assert "Result=success" in result, result + journal[-4000:]
+    assert "hedgerow-hub serving" in journal, journal[-4000:]
+    for refused in ("Operation not permitted", "Permission denied", "Traceback", "EPERM"):
+        assert refused not in journal, journal[-4000:]
