@@ -13,6 +13,7 @@ under /opt and needs none of it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -89,6 +90,8 @@ def booted(tmp_path: Path, binds: list[tuple[Path, str]]) -> Iterator[Booted]:
     # Masked: with only a loopback there is no network to wait for (it would hold
     # network-online.target, which the units want, for two minutes).
     args.append("--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service")
+    # The volatile /etc has no ld.so.cache, which ctypes.util.find_library (libpcap) reads.
+    args.append("--bind-ro=/etc/ld.so.cache")
     for host, inside in binds:
         args.append(f"--bind-ro={host}:{inside}")
     args += ["--boot", "systemd.firstboot=off"]
@@ -118,12 +121,13 @@ def booted(tmp_path: Path, binds: list[tuple[Path, str]]) -> Iterator[Booted]:
         stop_process(proc)
 
 
-def _units(tmp_path: Path, unit: str, sysusers: str) -> list[tuple[Path, str]]:
+def _units(tmp_path: Path, unit: str, sysusers: str | None) -> list[tuple[Path, str]]:
     """The binds that install a unit from systemd/ (plus the drop-in, if needed) and its
     sysusers snippet, and make the venv and the checkout reachable."""
-    binds = [
-        (ROOT / "systemd" / unit, f"/etc/systemd/system/{unit}"),
-        (ROOT / "systemd" / "sysusers.d" / sysusers, f"/etc/sysusers.d/{sysusers}"),
+    binds = [(ROOT / "systemd" / unit, f"/etc/systemd/system/{unit}")]
+    if sysusers is not None:
+        binds.append((ROOT / "systemd" / "sysusers.d" / sysusers, f"/etc/sysusers.d/{sysusers}"))
+    binds += [
         (VENV, "/opt/hedgerow/venv"),
         (ROOT, str(ROOT)),
         (VENV, str(VENV)),
@@ -279,5 +283,111 @@ def test_hedgerow_hub_runs_sandboxed_under_systemd(tmp_path: Path) -> None:
         result = box.run("systemctl", "show", "-p", "Result", unit).stdout
         assert "Result=success" in result, result + journal[-4000:]
     assert "hedgerow-hub serving" in journal, journal[-4000:]
+    for refused in ("Operation not permitted", "Permission denied", "Traceback", "EPERM"):
+        assert refused not in journal, journal[-4000:]
+
+
+AGENT_TOML = """
+[agent]
+state_dir = "/var/lib/hedgerow/agent"
+control_socket = "/run/hedgerow-agent/agent.sock"
+[hub]
+url = "mqtt://127.0.0.1:1883"
+[site]
+beacon_servers = ["127.0.0.1:5301"]
+check_interval_s = 2
+[filter]
+listen = "127.0.0.1:53"
+offsite_upstreams = ["127.0.0.1:5302"]
+manage_system_resolver = true
+timeout_ms = 300
+[sniffer]
+enabled = true
+interface = "lo"
+"""
+
+
+def test_hedgerow_agent_runs_sandboxed_under_systemd(tmp_path: Path) -> None:
+    """`systemctl start hedgerow-agent` on an enrolled "laptop" (the container, root, its own
+    /etc): the filter on 127.0.0.1:53, the system resolver pointed at it, the sniffer child
+    capturing (CAP_NET_RAW through the unit's bounding set under NoNewPrivileges) while the
+    agent's own effective set lacks it, status over the control socket; a stop puts the
+    resolver back; nothing refused by the sandbox in the journal."""
+    from hub.cli import main as hub_main
+    from tests.hub_ingest_fixtures import make_hub
+
+    hub = make_hub(tmp_path, "mqtt://127.0.0.1:1883", None)
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    (test_dir / "mosquitto.conf").write_text("listener 1883 127.0.0.1\nallow_anonymous true\n")
+    bundle = test_dir / "lt-1.bundle"
+    enrol = ["enroll", "bundle", "--config", str(hub.path), "--device", "lt-1"]
+    enrol += ["--class", "pupil-laptop", "--broker", "mqtt://127.0.0.1:1883", "--out", str(bundle)]
+    assert hub_main(enrol) == 0
+    etc = tmp_path / "etc-hedgerow"
+    etc.mkdir()
+    (etc / "agent.toml").write_text(AGENT_TOML)
+    unit = "hedgerow-agent.service"
+    binds = _units(tmp_path, unit, None)
+    binds += [(etc, "/etc/hedgerow"), (test_dir, "/etc/hedgerow-test")]
+    agent = "/opt/hedgerow/venv/bin/hedgerow-agent"
+    config = "/etc/hedgerow/agent.toml"
+    with booted(tmp_path, binds) as box:
+        box.run("systemctl", "stop", unit)  # first boot started it before it was enrolled
+        box.run("systemctl", "reset-failed", unit)
+        mqtt = box.run(
+            "systemd-run",
+            "--unit=test-broker",
+            "--uid=nobody",
+            "/usr/sbin/mosquitto",
+            "-c",
+            "/etc/hedgerow-test/mosquitto.conf",
+        )
+        assert mqtt.returncode == 0, mqtt.stderr
+        box.run("install", "-d", "-m", "0700", "/var/lib/hedgerow/agent")
+        enrolled = box.run(
+            agent,
+            "enroll",
+            "--config",
+            config,
+            "--bundle",
+            str(bundle).replace(str(test_dir), "/etc/hedgerow-test"),
+        )
+        assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+        before = box.run("cat", "/etc/resolv.conf").stdout
+        started = box.run("systemctl", "start", unit, timeout=240)
+        journal = box.journal(unit)
+        assert started.returncode == 0, started.stderr + journal[-4000:]
+        status: dict[str, object] = {}
+
+        def sniffing() -> bool:
+            done = box.run(agent, "status", "--config", config, "--json")
+            status["_out"] = done.stdout[-500:] + done.stderr[-500:]
+            if done.returncode != 0:
+                return False
+            status.update(json.loads(done.stdout))
+            return status.get("sniffer") == "running" and status.get("system_resolver") == "ours"
+
+        try:
+            wait_until(sniffing, timeout=60, what="the sniffer and the resolver")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {status}; {box.journal(unit)[-3000:]}") from exc
+        assert status["filter"] == "active", status
+        assert "127.0.0.1" in box.run("cat", "/etc/resolv.conf").stdout
+        state = box.run("systemctl", "show", "-p", "MainPID", unit).stdout
+        pid = state.strip().split("=")[1]
+        proc_status = box.run("cat", f"/proc/{pid}/status").stdout
+        eff = next(
+            int(line.split()[1], 16)
+            for line in proc_status.splitlines()
+            if line.startswith("CapEff:")
+        )
+        assert not eff >> 13 & 1, hex(eff)  # CAP_NET_RAW: only the sniffer child uses it
+        stopped = box.run("systemctl", "stop", unit, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert box.run("cat", "/etc/resolv.conf").stdout == before
+        journal = box.journal(unit)
+        result = box.run("systemctl", "show", "-p", "Result", unit).stdout
+        assert "Result=success" in result, result + journal[-4000:]
     for refused in ("Operation not permitted", "Permission denied", "Traceback", "EPERM"):
         assert refused not in journal, journal[-4000:]
