@@ -26,7 +26,7 @@ from hub.mqtt import MqttConnection, report_filter
 from hub.notify.outbox import NotificationOutbox
 from hub.notify.sender import NotificationSender
 from hub.notify.settings import load_notify_settings
-from hub.policy.publish import publish_all
+from hub.policy.publish import Decision, publish_all
 from hub.receipts import ReceiptPublisher
 from hub.rules.engine import RuleEngine
 from hub.rules.settings import load_rules
@@ -143,7 +143,10 @@ class HubService:
         assert self.connection is not None
         db = Database(self.config.database_url)
         try:
-            publish_all(db, self.keys, self.config, self.connection.publish)
+            decision = Decision(
+                f"hub.toml as {self.config.path} read it at start", how="hedgerow-hub serve"
+            )
+            publish_all(db, self.keys, self.config, self.connection.publish, decision=decision)
         except HedgerowError as exc:
             # A bad DATA/policy/<site>.toml (ConfigError) or a store failure must not stop
             # ingest: devices keep the policy they hold until the next publish.

@@ -116,6 +116,8 @@ class PolicyChange:
     site: str
     version: int
     changes: tuple[str, ...]  # sentences: "group pupils: now blocks gambling"
+    decided_by: str | None = None  # policy publish --by, or "hub.toml ... at start"; None: unknown
+    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """As the JSON API gives it."""
@@ -124,7 +126,8 @@ class PolicyChange:
             "site": self.site,
             "version": self.version,
             "changes": list(self.changes),
-            "decided_by": None,  # the hub does not record who changed the settings
+            "decided_by": self.decided_by,
+            "reason": self.reason,
         }
 
 
@@ -261,9 +264,15 @@ def policy_log(db: Database) -> list[PolicyChange]:
             first, said = found.get((site, created_ms), (version, []))
             said.extend(c for c in changes if c not in said)
             found[(site, created_ms)] = (min(first, version), said)
+    decided = {
+        int(at): (str(by), str(reason))
+        for at, by, reason in db.execute(
+            "SELECT at_ms, decided_by, reason FROM policy_decisions ORDER BY id"
+        )
+    }
     return sorted(
         (
-            PolicyChange(at, site, version, tuple(said))
+            PolicyChange(at, site, version, tuple(said), *decided.get(at, (None, "")))
             for (site, at), (version, said) in found.items()
         ),
         key=lambda c: (-c.at_ms, -c.version, c.site),

@@ -162,6 +162,22 @@ def test_policy_publish_command_over_mosquitto(tmp_path: Path, broker: Mosquitto
     accept_policy(tmp_path / "lt-1", got[topics.device_policy(SITE, "lt-1")])
     accept_policy(tmp_path / "lt-1", got[topics.site_policy(SITE)])
     check_hub_keys(got[topics.hub_keys()], hub_fingerprint(hub.keys.signing.verify_key))
+    # The first publish signed new versions: who decided is kept beside them (the login).
+    db = hub.db()
+    try:
+        rows = db.execute("SELECT decided_by, reason, how FROM policy_decisions")
+        assert [(r[1], r[2]) for r in rows] == [("", "hedgerow-hub policy publish")]
+        assert rows[0][0]  # the login running the test
+        # A change with --by and --reason; a publish that changes nothing records nothing.
+        with open(hub.config.path, "a", encoding="utf-8") as handle:
+            handle.write("\n[policy.groups.pupils]\nblock = ['gambling']\n")
+        args = ["policy", "publish", "--config", str(hub.config.path)]
+        assert main([*args, "--by", "ms.jones", "--reason", "ticket 42"]) == 0
+        assert main([*args, "--by", "mr.nobody"]) == 0
+        rows = db.execute("SELECT decided_by, reason FROM policy_decisions ORDER BY id")
+        assert [tuple(r) for r in rows][1:] == [("ms.jones", "ticket 42")]
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize(

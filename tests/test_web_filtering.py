@@ -25,6 +25,7 @@ from hub.filtering import (
 )
 from hub.keys import HubKeys
 from hub.model import DeviceInfo
+from hub.policy.publish import Decision, record_decision
 from hub.policy.versions import signed_policy
 from hub.reports import Period, annual
 from hub.store import Database, sqlite_url
@@ -233,7 +234,13 @@ def test_the_policy_log_says_what_each_version_changed(db: Database) -> None:
         ("default group pupils", "group pupils: blocks adult", "group staff: blocks malware"),
     ]
     assert [c.at_ms for c in log] == [NOW - 7000, NOW - 8000, NOW - 9000, NOW - 10_000]
-    assert log[0].to_json()["decided_by"] is None
+    assert log[0].to_json()["decided_by"] is None  # nothing recorded who
+    # `policy publish --by ms.jones --reason ...` signed the gambling change.
+    assert record_decision(db, Decision("ms.jones", "ticket 42: gambling for pupils"), NOW - 8000)
+    assert not record_decision(db, Decision("nobody"), NOW - 1)  # signed nothing: not kept
+    log = policy_log(db)
+    assert (log[1].decided_by, log[1].reason) == ("ms.jones", "ticket 42: gambling for pupils")
+    assert log[1].to_json()["decided_by"] == "ms.jones" and log[0].decided_by is None
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +306,7 @@ def test_a_governor_reads_the_charts_tables_and_the_policy_log(
         log = page.inner_text("#table-policy-log")
         assert "group pupils: now blocks gambling" in log
         assert "group pupils: now allows example.org" in log and "not recorded" in log
-        assert "not who decided" in page.inner_text(".who-decided")
+        assert "policy publish --by NAME" in page.inner_text(".who-decided")
         assert "pupils" in page.inner_text("#table-policy-now")
         # No individual: no user, address, MAC or device id, on the page or in its API.
         texts = [

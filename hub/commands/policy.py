@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from hub.enroll.settings import load_enroll_settings
 from hub.errors import HubError
 from hub.keys import HubKeys
 from hub.mqtt import MqttConnection
-from hub.policy.publish import publish_all, site_policy
+from hub.policy.publish import Decision, publish_all, site_policy
 from hub.store import Database
 
 CONNECT_TIMEOUT_S = 30.0
@@ -26,6 +28,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     p = psub.add_parser("publish", help="sign what changed and publish all policies, retained")
     p.add_argument("--config", required=True, type=Path)
+    p.add_argument(
+        "--by",
+        default=None,
+        help="who decided the change, for the dashboard's policy log (default: the login "
+        "running this, through sudo too)",
+    )
+    p.add_argument("--reason", default="", help="why, for the policy log (e.g. the ticket)")
     p.set_defaults(func=cmd_publish)
     p = psub.add_parser("show", help="print the current site policy document (signs if changed)")
     p.add_argument("--config", required=True, type=Path)
@@ -48,7 +57,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise HubError(f"cannot reach the broker at {config.mqtt.url}")
         db = Database(config.database_url)
         try:
-            count = publish_all(db, keys, config, connection.publish)
+            decision = Decision(args.by or _login(), args.reason.strip())
+            count = publish_all(db, keys, config, connection.publish, decision=decision)
         finally:
             db.close()
         # Success means the broker holds every message: disconnecting before the PUBACKs
@@ -66,6 +76,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
         )
     print(f"published {count} retained messages (hub keys, site and device policies), each acknowledged by the broker")
     return 0
+
+
+def _login() -> str:
+    """Who runs this: the sudo caller if any, else the login name."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from common.enrolment import HUB_KEYS_SITE
 from common.identity import hub_document
@@ -27,6 +28,28 @@ from hub.store.devices import list_devices
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Who decided the policy a publish signs, and why: kept (policy_decisions) when the
+    publish signs a new version, and shown beside that change on the dashboard."""
+
+    decided_by: str
+    reason: str = ""
+    how: str = "hedgerow-hub policy publish"
+
+
+def record_decision(db: Database, decision: Decision, at_ms: int) -> bool:
+    """Keep the decision if a policy version was signed at `at_ms`; True if one was."""
+    signed = db.execute("SELECT COUNT(*) FROM policies WHERE created_ms = ?", (at_ms,))
+    if not int(signed[0][0]):
+        return False
+    db.execute(
+        "INSERT INTO policy_decisions (at_ms, decided_by, reason, how) VALUES (?, ?, ?, ?)",
+        (at_ms, decision.decided_by[:200], decision.reason[:2000], decision.how[:200]),
+    )
+    return True
 
 
 def hub_keys_message(keys: HubKeys, now_ms: int) -> bytes:
@@ -85,8 +108,10 @@ def publish_all(
     publish: Publish,
     *,
     now_ms: int | None = None,
+    decision: Decision | None = None,
 ) -> int:
-    """Sign what changed, then publish every retained hub message; returns how many."""
+    """Sign what changed (keeping `decision` beside any new version), then publish every
+    retained hub message; returns how many."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     out: list[tuple[str, bytes]] = [(topics.hub_keys(), hub_keys_message(keys, now))]
     for site in known_sites(db, config):
@@ -97,6 +122,8 @@ def publish_all(
                 out.append((topic, b""))  # clears the retained policy of a revoked device
             else:
                 out.append((topic, device_policy(db, keys, config, device, now)[1]))
+    if decision is not None:
+        record_decision(db, decision, now)
     for topic, payload in out:
         publish(topic, payload, True)
     log.info("published %d retained hub messages", len(out))

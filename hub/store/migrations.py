@@ -351,4 +351,15 @@ MIGRATIONS: list[list[str]] = [
     # 9: blocked attempts by time alone, for the dashboard's filtering page and the annual
     # review, which sum a period over every device (attempts_window leads with the device).
     ["CREATE INDEX attempts_time ON attempts (time_ms)"],
+    # 10: who decided each policy change (hedgerow-hub policy publish --by/--reason, or the hub
+    # reading hub.toml at start), matched to the policies it signed by their created_ms.
+    [
+        """CREATE TABLE policy_decisions (
+            id {id},
+            at_ms BIGINT NOT NULL,
+            decided_by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            how TEXT NOT NULL)""",
+        "CREATE INDEX policy_decisions_at ON policy_decisions (at_ms)",
+    ],
 ]

@@ -33,11 +33,12 @@ from hub.web.permissions import Permission, Principal
 router = APIRouter()
 _VIEW = Annotated[Principal, Depends(Needs(Permission.AGGREGATES_VIEW))]
 _DAYS = Annotated[int, Query(ge=1, le=92)]
-# Said on the page and in the API: the hub keeps when a policy was signed, not who decided.
+# Said on the page and in the API: where "who decided" comes from.
 WHO_DECIDED = (
-    "The hub records when each policy version was signed and what it changed, not who "
-    "decided: the settings come from [policy] in hub.toml (or DATA/policy/<site>.toml), and "
-    "whoever edits that file decides. Keep who and why in the school's change record."
+    "The settings come from [policy] in hub.toml (or DATA/policy/<site>.toml). Who decided a "
+    "change is what `hedgerow-hub policy publish --by NAME --reason TEXT` recorded (by default "
+    "the login that ran it); a change the hub signed when it started names hub.toml instead, "
+    "since the hub cannot know who edited the file."
 )
 
 
