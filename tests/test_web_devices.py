@@ -571,3 +571,36 @@ def test_the_devices_pages_pass_axe_and_fit_320_px(
         page.screenshot(path=str(tmp_path / f"narrow-{path.replace('/', '_')}.png"))
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 320, (path, width)
+
+
+def test_a_resent_token_form_makes_no_second_token(
+    hub: DashboardHub, cookies: dict[str, str]
+) -> None:
+    """Reloading the page that showed a new token sends its form again: the second sending is
+    refused (409) and no second token is made."""
+    cookie = cookies["technician"]
+    page = http(hub, "GET", "/devices/tokens", cookie=cookie)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.body)
+    form_id = re.search(r'name="form_id" value="([^"]+)"', page.body)
+    assert csrf is not None and form_id is not None
+    form = {"csrf": csrf.group(1), "form_id": form_id.group(1), "site": SITE,
+            "device_class": "pupil-laptop", "uses": "1", "expires": "1h"}  # fmt: skip
+
+    def count() -> int:
+        db = hub.db()
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM enroll_tokens")[0][0])
+        finally:
+            db.close()
+
+    before = count()
+    assert http(hub, "POST", "/devices/tokens", cookie=cookie, form=form).status == 200
+    again = http(hub, "POST", "/devices/tokens", cookie=cookie, form=form)
+    assert again.status == 409 and "already sent" in again.body
+    assert count() == before + 1
+    # A fresh form (a new page) makes the next one.
+    fresh = re.search(r'name="form_id" value="([^"]+)"', again.body)
+    assert fresh is not None and fresh.group(1) != form_id.group(1)
+    form["form_id"] = fresh.group(1)
+    assert http(hub, "POST", "/devices/tokens", cookie=cookie, form=form).status == 200
+    assert count() == before + 2

@@ -6,7 +6,9 @@ revoked is written to the access log ("enrolment token created", "enrolment toke
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -189,9 +191,30 @@ def _tokens_page(
         groups=groups,
         created=created,
         error=error,
+        form_id=secrets.token_urlsafe(16),
     )
     response.status_code = status
     return response
+
+
+_SPENT_FORMS = 4096  # form ids remembered, per hub process
+
+
+def _first_sending(request: Request, form_id: str) -> bool:
+    """False if this token form was sent before (a reload of the answer re-sends it): the
+    token it made was shown once, and a reload must not make a second one."""
+    if not form_id:
+        return True
+    spent = getattr(request.app.state, "spent_token_forms", None)
+    if not isinstance(spent, OrderedDict):
+        spent = OrderedDict()
+        request.app.state.spent_token_forms = spent
+    if form_id in spent:
+        return False
+    spent[form_id] = None
+    while len(spent) > _SPENT_FORMS:
+        spent.popitem(last=False)
+    return True
 
 
 @router.get("/devices/tokens", include_in_schema=False)
@@ -210,9 +233,19 @@ def create_token_page(
     group: Annotated[str, Form(max_length=63)] = "",
     uses: Annotated[int, Form(ge=1, le=10_000)] = 1,
     expires: Annotated[str, Form(max_length=16)] = "7d",
+    form_id: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Make a token and show it, this once (it is never stored, and never shown again)."""
     check_csrf(request, csrf)
+    if not _first_sending(request, form_id):
+        return _tokens_page(
+            request,
+            principal,
+            error="this form was already sent (the page was reloaded): its token was shown "
+            "once, on the page that answered it, and no second one was made. Make a new one "
+            "below if you need it",
+            status=409,
+        )
     try:
         created = _make_token(
             request,
