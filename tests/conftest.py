@@ -6,8 +6,10 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext
 
 from tests.services import Mosquitto, Postgres, mosquitto, postgres
+from tests.web_support import chromium
 
 
 @pytest.fixture
@@ -38,3 +40,20 @@ def collect_garbage_in_its_own_test() -> Iterator[None]:
     collection (the DNS service does, at start): otherwise the result would depend on the order."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium through Playwright, one per test module that asks for it."""
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile per test."""
+    ctx = browser.new_context()
+    try:
+        yield ctx
+    finally:
+        ctx.close()

@@ -38,7 +38,6 @@ from tests.web_support import (
     SITE,
     DashboardHub,
     browser_login,
-    chromium,
     dashboard_hub,
     http,
     login_cookie,
@@ -260,13 +259,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
 def pages(tmp_path_factory: pytest.TempPathFactory) -> list[PageRoute]:
     """The app's GET pages."""
     return page_routes(tmp_path_factory.mktemp("routes"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
 
 
 def _target(node: dict[str, Any]) -> str:

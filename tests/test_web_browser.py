@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext
 
 from tests.services import mosquitto
 from tests.web_support import (
@@ -16,9 +16,9 @@ from tests.web_support import (
     SESSION_COOKIE,
     DashboardHub,
     browser_login,
-    chromium,
     dashboard_hub,
     http,
+    logged_in,
 )
 
 ROLES = ("dsl", "coordinator", "technician", "governor", "admin")
@@ -33,32 +33,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardHub]:
             running.add_user(f"{role}-1", role)
         running.add_user("limited-1", "dsl_limited", "y7")
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile (no cookies) per test."""
-    ctx = browser.new_context()
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-def _logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
-    page = context.new_page()
-    page.goto(hub.url + "/")
-    assert "/login" in page.url
-    browser_login(page, hub, username)
-    page.wait_for_url(hub.url + "/")
-    return page
 
 
 def test_email_link_lands_on_the_alert_after_login(
@@ -86,7 +60,7 @@ def test_each_role_sees_what_it_may(hub: DashboardHub, browser: Browser, tmp_pat
     for role in ROLES:
         ctx = browser.new_context()
         try:
-            page = _logged_in(ctx, hub, f"{role}-1")
+            page = logged_in(ctx, hub, f"{role}-1")
             page.screenshot(path=tmp_path / f"home-{role}.png")
             nav = page.inner_text("nav")
             detail = page.goto(f"{hub.url}/alerts/{alert_id}")
@@ -113,7 +87,7 @@ def test_each_role_sees_what_it_may(hub: DashboardHub, browser: Browser, tmp_pat
 def test_limited_dsl_sees_only_their_groups(hub: DashboardHub, context: BrowserContext) -> None:
     mine = hub.add_alert(3, "y7", device="lt-y7")
     theirs = hub.add_alert(3, "y9", device="lt-y9")
-    page = _logged_in(context, hub, "limited-1")
+    page = logged_in(context, hub, "limited-1")
     page.goto(f"{hub.url}/alerts?status=all")
     text = page.inner_text("main")
     assert "lt-y7" in text and "lt-y9" not in text
@@ -127,7 +101,7 @@ def test_acknowledge_goes_to_the_trail_and_views_to_the_access_log(
     hub: DashboardHub, context: BrowserContext, tmp_path: Path
 ) -> None:
     alert_id = hub.add_alert(5, "y8", device="lt-ack")
-    page = _logged_in(context, hub, "coordinator-1")
+    page = logged_in(context, hub, "coordinator-1")
     page.goto(f"{hub.url}/alerts")
     page.click(f"a[href='/alerts/{alert_id}']")
     page.fill("#note", "Spoke to the class teacher")
@@ -140,7 +114,7 @@ def test_acknowledge_goes_to_the_trail_and_views_to_the_access_log(
     api = context.request.get(f"{hub.url}/api/alerts/{alert_id}").json()
     assert [t["action"] for t in api["trail"]] == ["opened", "acknowledged"]
 
-    dsl = _logged_in(context.browser.new_context(), hub, "dsl-1")  # type: ignore[union-attr]
+    dsl = logged_in(context.browser.new_context(), hub, "dsl-1")  # type: ignore[union-attr]
     dsl.goto(f"{hub.url}/access-log?username=coordinator-1")
     log_text = dsl.inner_text("main")
     assert f"alert {alert_id}" in log_text and "page" in log_text and "api" in log_text
@@ -152,7 +126,7 @@ def test_forms_refuse_a_missing_token_or_a_foreign_origin(
     hub: DashboardHub, context: BrowserContext
 ) -> None:
     alert_id = hub.add_alert(4, "y8", device="lt-csrf")
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     page.goto(f"{hub.url}/alerts/{alert_id}")
     token = page.get_attribute("input[name=csrf]", "value")
     assert token
@@ -182,7 +156,7 @@ def test_sessions_end_on_disable_expiry_idleness_and_logout(
         hub.add_user(username, "dsl")
     pages = {}
     for username in ("gone-1", "old-1", "idle-1", "out-1"):
-        pages[username] = _logged_in(browser.new_context(), hub, username)
+        pages[username] = logged_in(browser.new_context(), hub, username)
 
     done = hub.user("disable", "gone-1")
     assert done.returncode == 0 and "1 session(s) ended" in done.stdout
@@ -226,7 +200,7 @@ def test_the_queue_fits_320_px(hub: DashboardHub, browser: Browser, tmp_path: Pa
         )
     ctx = browser.new_context(viewport={"width": 320, "height": 640})
     try:
-        page = _logged_in(ctx, hub, "dsl-1")
+        page = logged_in(ctx, hub, "dsl-1")
         page.goto(f"{hub.url}/alerts")
         page.screenshot(path=tmp_path / "queue-320.png", full_page=True)
         widths = page.evaluate(
@@ -273,7 +247,7 @@ def test_an_alert_can_be_acknowledged_with_the_keyboard_alone(
     hub: DashboardHub, context: BrowserContext
 ) -> None:
     alert_id = hub.add_alert(4, "y8", device="lt-keys")
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     page.goto(f"{hub.url}/alerts/{alert_id}")
     for _ in range(40):  # Tab through the page to the note, as a keyboard user would
         page.keyboard.press("Tab")
@@ -291,7 +265,7 @@ def test_an_alert_can_be_acknowledged_with_the_keyboard_alone(
 
 
 def test_a_bad_filter_is_a_page_not_a_traceback(hub: DashboardHub, context: BrowserContext) -> None:
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     response = page.goto(f"{hub.url}/alerts?severity=9")
     assert response is not None and response.status == 400
     assert "cannot show" in page.inner_text("main")

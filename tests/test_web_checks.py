@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext
 
 from hub.checks import CheckError, add_check, read_checks, selftest_check
 from hub.store import Database, sqlite_url
 from tests.services import mosquitto
-from tests.web_support import DashboardHub, browser_login, chromium, dashboard_hub, http
+from tests.web_support import DashboardHub, dashboard_hub, http, logged_in
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -106,35 +106,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardHub]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile per test."""
-    ctx = browser.new_context()
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-def _logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
-    page = context.new_page()
-    page.goto(hub.url + "/")
-    browser_login(page, hub, username)
-    page.wait_for_url(hub.url + "/")
-    return page
-
-
 def test_a_technician_records_a_check_seen_in_register_and_review(
     hub: DashboardHub, context: BrowserContext, browser: Browser
 ) -> None:
-    page = _logged_in(context, hub, "tech-1")
+    page = logged_in(context, hub, "tech-1")
     page.click("nav >> text=Checks")
     page.wait_for_url(hub.url + "/checks")
     page.fill("#what", "SWGfL Test Filtering from the ICT suite")
@@ -169,7 +144,7 @@ def test_a_technician_records_a_check_seen_in_register_and_review(
 
     gov = browser.new_context()
     try:
-        review = _logged_in(gov, hub, "gov-1")
+        review = logged_in(gov, hub, "gov-1")
         review.goto(hub.url + "/reports/annual")
         checks = review.inner_text("#table-checks")
         assert "SWGfL Test Filtering from the ICT suite" in checks

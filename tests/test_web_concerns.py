@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import BrowserContext, Page
 
 from hub import alerts
 from hub import concerns as store
@@ -24,10 +23,10 @@ from tests.services import mosquitto
 from tests.web_support import (
     SITE,
     DashboardHub,
-    browser_login,
-    chromium,
+    api_json,
     dashboard_hub,
     http,
+    logged_in,
     login_cookie,
 )
 
@@ -166,58 +165,10 @@ def cookies(hub: DashboardHub) -> dict[str, str]:
     return {username: login_cookie(hub, username) for username in USERS}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile per test."""
-    ctx = browser.new_context()
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-def _logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
-    page = context.new_page()
-    page.goto(hub.url + "/login")
-    browser_login(page, hub, username)
-    page.wait_for_url(hub.url + "/")
-    return page
-
-
-def _api(
-    hub: DashboardHub, method: str, path: str, cookie: str, body: object | None = None
-) -> tuple[int, dict[str, object]]:
-    """One JSON request over a real socket: (status, JSON body, {} if none or not JSON)."""
-    conn = HTTPConnection("127.0.0.1", hub.port, timeout=30)
-    try:
-        headers = {"Cookie": cookie, "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        text = response.read().decode()
-        try:
-            got = json.loads(text) if text else {}
-        except ValueError:
-            got = {}
-        return response.status, got if isinstance(got, dict) else {"value": got}
-    finally:
-        conn.close()
-
-
 def _open(
     hub: DashboardHub, cookie: str, pupil: str, group: str = "y7", alert_ids: tuple[int, ...] = ()
 ) -> int:
-    status, got = _api(
+    status, got = api_json(
         hub,
         "POST",
         "/api/concerns",
@@ -250,7 +201,7 @@ def test_open_from_two_alerts_amend_sign_off_chronology_and_export(
 ) -> None:
     first = hub.add_alert(4, "y7", device="lt-concern", name="one.example")
     second = hub.add_alert(5, "y7", device="lt-concern", name="two.example")
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     page.goto(f"{hub.url}/alerts/{second}")
     page.check(f"input[name=alert][value='{first}']")  # an earlier alert of the same device
     _submit(page, "#h-concern ~ form button")
@@ -375,17 +326,17 @@ def test_no_route_changes_or_deletes_a_concern(hub: DashboardHub, cookies: dict[
     body = {"fields": {"pupil": "UPN-CHANGED"}, "reason": "x"}
     for path in paths:
         for method in ("PUT", "PATCH", "DELETE"):
-            status, _ = _api(hub, method, path, dsl, body)
+            status, _ = api_json(hub, method, path, dsl, body)
             assert status == 405, (method, path, status)
     for path in (f"/concerns/{concern_id}", f"/api/concerns/{concern_id}"):
-        assert _api(hub, "POST", path, dsl, body)[0] == 405
+        assert api_json(hub, "POST", path, dsl, body)[0] == 405
     db = hub.db()
     try:
         assert _rows(db, concern_id) == before
     finally:
         db.close()
     # The one way to change it: an amendment, which only adds rows.
-    status, got = _api(
+    status, got = api_json(
         hub, "POST", f"/api/concerns/{concern_id}/amend", dsl,
         {"fields": {"pupil": "UPN-IMM2"}, "reason": "The reference was mistyped"},
     )  # fmt: skip
@@ -398,7 +349,7 @@ def test_no_route_changes_or_deletes_a_concern(hub: DashboardHub, cookies: dict[
     for table, rows in before.items():
         assert after[table][: len(rows)] == rows, table
     assert len(after["concern_entries"]) == 2 and len(after["concern_fields"]) == 4
-    status, got = _api(hub, "GET", f"/api/concerns/{concern_id}", dsl)
+    status, got = api_json(hub, "GET", f"/api/concerns/{concern_id}", dsl)
     entries = got["entries"]
     assert isinstance(entries, list)
     assert [e["fields"].get("pupil") for e in entries] == ["UPN-IMM", "UPN-IMM2"]
@@ -411,19 +362,19 @@ def test_a_coordinator_opens_concerns_but_reads_none(
     alert_id = hub.add_alert(4, "y7", device="lt-coord")
     coordinator = cookies["coordinator-1"]
     by_api = _open(hub, coordinator, "UPN-COORD", alert_ids=(alert_id,))
-    assert _api(hub, "GET", f"/api/concerns/{by_api}", coordinator)[0] == 403
+    assert api_json(hub, "GET", f"/api/concerns/{by_api}", coordinator)[0] == 403
     for path in (
         f"/concerns/{by_api}", f"/concerns/{by_api}/amend", f"/concerns/{by_api}/export",
         "/concerns", "/chronology?pupil=UPN-COORD", "/chronology?device=school/lt-coord",
     ):  # fmt: skip
         assert http(hub, "GET", path, cookie=coordinator).status == 403, path
     for path in ("/api/concerns", "/api/chronology?pupil=UPN-COORD"):
-        assert _api(hub, "GET", path, coordinator)[0] == 403, path
-    assert _api(hub, "POST", f"/api/concerns/{by_api}/sign-off", coordinator, {})[0] == 403
+        assert api_json(hub, "GET", path, coordinator)[0] == 403, path
+    assert api_json(hub, "POST", f"/api/concerns/{by_api}/sign-off", coordinator, {})[0] == 403
     amend = {"fields": {"seen": "More"}, "reason": "x"}
-    assert _api(hub, "POST", f"/api/concerns/{by_api}/amend", coordinator, amend)[0] == 403
+    assert api_json(hub, "POST", f"/api/concerns/{by_api}/amend", coordinator, amend)[0] == 403
     # In the browser: from the alert to the form, recorded, and told it went to the DSL.
-    page = _logged_in(context, hub, "coordinator-1")
+    page = logged_in(context, hub, "coordinator-1")
     page.goto(f"{hub.url}/alerts/{alert_id}")
     _submit(page, "#h-concern ~ form button")
     page.fill("#c-pupil", "UPN-COORD")
@@ -435,7 +386,7 @@ def test_a_coordinator_opens_concerns_but_reads_none(
     page.screenshot(path=tmp_path / "coordinator-recorded.png", full_page=True)
     assert "Concerns" not in page.inner_text("nav")
     recorded = int(page.url.rsplit("=", 1)[1])
-    status, got = _api(hub, "GET", f"/api/concerns/{recorded}", cookies["dsl-1"])
+    status, got = api_json(hub, "GET", f"/api/concerns/{recorded}", cookies["dsl-1"])
     assert status == 200 and got["opened_by"] == "coordinator-1"
     assert [a["id"] for a in got["alerts"]] == [alert_id]  # type: ignore[attr-defined]
 
@@ -447,21 +398,21 @@ def test_a_limited_dsl_only_its_groups(hub: DashboardHub, cookies: dict[str, str
     mine = _open(hub, lee, "UPN-SHARED", "y7", (y7_alert,))
     theirs = _open(hub, dsl, "UPN-SHARED", "y8", (y8_alert,))
     nobody = _open(hub, dsl, "UPN-SHARED", "")
-    assert _api(hub, "GET", f"/api/concerns/{mine}", lee)[0] == 200
+    assert api_json(hub, "GET", f"/api/concerns/{mine}", lee)[0] == 200
     for concern_id in (theirs, nobody):
-        assert _api(hub, "GET", f"/api/concerns/{concern_id}", lee)[0] == 403
+        assert api_json(hub, "GET", f"/api/concerns/{concern_id}", lee)[0] == 403
         assert http(hub, "GET", f"/concerns/{concern_id}", cookie=lee).status == 403
         assert http(hub, "GET", f"/concerns/{concern_id}/export", cookie=lee).status == 403
         amend = {"fields": {"seen": "x"}, "reason": "x"}
-        assert _api(hub, "POST", f"/api/concerns/{concern_id}/amend", lee, amend)[0] == 403
-        assert _api(hub, "POST", f"/api/concerns/{concern_id}/sign-off", lee, {})[0] == 403
-    assert _api(hub, "GET", f"/api/concerns/{mine}", kim)[0] == 403
-    listed = _api(hub, "GET", "/api/concerns?status=all", lee)[1]["concerns"]
+        assert api_json(hub, "POST", f"/api/concerns/{concern_id}/amend", lee, amend)[0] == 403
+        assert api_json(hub, "POST", f"/api/concerns/{concern_id}/sign-off", lee, {})[0] == 403
+    assert api_json(hub, "GET", f"/api/concerns/{mine}", kim)[0] == 403
+    listed = api_json(hub, "GET", "/api/concerns?status=all", lee)[1]["concerns"]
     assert {c["group"] for c in listed} == {"y7"}  # type: ignore[attr-defined]
-    items = _api(hub, "GET", "/api/chronology?pupil=UPN-SHARED", lee)[1]["items"]
+    items = api_json(hub, "GET", "/api/chronology?pupil=UPN-SHARED", lee)[1]["items"]
     assert {i["concern"] for i in items if i["concern"]} == {mine}  # type: ignore[attr-defined]
     assert {i["alert"] for i in items if i["alert"]} == {y7_alert}  # type: ignore[attr-defined]
-    everything = _api(hub, "GET", "/api/chronology?pupil=UPN-SHARED", dsl)[1]["items"]
+    everything = api_json(hub, "GET", "/api/chronology?pupil=UPN-SHARED", dsl)[1]["items"]
     assert {i["concern"] for i in everything if i["concern"]} == {mine, theirs, nobody}  # type: ignore[attr-defined]
     # Opening: only in one of its groups, only from alerts it may see.
     fields = {"pupil": "UPN-X", "category": "other", "seen": "x"}
@@ -471,7 +422,7 @@ def test_a_limited_dsl_only_its_groups(hub: DashboardHub, cookies: dict[str, str
         {"fields": fields, "alerts": [y8_alert]},
         {"fields": fields, "group": "y7", "alerts": [y8_alert]},
     ):
-        status, got = _api(hub, "POST", "/api/concerns", lee, body)
+        status, got = api_json(hub, "POST", "/api/concerns", lee, body)
         assert status == 403, (body, got)
 
 
@@ -508,7 +459,9 @@ def test_roles_without_concerns_get_403_everywhere(
     for method, path in ALL_ROUTES:
         path = path.format(id=concern_id)
         if path.startswith("/api/"):
-            status, _ = _api(hub, method, path, cookies[who], body if method == "POST" else None)
+            status, _ = api_json(
+                hub, method, path, cookies[who], body if method == "POST" else None
+            )
         else:
             form = {"pupil": "UPN-R", "category": "other", "seen": "x", "reason": "x"}
             status = http(
@@ -542,10 +495,10 @@ def test_every_concern_view_goes_to_the_access_log(
         db.close()
     assert http(hub, "GET", f"/concerns/{concern_id}", cookie=lee).status == 200
     assert http(hub, "GET", f"/concerns/{concern_id}/amend", cookie=lee).status == 200
-    assert _api(hub, "GET", f"/api/concerns/{concern_id}", lee)[0] == 200
+    assert api_json(hub, "GET", f"/api/concerns/{concern_id}", lee)[0] == 200
     assert http(hub, "GET", f"/concerns/{concern_id}/export", cookie=lee).status == 200
     assert http(hub, "GET", "/chronology?pupil=UPN-LOG", cookie=lee).status == 200
-    assert _api(hub, "GET", "/api/chronology?device=school/lt-logged", lee)[0] == 200
+    assert api_json(hub, "GET", "/api/chronology?device=school/lt-logged", lee)[0] == 200
     db = hub.db()
     try:
         rows = db.execute(
@@ -564,7 +517,7 @@ def test_every_concern_view_goes_to_the_access_log(
         ("dsl_limited", "chronology", "device:school/lt-logged", "api"),
     ]
     # The DSL reads it on the access log page.
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     page.goto(f"{hub.url}/access-log?username=limited-7")
     text = page.inner_text("main")
     assert f"concern {concern_id}" in text and "chronology pupil:UPN-LOG" in text
@@ -598,7 +551,7 @@ GOOD = {"pupil": "UPN-BAD", "category": "other", "seen": "Something"}
 def test_bad_input_to_the_api_is_a_clear_4xx(
     hub: DashboardHub, cookies: dict[str, str], body: dict[str, object], status: int, says: str
 ) -> None:
-    got_status, got = _api(hub, "POST", "/api/concerns", cookies["dsl-1"], body)
+    got_status, got = api_json(hub, "POST", "/api/concerns", cookies["dsl-1"], body)
     assert got_status == status, got
     assert says in json.dumps(got["detail"]), got
 
@@ -614,21 +567,25 @@ def test_bad_amendments_and_ids_are_clear(hub: DashboardHub, cookies: dict[str, 
         ({"fields": {"pupil": ""}, "reason": "x"}, 400, "Pupil reference: required"),
         ({"fields": {"happened": "soon"}, "reason": "x"}, 400, "a date and time like"),
     ):
-        got_status, got = _api(hub, "POST", path, dsl, body)
+        got_status, got = api_json(hub, "POST", path, dsl, body)
         assert got_status == status and says in json.dumps(got["detail"]), (body, got)
     for missing in ("/api/concerns/999999", "/api/concerns/99999999999999999999"):
-        assert _api(hub, "GET", missing, dsl)[0] == 404
-        assert _api(hub, "POST", missing + "/amend", dsl, {"fields": {}, "reason": "x"})[0] == 404
-        assert _api(hub, "POST", missing + "/sign-off", dsl, {})[0] == 404
-    assert _api(hub, "GET", "/api/concerns/abc", dsl)[0] == 422
-    assert _api(hub, "POST", f"/api/concerns/{concern_id}/sign-off", dsl, {"note": "ok"})[0] == 201
-    status, got = _api(hub, "POST", f"/api/concerns/{concern_id}/sign-off", dsl, {})
+        assert api_json(hub, "GET", missing, dsl)[0] == 404
+        assert (
+            api_json(hub, "POST", missing + "/amend", dsl, {"fields": {}, "reason": "x"})[0] == 404
+        )
+        assert api_json(hub, "POST", missing + "/sign-off", dsl, {})[0] == 404
+    assert api_json(hub, "GET", "/api/concerns/abc", dsl)[0] == 422
+    assert (
+        api_json(hub, "POST", f"/api/concerns/{concern_id}/sign-off", dsl, {"note": "ok"})[0] == 201
+    )
+    status, got = api_json(hub, "POST", f"/api/concerns/{concern_id}/sign-off", dsl, {})
     assert status == 409 and "already signed off" in str(got["detail"])
     for query in ("", "?pupil=x&device=school/lt", "?device=nodevice", "?device=/lt"):
-        status, got = _api(hub, "GET", f"/api/chronology{query}", dsl)
+        status, got = api_json(hub, "GET", f"/api/chronology{query}", dsl)
         assert status == 400 and got["detail"], query
-    assert _api(hub, "GET", "/api/concerns?status=gone", dsl)[0] == 400
-    assert _api(hub, "GET", "/api/concerns?pupil=" + "p" * 65, dsl)[0] == 422
+    assert api_json(hub, "GET", "/api/concerns?status=gone", dsl)[0] == 400
+    assert api_json(hub, "GET", "/api/concerns?pupil=" + "p" * 65, dsl)[0] == 422
 
 
 def test_bad_input_to_the_pages_is_a_clear_4xx(hub: DashboardHub, cookies: dict[str, str]) -> None:
@@ -675,7 +632,7 @@ def test_bad_input_to_the_pages_is_a_clear_4xx(hub: DashboardHub, cookies: dict[
     assert answer.status == 403
 
 
-def test_the_openapi_document_describes_the_concern_and_triage_api(hub: DashboardHub) -> None:
+def test_the_openapi_document_describes_the_concern_and_triageapi_json(hub: DashboardHub) -> None:
     answer = http(hub, "GET", "/api/openapi.json")
     assert answer.status == 200
     paths = json.loads(answer.body)["paths"]

@@ -14,7 +14,7 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import BrowserContext, Page
 
 from agent.enrolment_client import enroll_online
 from common.enrolment import EnrollToken
@@ -29,10 +29,9 @@ from tests.web_support import (
     SITE,
     Answer,
     DashboardHub,
-    browser_login,
-    chromium,
     dashboard_hub,
     http,
+    logged_in,
     login_cookie,
 )
 
@@ -62,31 +61,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator
 def cookies(hub: DashboardHub) -> dict[str, str]:
     """A logged-in session per role."""
     return {role: login_cookie(hub, f"{role.replace('_', '-')}-1") for role in ROLES}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile per test."""
-    ctx = browser.new_context()
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-def _logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
-    page = context.new_page()
-    page.goto(hub.url + "/")
-    browser_login(page, hub, username)
-    page.wait_for_url(hub.url + "/")
-    return page
 
 
 def _today_ms() -> int:
@@ -247,7 +221,7 @@ def test_the_list_and_the_page_show_what_the_reports_said_and_no_activity(
     assert row["problems"] == ["sniffer: no capture permission"]
     assert row["revoked_ms"] is None and row["group"] == "pupils"
 
-    page = _logged_in(context, hub, "technician-1")
+    page = logged_in(context, hub, "technician-1")
     page.click("nav >> text=Devices")
     page.wait_for_url(hub.url + "/devices")
     page.goto(hub.url + "/devices?site=school")  # another test may fill a page with its own
@@ -294,7 +268,7 @@ def test_the_offsite_chart_table_holds_the_hours_written_in(
             ("summary", today - 40 * DAY, summary(36_000, 0)),  # outside the 30 days
         ],
     )
-    page = _logged_in(context, hub, "coordinator-1")
+    page = logged_in(context, hub, "coordinator-1")
     page.goto(hub.url + "/devices/school/lt-away")
     table = page.locator("figure.chart table.chart-data")
     assert [h.inner_text() for h in table.locator("thead th").all()][1:] == [
@@ -329,7 +303,7 @@ def test_the_offsite_chart_table_holds_the_hours_written_in(
 def test_a_technician_makes_a_token_a_device_enrols_with_it_then_revokes_it(
     hub: DashboardHub, broker: Mosquitto, context: BrowserContext, tmp_path: Path
 ) -> None:
-    page = _logged_in(context, hub, "technician-1")
+    page = logged_in(context, hub, "technician-1")
     page.goto(hub.url + "/devices")
     page.click("text=Enrolment tokens")
     page.wait_for_url(hub.url + "/devices/tokens")
@@ -545,7 +519,7 @@ def test_the_devices_pages_pass_axe_and_fit_320_px(
         if get_device_row(hub, device) is None:
             _laptop(hub, device)
     _sinkhole(hub)
-    page = _logged_in(context, hub, "technician-1")
+    page = logged_in(context, hub, "technician-1")
     problems: list[str] = []
     for path in ("/devices", "/devices/school/lt-axe", "/devices/school/dns-hall",
                  "/devices/tokens", "/devices/school/missing"):  # fmt: skip

@@ -36,7 +36,6 @@ from tests.test_web_devices import axe_problems
 from tests.web_support import (
     DashboardHub,
     browser_login,
-    chromium,
     dashboard_hub,
     http,
     login_cookie,
@@ -259,13 +258,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardHub]:
         finally:
             database.close()
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
 
 
 def _rows(page: Page, selector: str) -> dict[str, list[str]]:

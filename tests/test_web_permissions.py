@@ -214,14 +214,17 @@ def served(
                 )
         finally:
             db.close()
-        yield hub, {
-            "{alert_id}": str(alert_id),
-            "{action}": "note",
-            "{concern_id}": str(concern_id),
-            "{table}": "alerts",
-            "{site}": SITE,
-            "{device}": "lt-unknown",  # a 404 for those let in; a revoke changes nothing
-        }
+        yield (
+            hub,
+            {
+                "{alert_id}": str(alert_id),
+                "{action}": "note",
+                "{concern_id}": str(concern_id),
+                "{table}": "alerts",
+                "{site}": SITE,
+                "{device}": "lt-unknown",  # a 404 for those let in; a revoke changes nothing
+            },
+        )
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -12,12 +12,18 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import BrowserContext
 
 from hub import alerts
 from hub.reports import ReportError, academic_year, week_period
 from tests.services import mosquitto
-from tests.web_support import SITE, DashboardHub, browser_login, chromium, dashboard_hub, http
+from tests.web_support import (
+    SITE,
+    DashboardHub,
+    dashboard_hub,
+    http,
+    logged_in,
+)
 
 # What identifies an individual in the test data: none of it may reach a report.
 PERSONAL = ("lt-042", "lt-043", "10.0.0.7", "pupil-17", "bad.example", "tried to open")
@@ -79,31 +85,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardHub]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile per test."""
-    ctx = browser.new_context()
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-def _logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
-    page = context.new_page()
-    page.goto(hub.url + "/")
-    browser_login(page, hub, username)
-    page.wait_for_url(hub.url + "/")
-    return page
-
-
 def _no_individual(text: str) -> None:
     for marker in PERSONAL:
         assert marker not in text, marker
@@ -112,7 +93,7 @@ def _no_individual(text: str) -> None:
 def test_governor_generates_the_review_its_csv_and_signs_it(
     hub: DashboardHub, context: BrowserContext, tmp_path: Path
 ) -> None:
-    page = _logged_in(context, hub, "gov-1")
+    page = logged_in(context, hub, "gov-1")
     page.click("nav >> text=Reports")
     page.click("text=Governors' annual review")
     assert "/reports/annual?year=" in page.url
@@ -177,7 +158,7 @@ def test_governor_generates_the_review_its_csv_and_signs_it(
 def test_weekly_digest_has_aggregates_only(
     hub: DashboardHub, context: BrowserContext, tmp_path: Path
 ) -> None:
-    page = _logged_in(context, hub, "gov-1")
+    page = logged_in(context, hub, "gov-1")
     page.goto(hub.url + "/reports")
     page.click("text=Weekly digest")
     assert "/reports/weekly?week=" in page.url
@@ -194,7 +175,7 @@ def test_weekly_digest_has_aggregates_only(
 
 
 def test_only_report_roles_see_reports(hub: DashboardHub, context: BrowserContext) -> None:
-    page = _logged_in(context, hub, "tech-1")
+    page = logged_in(context, hub, "tech-1")
     answer = page.request.get(hub.url + "/reports/annual")
     assert answer.status == 403
     assert page.request.get(hub.url + "/api/reports/annual").status == 403

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import BrowserContext, Page
 
 from hub import alerts
 from hub.model import Alert
@@ -24,9 +23,9 @@ from tests.services import mosquitto
 from tests.web_support import (
     SITE,
     DashboardHub,
-    browser_login,
-    chromium,
+    api_json,
     dashboard_hub,
+    logged_in,
     login_cookie,
 )
 
@@ -400,50 +399,6 @@ def cookies(hub: DashboardHub) -> dict[str, str]:
     return {username: login_cookie(hub, username) for username in USERS}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Chromium for this module."""
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile per test."""
-    ctx = browser.new_context()
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-def _logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
-    page = context.new_page()
-    page.goto(hub.url + "/login")
-    browser_login(page, hub, username)
-    page.wait_for_url(hub.url + "/")
-    return page
-
-
-def _api(
-    hub: DashboardHub, method: str, path: str, cookie: str, body: object | None = None
-) -> tuple[int, dict[str, object]]:
-    """One JSON request over a real socket: (status, JSON body)."""
-    conn = HTTPConnection("127.0.0.1", hub.port, timeout=30)
-    try:
-        headers = {"Cookie": cookie, "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        text = response.read().decode()
-        return response.status, json.loads(text) if text else {}
-    finally:
-        conn.close()
-
-
 def _submit(page: Page, button: str) -> None:
     """Press a form's button and wait for the page the hub answers with (the same alert)."""
     with page.expect_navigation():
@@ -454,7 +409,7 @@ def test_triage_to_an_outcome_in_the_browser(
     hub: DashboardHub, context: BrowserContext, tmp_path: Path
 ) -> None:
     alert_id = hub.add_alert(3, "y7", device="lt-triage", name="triage.example")
-    page = _logged_in(context, hub, "coordinator-1")
+    page = logged_in(context, hub, "coordinator-1")
     page.goto(f"{hub.url}/alerts")
     page.click(f"a[href='/alerts/{alert_id}']")
     page.wait_for_url(f"{hub.url}/alerts/{alert_id}")
@@ -502,7 +457,7 @@ def test_triage_to_an_outcome_in_the_browser(
 
 def test_a_refused_action_says_why_on_the_page(hub: DashboardHub, context: BrowserContext) -> None:
     alert_id = hub.add_alert(2, "y7", device="lt-refused")
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     page.goto(f"{hub.url}/alerts/{alert_id}")
     token = page.get_attribute("input[name=csrf]", "value")
     assert token
@@ -562,13 +517,15 @@ def test_keyboard_only_triage_to_an_outcome(
     page.screenshot(path=tmp_path / "keyboard-closed.png", full_page=True)
 
 
-def test_the_same_actions_through_the_json_api(hub: DashboardHub, cookies: dict[str, str]) -> None:
+def test_the_same_actions_through_the_jsonapi_json(
+    hub: DashboardHub, cookies: dict[str, str]
+) -> None:
     alert_id = hub.add_alert(4, "y7", device="lt-api")
     base = f"/api/alerts/{alert_id}"
     dsl = cookies["dsl-1"]
 
     def act(action: str, who: str = "dsl-1", **body: str) -> tuple[int, dict[str, object]]:
-        return _api(hub, "POST", f"{base}/{action}", cookies[who], body)
+        return api_json(hub, "POST", f"{base}/{action}", cookies[who], body)
 
     status, got = act("acknowledge", note="Seen")
     assert status == 200 and got["status"] == "acknowledged"
@@ -616,11 +573,11 @@ def test_the_same_actions_through_the_json_api(hub: DashboardHub, cookies: dict[
     # A field longer than the API accepts is a 422 with the reason, not a 500.
     status, got = act("note", note="x" * 2001)
     assert status == 422 and "at most 2000" in json.dumps(got)
-    assert _api(hub, "POST", "/api/alerts/999999/note", dsl, {"note": "x"})[0] == 404
+    assert api_json(hub, "POST", "/api/alerts/999999/note", dsl, {"note": "x"})[0] == 404
     huge = "99999999999999999999"  # more than a BIGINT holds: no alert, not a database error
-    assert _api(hub, "GET", f"/api/alerts/{huge}", dsl)[0] == 404
-    assert _api(hub, "POST", f"/api/alerts/{huge}/note", dsl, {"note": "x"})[0] == 404
-    assert _api(hub, "GET", f"/api/alerts/new?since_id={huge}", dsl)[0] == 422
+    assert api_json(hub, "GET", f"/api/alerts/{huge}", dsl)[0] == 404
+    assert api_json(hub, "POST", f"/api/alerts/{huge}/note", dsl, {"note": "x"})[0] == 404
+    assert api_json(hub, "GET", f"/api/alerts/new?since_id={huge}", dsl)[0] == 422
     # Each answer showed the alert: each is in the access log, as a view by API.
     db = hub.db()
     try:
@@ -632,7 +589,7 @@ def test_the_same_actions_through_the_json_api(hub: DashboardHub, cookies: dict[
     finally:
         db.close()
     assert int(viewed[0][0]) == 1  # limited-7's one note
-    assert _api(hub, "POST", f"{base}/delete", dsl, {})[0] in (404, 405)
+    assert api_json(hub, "POST", f"{base}/delete", dsl, {})[0] in (404, 405)
 
 
 @pytest.mark.parametrize("action", ["acknowledge", "assign", "note", "escalate", "close", "reopen"])
@@ -642,14 +599,16 @@ def test_roles_without_alerts_act_are_refused_every_action(
     alert_id = hub.add_alert(3, "y7", device=f"lt-refuse-{action}")
     body = {"note": "x", "assignee": "dsl-1", "outcome": "police"}
     for who in ("technician-1", "governor-1", "admin-1"):
-        status, got = _api(hub, "POST", f"/api/alerts/{alert_id}/{action}", cookies[who], body)
+        status, got = api_json(hub, "POST", f"/api/alerts/{alert_id}/{action}", cookies[who], body)
         assert status == 403, (who, action, got)
     # The y8 DSL may not act on a y7 alert; the y7 DSL may.
-    status, _ = _api(hub, "POST", f"/api/alerts/{alert_id}/{action}", cookies["limited-8"], body)
+    status, _ = api_json(
+        hub, "POST", f"/api/alerts/{alert_id}/{action}", cookies["limited-8"], body
+    )
     assert status == 403
-    status, _ = _api(hub, "GET", f"/api/alerts/{alert_id}", cookies["dsl-1"])
+    status, _ = api_json(hub, "GET", f"/api/alerts/{alert_id}", cookies["dsl-1"])
     assert status == 200
-    trail = _api(hub, "GET", f"/api/alerts/{alert_id}", cookies["dsl-1"])[1]["trail"]
+    trail = api_json(hub, "GET", f"/api/alerts/{alert_id}", cookies["dsl-1"])[1]["trail"]
     assert [t["action"] for t in trail] == ["opened"]  # type: ignore[attr-defined]
 
 
@@ -657,22 +616,26 @@ def test_limited_dsl_acts_only_on_its_groups(hub: DashboardHub, cookies: dict[st
     theirs = hub.add_alert(3, "y8", device="lt-y8-only")
     mine = hub.add_alert(3, "y7", device="lt-y7-only")
     lee = cookies["limited-7"]
-    assert _api(hub, "POST", f"/api/alerts/{theirs}/note", lee, {"note": "x"})[0] == 403
-    status, got = _api(hub, "POST", f"/api/alerts/{mine}/assign", lee, {"assignee": "limited-8"})
+    assert api_json(hub, "POST", f"/api/alerts/{theirs}/note", lee, {"note": "x"})[0] == 403
+    status, got = api_json(
+        hub, "POST", f"/api/alerts/{mine}/assign", lee, {"assignee": "limited-8"}
+    )
     assert status == 409 and "may not see" in str(got["detail"])
-    status, got = _api(hub, "POST", f"/api/alerts/{mine}/assign", lee, {"assignee": "limited-7"})
+    status, got = api_json(
+        hub, "POST", f"/api/alerts/{mine}/assign", lee, {"assignee": "limited-7"}
+    )
     assert status == 200 and got["assignee"] == "limited-7"
     # The queue filtered by assignee, as the page and API share it.
-    status, got = _api(hub, "GET", "/api/alerts?assignee=limited-7", cookies["dsl-1"])
+    status, got = api_json(hub, "GET", "/api/alerts?assignee=limited-7", cookies["dsl-1"])
     assert status == 200
     listed = [int(a["id"]) for a in got["alerts"]]  # type: ignore[attr-defined]
     assert mine in listed and theirs not in listed
     for alert_id in listed:
-        assert _api(hub, "GET", f"/api/alerts/{alert_id}", lee)[1]["assignee"] == "limited-7"
-    status, got = _api(hub, "GET", "/api/alerts/new?since_id=0", cookies["limited-8"])
+        assert api_json(hub, "GET", f"/api/alerts/{alert_id}", lee)[1]["assignee"] == "limited-7"
+    status, got = api_json(hub, "GET", "/api/alerts/new?since_id=0", cookies["limited-8"])
     assert status == 200 and int(str(got["count"])) >= 1
     for who in ("technician-1", "governor-1", "admin-1"):
-        assert _api(hub, "GET", "/api/alerts/new?since_id=0", cookies[who])[0] == 403
+        assert api_json(hub, "GET", "/api/alerts/new?since_id=0", cookies[who])[0] == 403
 
 
 def test_the_detail_page_shows_the_devices_timeline_and_earlier_alerts(
@@ -696,7 +659,7 @@ def test_the_detail_page_shows_the_devices_timeline_and_earlier_alerts(
             ).id
     finally:
         db.close()
-    page = _logged_in(context, hub, "dsl-1")
+    page = logged_in(context, hub, "dsl-1")
     page.goto(f"{hub.url}/alerts/{alert_id}")
     timeline = page.inner_text("#timeline")
     for text in (
@@ -714,7 +677,7 @@ def test_the_detail_page_shows_the_devices_timeline_and_earlier_alerts(
     page.screenshot(path=tmp_path / "timeline.png", full_page=True)
     # The y7 DSL sees the y7 alerts of the device, never the y8 one's summary.
     page.context.clear_cookies()
-    lee = _logged_in(context, hub, "limited-7")
+    lee = logged_in(context, hub, "limited-7")
     lee.goto(f"{hub.url}/alerts/{alert_id}")
     earlier_list = lee.inner_text("#earlier")
     assert f"Alert {earlier}" in earlier_list and f"Alert {other}" not in earlier_list
@@ -724,7 +687,7 @@ def test_new_alerts_are_announced_without_changing_the_list(
     hub: DashboardHub, context: BrowserContext, tmp_path: Path
 ) -> None:
     hub.add_alert(2, "y7", device="lt-before")
-    page = _logged_in(context, hub, "limited-7")
+    page = logged_in(context, hub, "limited-7")
     page.clock.install()  # the page's timers run when the test says, not after 30 real seconds
     page.goto(f"{hub.url}/alerts")
     region = page.locator("#new-alerts")

@@ -16,7 +16,7 @@ from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlencode
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from hub import alerts
 from hub.config import load_config
@@ -238,3 +238,36 @@ def browser_login(page: Page, hub: DashboardHub, username: str, password: str = 
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("button[type=submit]")
+
+
+def logged_in(context: BrowserContext, hub: DashboardHub, username: str) -> Page:
+    """A new page in `context`, logged in as `username` through the real form, on the home
+    page."""
+    page = context.new_page()
+    page.goto(hub.url + "/")
+    browser_login(page, hub, username)
+    page.wait_for_url(hub.url + "/")
+    return page
+
+
+def api_json(
+    hub: DashboardHub, method: str, path: str, cookie: str, body: object | None = None
+) -> tuple[int, dict[str, object]]:
+    """One JSON request over a real socket: (status, the JSON body; {} if none or not JSON)."""
+    conn = HTTPConnection("127.0.0.1", hub.port, timeout=30)
+    try:
+        headers = {"Cookie": cookie, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode()
+        try:
+            got = json.loads(text) if text else {}
+        except ValueError:
+            got = {}
+        return response.status, got if isinstance(got, dict) else {"value": got}
+    finally:
+        conn.close()
