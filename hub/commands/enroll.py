@@ -11,13 +11,11 @@ from common.identity import DEVICE_CLASSES
 from hub.config import HubConfig, load_config
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.enroll.bundle import make_bundle
-from hub.enroll.settings import load_enroll_settings
+from hub.enroll.settings import enrol_command, load_enroll_settings
 from hub.enroll.tokens import create_token, list_tokens, parse_duration, revoke_token
 from hub.keys import HubKeys
 from hub.policy.settings import load_policy_settings
 from hub.store import Database
-
-PLACEHOLDER_URL = "mqtts://HUB-ADDRESS:8883"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,21 +95,15 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         f"# id {token.token_id}: site {site}, class {args.device_class}, group {group}, "
         f"{args.uses} use(s), expires in {args.expires}"
     )
-    print(f"# on the device: {enrol_command(config, site, args.device_class, token.text)}")
+    print(f"# on the device: {_enrol_hint(config, site, args.device_class, token.text)}")
     report_broker_files(files)
     return 0
 
 
-def enrol_command(config: HubConfig, site: str, device_class: str, token: str) -> str:
-    """The command a technician runs on the device, with every argument it needs."""
-    url = load_enroll_settings(config).device_broker_url
-    program = "hedgerow-dns enroll --config /etc/hedgerow/hedgerow-dns.toml"
-    if device_class != "sinkhole":
-        program = "hedgerow-agent enroll"
-    command = f"sudo {program} --site {site} --broker {url or PLACEHOLDER_URL} --token {token}"
-    if url is None or url.startswith("mqtts:"):
-        command += " --ca /etc/hedgerow/ca.pem"
-    if url is None:
+def _enrol_hint(config: HubConfig, site: str, device_class: str, token: str) -> str:
+    """enrol_command, plus where to set the hub's address when it is not known."""
+    command = enrol_command(config, site, device_class, token)
+    if load_enroll_settings(config).device_broker_url is None:
         command += "   (set [enroll] device_broker_url to print the hub's address here)"
     return command
 

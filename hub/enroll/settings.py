@@ -90,3 +90,19 @@ def _reload_command(sec: Section, find_program: bool) -> tuple[str, ...] | None:
     if find_program and shutil.which(program) is None:
         sec.fail(key, argv, f"program {program!r} is not found or not executable")
     return tuple(argv)
+
+
+PLACEHOLDER_URL = "mqtts://HUB-ADDRESS:8883"  # shown when [enroll] device_broker_url is unset
+
+
+def enrol_command(config: HubConfig, site: str, device_class: str, token: str) -> str:
+    """The command a technician runs on the device, with every argument it needs (the CLI's
+    `enroll-token create` and the dashboard's token page both show it)."""
+    url = load_enroll_settings(config).device_broker_url
+    program = "hedgerow-dns enroll --config /etc/hedgerow/hedgerow-dns.toml"
+    if device_class != "sinkhole":
+        program = "hedgerow-agent enroll"
+    command = f"sudo {program} --site {site} --broker {url or PLACEHOLDER_URL} --token {token}"
+    if url is None or url.startswith("mqtts:"):
+        command += " --ca /etc/hedgerow/ca.pem"
+    return command

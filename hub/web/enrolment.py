@@ -17,9 +17,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from common.errors import HedgerowError
 from common.identity import DEVICE_CLASSES
-from hub.config import HubConfig
 from hub.enroll.broker import BrokerFiles, write_broker_files
-from hub.enroll.settings import load_enroll_settings
+from hub.enroll.settings import enrol_command
 from hub.enroll.tokens import TokenRow, create_token, list_tokens, parse_duration, revoke_token
 from hub.keys import HubKeys
 from hub.policy.publish import known_sites
@@ -34,26 +33,12 @@ from hub.web.queue import QueueError
 log = logging.getLogger(__name__)
 router = APIRouter()
 _MANAGE = Annotated[Principal, Depends(Needs(Permission.DEVICES_MANAGE))]
-_PLACEHOLDER_URL = "mqtts://HUB-ADDRESS:8883"
 TOKEN_CREATED = "enrolment token created"
 TOKEN_REVOKED = "enrolment token revoked"
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def enrol_command(config: HubConfig, site: str, device_class: str, token: str) -> str:
-    """The command a technician runs on the device (as `hedgerow-hub enroll-token create`
-    prints it; hub.commands imports hub.web, so that one cannot be imported here)."""
-    url = load_enroll_settings(config).device_broker_url
-    program = "hedgerow-dns enroll --config /etc/hedgerow/hedgerow-dns.toml"
-    if device_class != "sinkhole":
-        program = "hedgerow-agent enroll"
-    command = f"sudo {program} --site {site} --broker {url or _PLACEHOLDER_URL} --token {token}"
-    if url is None or url.startswith("mqtts:"):
-        command += " --ca /etc/hedgerow/ca.pem"
-    return command
 
 
 @dataclass(frozen=True, slots=True)
