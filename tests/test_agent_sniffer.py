@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, TCP, UDP
@@ -30,6 +31,7 @@ from agent.laptop.sniffer.client_hello import server_name
 from agent.laptop.sniffer.flows import FlowLimiter
 from agent.laptop.sniffer.observed import Observed
 from agent.laptop.sniffer.preflight import has_net_raw, why_not
+from agent.laptop.sniffer.supervisor import OWNER_LOOKUPS_PER_S
 from tests.waiting import wait_until
 
 ALLOWED = ["10.0.0.53", "127.0.0.1"]
@@ -364,6 +366,42 @@ def test_real_sniffer_sees_dot_and_dns_on_lo(sniffer: tuple[Sniffer, Findings]) 
     assert elsewhere.port == 53 and elsewhere.proto == "udp"
 
 
+def test_a_finding_names_the_program_that_holds_the_socket(
+    sniffer: tuple[Sniffer, Findings],
+) -> None:
+    """A DoT connection this test process keeps open is found with this process's name (the
+    socket's owner, from psutil), as the psutil baseline's findings are."""
+    _, found = sniffer
+    with (
+        socket.create_server(("127.0.0.1", 853)) as listener,
+        socket.create_connection(("127.0.0.1", 853), timeout=5),
+    ):
+        conn, _ = listener.accept()
+        with conn:
+            wait_until(lambda: found.has("dot", "127.0.0.1"), timeout=30, what="the finding")
+    dot = next(f for f in found.items if f.method == "dot")
+    assert dot.process == psutil.Process().name(), dot
+
+
+def test_naming_programs_is_budgeted() -> None:
+    """A flood of bypass packets makes at most OWNER_LOOKUPS_PER_S socket-table scans a second;
+    the rest go without a name (they are still findings)."""
+    calls: list[int] = []
+
+    def owner(proto: str, local: str, lport: int, remote: str, rport: int) -> str | None:
+        calls.append(lport)
+        return "evil-vpn"
+
+    found = Findings()
+    sn = Sniffer(found, allowed_dns=lambda: [OUR_FILTER], owner=owner)
+    for port in range(40000, 40050):
+        obs = Observed("udp", "127.0.0.1", f"10.9.{port % 250}.1", port, 53, "x.example", None)
+        sn._handle(obs.to_line())
+    assert 1 <= len(calls) <= OWNER_LOOKUPS_PER_S + 1
+    named = [f for f in found.items if f.process == "evil-vpn"]
+    assert len(named) == len(calls) and len(found.items) > len(named)
+
+
 def test_killed_child_is_restarted(sniffer: tuple[Sniffer, Findings]) -> None:
     """SIGKILL to the child (by its pid): a new child runs, and findings flow again."""
     sn, found = sniffer
@@ -382,6 +420,7 @@ def test_killed_child_is_restarted(sniffer: tuple[Sniffer, Findings]) -> None:
 NO_NET_RAW = """
 import sys
 from agent.laptop.sniffer import Sniffer
+from agent.laptop.sniffer.supervisor import OWNER_LOOKUPS_PER_S
 sn = Sniffer(lambda f: None, allowed_dns=lambda: [])
 sn.start()
 print(sn.state, sn.child_pid)

@@ -56,6 +56,28 @@ def connections() -> list[Connection]:
     return out
 
 
+def socket_owner(
+    proto: str, local: str, local_port: int, remote: str, remote_port: int
+) -> str | None:
+    """The name of the process that holds this socket (a packet's source address and port, as
+    the sniffer saw it), or None when it has gone or cannot be read."""
+    kind = "tcp" if proto == "tcp" else "udp"
+    try:
+        raw = psutil.net_connections(kind=kind)
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in raw:
+        if conn.pid is None or not conn.laddr or conn.laddr.port != local_port:
+            continue
+        if conn.laddr.ip not in (local, "0.0.0.0", "::"):
+            continue
+        if conn.raddr and (conn.raddr.ip, conn.raddr.port) != (remote, remote_port):
+            continue
+        found = process(conn.pid)
+        return found.name if found is not None else None
+    return None
+
+
 def pids() -> set[int]:
     """The pids of every process now."""
     return set(psutil.pids())

@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection
+from dataclasses import replace
 
-from agent.laptop.activity.findings import BypassFinding, FindingGate
+from agent.laptop.activity.findings import BypassFinding, FindingGate, plain_address
+from agent.laptop.activity.host import socket_owner
 from agent.laptop.sniffer.analysis import analyse
 from agent.laptop.sniffer.observed import STARTED_LINE, Observed
 from agent.laptop.sniffer.preflight import why_not
@@ -25,6 +27,8 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 60.0
 HEALTHY_AFTER_S = 60.0  # a child that ran this long was fine: the next restart starts fast again
 STOP_GRACE_S = 5.0
+OWNER_LOOKUPS_PER_S = 5.0  # psutil scans of the socket table, to name a packet's program
+Owner = Callable[[str, str, int, str, int], str | None]
 
 # The child's exit codes (child.py) and what they mean for `state`.
 EXIT_REASONS = {3: "libpcap not found", 4: "no CAP_NET_RAW", 5: "no such interface"}
@@ -39,11 +43,15 @@ class Sniffer:
         *,
         allowed_dns: Callable[[], Collection[str]],
         interface: str | None = None,
+        owner: Owner = socket_owner,
     ) -> None:
         """`on_finding` gets each new finding (once per 10 minutes per key), from the reader
         thread; `allowed_dns` gives the DNS servers that are not a bypass; `interface` limits
-        the capture to one interface (default: all present when the child starts)."""
+        the capture to one interface (default: all present when the child starts); `owner`
+        names the process holding a packet's socket (psutil, at most OWNER_LOOKUPS_PER_S)."""
         self._on_finding = on_finding
+        self._owner = owner
+        self._lookups = _Budget(OWNER_LOOKUPS_PER_S)
         self._allowed_dns = allowed_dns
         self._interface = interface
         self._gate = FindingGate(time.time)
@@ -160,10 +168,37 @@ class Sniffer:
             finding = analyse(obs, self._allowed_dns())
             if finding is None:
                 return
+            finding = self._named(finding, obs)
             for admitted in self._gate.admit([finding]):
                 self._on_finding(admitted)
         except Exception:  # the caller's callback must not end our reading
             log.exception("handling a sniffed packet failed")
+
+    def _named(self, finding: BypassFinding, obs: Observed) -> BypassFinding:
+        """The finding with the program that sent the packet, when its socket is still open
+        and a lookup is in budget (a flood of packets must not become a flood of /proc scans;
+        then the finding goes without the name)."""
+        if not self._lookups.take(time.monotonic()):
+            return finding
+        name = self._owner(obs.proto, plain_address(obs.src), obs.sport, finding.remote, obs.dport)
+        return finding if name is None else replace(finding, process=name)
+
+
+class _Budget:
+    """At most `per_s` takes a second (a token bucket holding one second's worth)."""
+
+    def __init__(self, per_s: float) -> None:
+        self._per_s = per_s
+        self._tokens = per_s
+        self._at = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._per_s, self._tokens + (now - self._at) * self._per_s)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 def _end(proc: subprocess.Popen[str]) -> None:
