@@ -1,5 +1,5 @@
-"""The alert store: create, deduplicate, escalate, triage (acknowledge, assign, note, escalate
-to the DSL, close with an outcome, reopen) and list alerts.
+"""The alert store: create, deduplicate, escalate, acknowledge, close, resolve and list alerts
+(a person's other actions, with the outcomes, are in hub/alert_triage.py).
 
 Rules hand it a Finding; it keeps one open alert per (site, device, rule, key) (the alerts_open
 partial unique index), honours a cooldown after an alert was acknowledged or closed, and tells
@@ -134,7 +134,7 @@ def _merge_evidence(old: tuple[int, ...], new: tuple[int, ...], limit: int) -> t
     return tuple(merged)
 
 
-def _add_action(
+def add_action(
     db: Database,
     alert_id: int,
     at_ms: int,
@@ -315,7 +315,7 @@ def bump(
     severity = max(finding.severity, current.severity)
     bumped = _folded(current, finding, policy.evidence_limit, summary=summary, severity=severity)
     if finding.severity > current.severity:
-        _add_action(
+        add_action(
             db,
             current.id,
             finding.at_ms,
@@ -367,7 +367,7 @@ def record_new(
             json.dumps(list(evidence)),
         ),
     )
-    _add_action(db, alert_id, finding.at_ms, HUB_ACTOR, "opened", None)
+    add_action(db, alert_id, finding.at_ms, HUB_ACTOR, "opened", None)
     alert = Alert(
         id=alert_id,
         rule=finding.rule,
@@ -414,7 +414,7 @@ def _set_status(
     if alert.status == status:
         raise AlertError(f"alert {alert_id} is already {status}")
     db.execute("UPDATE alerts SET status = ? WHERE id = ?", (status, alert_id))
-    _add_action(db, alert_id, at_ms, actor, action, note)
+    add_action(db, alert_id, at_ms, actor, action, note)
     log.info("alert %d %s by %s", alert_id, action, actor)
     return replace(alert, status=status)
 
@@ -468,63 +468,6 @@ def actions(db: Database, alert_id: int) -> list[tuple[int, str, str, str | None
     return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
 
 
-# The outcomes a person closes an alert with: the school's safeguarding policy's choices.
-OUTCOMES = {
-    "false_positive": "False positive",
-    "no_further_action": "No further action",
-    "managed_internally": "Managed internally",
-    "early_help": "Early help",
-    "social_care": "Children's social care",
-    "police": "Police",
-}
-TRIAGE_COLUMNS = "assignee, outcome, escalated_ms"  # read after ALERT_COLUMNS by triage_of()
-
-
-@dataclass(frozen=True, slots=True)
-class Triage:
-    """Where a person's handling of an alert stands: who has it, the outcome it was closed
-    with, and when it was escalated to the DSL (None: not escalated)."""
-
-    assignee: str | None = None
-    outcome: str | None = None
-    escalated_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TrailEntry:
-    """One row of an alert's append-only trail; `value` is what it set (assignee, outcome)."""
-
-    at_ms: int
-    actor: str
-    action: str
-    note: str | None
-    value: str | None
-
-
-def triage_of(row: Row, start: int = 14) -> Triage:
-    """A Triage from the TRIAGE_COLUMNS of a row, starting at column `start`."""
-    escalated = row[start + 2]
-    return Triage(row[start], row[start + 1], None if escalated is None else int(escalated))
-
-
-def get_triage(db: Database, alert_id: int) -> Triage:
-    """The triage state of one alert; AlertError if there is none."""
-    rows = db.execute(f"SELECT {TRIAGE_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
-    if not rows:
-        raise AlertError(f"there is no alert {alert_id}")
-    return triage_of(rows[0], 0)
-
-
-def trail(db: Database, alert_id: int) -> list[TrailEntry]:
-    """The alert's whole trail, oldest first."""
-    rows = db.execute(
-        "SELECT at_ms, actor, action, note, value FROM alert_actions WHERE alert_id = ? "
-        "ORDER BY id",
-        (alert_id,),
-    )
-    return [TrailEntry(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
-
-
 def _reopen_escalated(
     db: Database,
     closed: Alert,
@@ -538,7 +481,7 @@ def _reopen_escalated(
     reopened = replace(reopened, status="open")
     db.execute("UPDATE alerts SET status = 'open', outcome = NULL WHERE id = ?", (closed.id,))
     _update(db, reopened)
-    _add_action(
+    add_action(
         db,
         closed.id,
         finding.at_ms,
@@ -552,102 +495,7 @@ def _reopen_escalated(
     return reopened
 
 
-def _required(text: str | None, what: str) -> str:
-    cleaned = (text or "").strip()
-    if not cleaned:
-        raise AlertError(f"{what} is required")
-    return cleaned
-
-
-def _not_closed(alert: Alert) -> None:
-    if alert.status == "closed":
-        raise AlertError(f"alert {alert.id} is closed: reopen it first")
-
-
-def assign(
-    db: Database, alert_id: int, at_ms: int, actor: str, assignee: str, note: str | None = None
-) -> Alert:
-    """Give an open or acknowledged alert to a dashboard user (the caller checks that they may
-    see it); the trail row carries the assignee."""
-    alert = get_alert(db, alert_id)
-    _not_closed(alert)
-    assignee = _required(assignee, "the assignee")
-    db.execute("UPDATE alerts SET assignee = ? WHERE id = ?", (assignee, alert_id))
-    _add_action(db, alert_id, at_ms, actor, "assigned", note, assignee)
-    log.info("alert %d assigned to %s by %s", alert_id, assignee, actor)
-    return alert
-
-
-def add_note(db: Database, alert_id: int, at_ms: int, actor: str, note: str) -> Alert:
-    """Add a note to an alert's trail, in any status."""
-    alert = get_alert(db, alert_id)
-    _add_action(db, alert_id, at_ms, actor, "note", _required(note, "the note"))
-    return alert
-
-
-def escalate_to_dsl(db: Database, alert_id: int, at_ms: int, actor: str, reason: str) -> Alert:
-    """Flag an open or acknowledged alert for the DSL: it heads the queue until closed."""
-    alert = get_alert(db, alert_id)
-    _not_closed(alert)
-    reason = _required(reason, "the reason")
-    if get_triage(db, alert_id).escalated_ms is not None:
-        raise AlertError(f"alert {alert_id} is already escalated to the DSL")
-    db.execute("UPDATE alerts SET escalated_ms = ? WHERE id = ?", (at_ms, alert_id))
-    _add_action(db, alert_id, at_ms, actor, "escalated to the DSL", reason)
-    log.info("alert %d escalated to the DSL by %s", alert_id, actor)
-    return alert
-
-
-def close_with_outcome(
-    db: Database, alert_id: int, at_ms: int, actor: str, outcome: str, reason: str
-) -> Alert:
-    """Close an open or acknowledged alert with one of OUTCOMES and the reason for it."""
-    if outcome not in OUTCOMES:
-        raise AlertError(f"outcome {outcome!r}: must be one of {', '.join(OUTCOMES)}")
-    reason = _required(reason, "the reason")
-    alert = get_alert(db, alert_id)
-    _not_closed(alert)
-    db.execute(
-        "UPDATE alerts SET status = 'closed', outcome = ?, escalated_ms = NULL WHERE id = ?",
-        (outcome, alert_id),
-    )
-    _add_action(db, alert_id, at_ms, actor, "closed", reason, outcome)
-    log.info("alert %d closed (%s) by %s", alert_id, outcome, actor)
-    return replace(alert, status="closed")
-
-
-def reopen(db: Database, alert_id: int, at_ms: int, actor: str, reason: str) -> Alert:
-    """Reopen a closed alert, unless a newer alert of the same condition is open."""
-    alert = get_alert(db, alert_id)
-    if alert.status != "closed":
-        raise AlertError(f"alert {alert_id} is not closed")
-    reason = _required(reason, "the reason")
-    other = find_open(db, alert.site, alert.device, alert.rule, alert.dedup_key)
-    if other is not None:
-        raise AlertError(f"alert {other.id} of the same condition is open: work on that one")
-    db.execute("UPDATE alerts SET status = 'open', outcome = NULL WHERE id = ?", (alert_id,))
-    _add_action(db, alert_id, at_ms, actor, "reopened", reason)
-    log.info("alert %d reopened by %s", alert_id, actor)
-    return replace(alert, status="open")
-
-
-def earlier_alerts(db: Database, alert: Alert, limit: int = 20) -> list[Alert]:
-    """The device's alerts before this one, newest first."""
-    rows = db.execute(
-        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND id < ? "
-        f"ORDER BY id DESC LIMIT {int(limit)}",
-        (alert.site, alert.device, alert.id),
-    )
-    return [alert_of(r) for r in rows]
-
-
-def newest_id(db: Database) -> int:
-    """The highest alert id so far (0 when there are none): where "new since" starts."""
-    rows = db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts")
-    return int(rows[0][0])
-
-
 def record_hub_action(db: Database, alert_id: int, at_ms: int, action: str, note: str) -> None:
     """Append a trail row by the hub itself (e.g. the escalation chain telling the next
     contact), in the caller's transaction."""
-    _add_action(db, alert_id, at_ms, HUB_ACTOR, action, note)
+    add_action(db, alert_id, at_ms, HUB_ACTOR, action, note)

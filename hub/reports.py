@@ -9,7 +9,8 @@ import statistics
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from hub.alerts import HUB_ACTOR, OUTCOMES
+from hub.alert_triage import OUTCOMES
+from hub.alerts import HUB_ACTOR
 from hub.checks import KINDS, RESULTS, read_checks
 from hub.store import Database
 

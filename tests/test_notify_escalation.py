@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub import alerts
+from hub import alert_triage, alerts
 from hub.alerts import AlertPolicy, Finding, record
 from hub.config import load_config
 from hub.errors import ConfigError
@@ -189,7 +189,7 @@ def test_any_human_action_stops_the_chain_and_the_end_of_the_chain_is_recorded(
     silent_one = world.alert(5, key="b")
     world.later(0)
     with world.db.transaction():
-        alerts.add_note(world.db, noted.id, world.now + 10, "dsl-1", "calling home")
+        alert_triage.add_note(world.db, noted.id, world.now + 10, "dsl-1", "calling home")
     assert world.later(60) == ["deputy@school.example"]  # only for the alert nobody touched
     assert world.later(60) == ["head@school.example"]
     assert world.later(60) == []
@@ -204,7 +204,7 @@ def test_any_human_action_stops_the_chain_and_the_end_of_the_chain_is_recorded(
 
 
 def test_escalating_to_the_dsl_on_the_dashboard_tells_the_dsl_at_once(world: World) -> None:
-    """"Escalate to the DSL" (hub/web/triage.py, as the page and the API call it) tells the
+    """ "Escalate to the DSL" (hub/web/triage.py, as the page and the API call it) tells the
     first contact of the chain in force at once, whatever the alert's severity, and says who
     escalated it; the subject still names no pupil, device or domain."""
     from hub.web.permissions import Principal, Role

@@ -24,7 +24,7 @@ import pytest
 from fastapi.routing import APIRoute
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from hub import alerts
+from hub import alert_triage, alerts
 from hub import concerns as concern_store
 from hub.checks import add_check, sign_review
 from hub.config import parse_config
@@ -185,11 +185,11 @@ def _seed(hub: DashboardHub) -> Seeded:
                     (1, SITE, "lt-042", "10.0.0.7", category, count, now),
                 )
             alerts.acknowledge(db, closed, now + 1000, dsl, "looking")
-            alerts.close_with_outcome(db, closed, now + 2000, dsl, "early_help", "spoken to")
+            alert_triage.close_with_outcome(db, closed, now + 2000, dsl, "early_help", "spoken to")
             alerts.acknowledge(db, escalated, now + 1000, USERS[Role.COORDINATOR])
-            alerts.assign(db, escalated, now + 2000, dsl, dsl, "for the DSL")
-            alerts.add_note(db, escalated, now + 3000, dsl, "parents called")
-            alerts.escalate_to_dsl(db, escalated, now + 4000, dsl, "a pattern")
+            alert_triage.assign(db, escalated, now + 2000, dsl, dsl, "for the DSL")
+            alert_triage.add_note(db, escalated, now + 3000, dsl, "parents called")
+            alert_triage.escalate_to_dsl(db, escalated, now + 4000, dsl, "a pattern")
             values = {"pupil": "pupil-17", "category": "self-harm or suicide", "seen": "searches"}
             linked = [alerts.get_alert(db, i) for i in (closed, escalated)]
             opened = concern_store.open_concern(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext
 
-from hub import alerts
+from hub import alert_triage, alerts
 from hub.reports import ReportError, academic_year, week_period
 from tests.services import mosquitto
 from tests.web_support import (
@@ -72,7 +72,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardHub]:
         db = running.db()
         try:
             alerts.acknowledge(db, closed, now + 120_000, "dsl-1")
-            alerts.close_with_outcome(
+            alert_triage.close_with_outcome(
                 db, closed, now + 240_000, "dsl-1", "early_help", "pupil-17 spoken to"
             )
             db.execute(

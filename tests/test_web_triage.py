@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from hub import alerts
+from hub import alert_triage, alerts
 from hub.model import Alert
 from hub.store import Database, sqlite_url
 from hub.store.reports import BlockedEntry, NewReport, insert_reports
@@ -75,7 +75,7 @@ def _finding(
 
 
 def _trail(db: Database, alert_id: int) -> list[tuple[str, str, str | None, str | None]]:
-    return [(t.actor, t.action, t.note, t.value) for t in alerts.trail(db, alert_id)]
+    return [(t.actor, t.action, t.note, t.value) for t in alert_triage.trail(db, alert_id)]
 
 
 class Heard:
@@ -92,12 +92,14 @@ class Heard:
 def test_each_action_writes_its_trail_row(db: Database) -> None:
     alert_id = alerts.record(db, _finding(3), POLICY).id
     alerts.acknowledge(db, alert_id, 2_000, "dana", "Looking")
-    alerts.assign(db, alert_id, 3_000, "dana", "lee", "Lee knows the class")
-    alerts.add_note(db, alert_id, 4_000, "lee", "Spoke to the teacher")
-    alerts.escalate_to_dsl(db, alert_id, 5_000, "lee", "A pattern this week")
-    triage = alerts.get_triage(db, alert_id)
+    alert_triage.assign(db, alert_id, 3_000, "dana", "lee", "Lee knows the class")
+    alert_triage.add_note(db, alert_id, 4_000, "lee", "Spoke to the teacher")
+    alert_triage.escalate_to_dsl(db, alert_id, 5_000, "lee", "A pattern this week")
+    triage = alert_triage.get_triage(db, alert_id)
     assert (triage.assignee, triage.outcome, triage.escalated_ms) == ("lee", None, 5_000)
-    alerts.close_with_outcome(db, alert_id, 6_000, "dana", "early_help", "Referred to early help")
+    alert_triage.close_with_outcome(
+        db, alert_id, 6_000, "dana", "early_help", "Referred to early help"
+    )
     assert _trail(db, alert_id) == [
         ("hedgerow-hub", "opened", None, None),
         ("dana", "acknowledged", "Looking", None),
@@ -106,18 +108,18 @@ def test_each_action_writes_its_trail_row(db: Database) -> None:
         ("lee", "escalated to the DSL", "A pattern this week", None),
         ("dana", "closed", "Referred to early help", "early_help"),
     ]
-    assert [t.at_ms for t in alerts.trail(db, alert_id)] == [n * 1_000 for n in range(1, 7)]
+    assert [t.at_ms for t in alert_triage.trail(db, alert_id)] == [n * 1_000 for n in range(1, 7)]
     assert alerts.get_alert(db, alert_id).status == "closed"
     # Closing ends the escalation (the queue no longer puts it first) and keeps the outcome.
-    assert alerts.get_triage(db, alert_id) == alerts.Triage("lee", "early_help", None)
+    assert alert_triage.get_triage(db, alert_id) == alert_triage.Triage("lee", "early_help", None)
 
 
-@pytest.mark.parametrize("outcome", sorted(alerts.OUTCOMES))
+@pytest.mark.parametrize("outcome", sorted(alert_triage.OUTCOMES))
 def test_every_policy_outcome_closes(db: Database, outcome: str) -> None:
     alert_id = alerts.record(db, _finding(2), POLICY).id
-    closed = alerts.close_with_outcome(db, alert_id, 2_000, "dana", outcome, "Decided")
+    closed = alert_triage.close_with_outcome(db, alert_id, 2_000, "dana", outcome, "Decided")
     assert closed.status == "closed"
-    assert alerts.get_triage(db, alert_id).outcome == outcome
+    assert alert_triage.get_triage(db, alert_id).outcome == outcome
 
 
 @pytest.mark.parametrize(
@@ -135,7 +137,7 @@ def test_closing_needs_a_policy_outcome_and_a_reason(
 ) -> None:
     alert_id = alerts.record(db, _finding(2), POLICY).id
     with pytest.raises(alerts.AlertError, match=says):
-        alerts.close_with_outcome(db, alert_id, 2_000, "dana", outcome, reason)
+        alert_triage.close_with_outcome(db, alert_id, 2_000, "dana", outcome, reason)
     assert alerts.get_alert(db, alert_id).status == "open"
     assert _trail(db, alert_id) == [("hedgerow-hub", "opened", None, None)]
 
@@ -143,31 +145,31 @@ def test_closing_needs_a_policy_outcome_and_a_reason(
 def test_what_a_state_forbids(db: Database) -> None:
     alert_id = alerts.record(db, _finding(2), POLICY).id
     needs_words: list[Callable[[], Alert]] = [
-        lambda: alerts.add_note(db, alert_id, 2_000, "dana", " "),
-        lambda: alerts.escalate_to_dsl(db, alert_id, 2_000, "dana", ""),
-        lambda: alerts.assign(db, alert_id, 2_000, "dana", ""),
+        lambda: alert_triage.add_note(db, alert_id, 2_000, "dana", " "),
+        lambda: alert_triage.escalate_to_dsl(db, alert_id, 2_000, "dana", ""),
+        lambda: alert_triage.assign(db, alert_id, 2_000, "dana", ""),
     ]
     for refused in needs_words:
         with pytest.raises(alerts.AlertError, match="is required"):
             refused()
-    alerts.escalate_to_dsl(db, alert_id, 2_000, "dana", "Worrying")
+    alert_triage.escalate_to_dsl(db, alert_id, 2_000, "dana", "Worrying")
     with pytest.raises(alerts.AlertError, match="already escalated"):
-        alerts.escalate_to_dsl(db, alert_id, 2_500, "dana", "Again")
+        alert_triage.escalate_to_dsl(db, alert_id, 2_500, "dana", "Again")
     with pytest.raises(alerts.AlertError, match="is not closed"):
-        alerts.reopen(db, alert_id, 2_500, "dana", "Why")
-    alerts.close_with_outcome(db, alert_id, 3_000, "dana", "no_further_action", "Checked")
+        alert_triage.reopen(db, alert_id, 2_500, "dana", "Why")
+    alert_triage.close_with_outcome(db, alert_id, 3_000, "dana", "no_further_action", "Checked")
     closed_refusals: list[Callable[[], Alert]] = [
         lambda: alerts.acknowledge(db, alert_id, 4_000, "dana"),
-        lambda: alerts.assign(db, alert_id, 4_000, "dana", "lee"),
-        lambda: alerts.escalate_to_dsl(db, alert_id, 4_000, "dana", "Later"),
-        lambda: alerts.close_with_outcome(db, alert_id, 4_000, "dana", "police", "Again"),
+        lambda: alert_triage.assign(db, alert_id, 4_000, "dana", "lee"),
+        lambda: alert_triage.escalate_to_dsl(db, alert_id, 4_000, "dana", "Later"),
+        lambda: alert_triage.close_with_outcome(db, alert_id, 4_000, "dana", "police", "Again"),
     ]
     for refused in closed_refusals:
         with pytest.raises(alerts.AlertError, match="closed"):
             refused()
-    alerts.add_note(db, alert_id, 4_000, "dana", "A note on a closed alert is allowed")
+    alert_triage.add_note(db, alert_id, 4_000, "dana", "A note on a closed alert is allowed")
     with pytest.raises(alerts.AlertError, match="the reason is required"):
-        alerts.reopen(db, alert_id, 4_000, "dana", "")
+        alert_triage.reopen(db, alert_id, 4_000, "dana", "")
     assert [a for _, a, _, _ in _trail(db, alert_id)] == [
         "opened", "escalated to the DSL", "closed", "note",
     ]  # fmt: skip
@@ -176,7 +178,9 @@ def test_what_a_state_forbids(db: Database) -> None:
 def test_a_closed_alert_that_escalates_reopens(db: Database) -> None:
     heard = Heard()
     alert_id = alerts.record(db, _finding(3, at=1_000), POLICY, heard).id
-    alerts.close_with_outcome(db, alert_id, 2_000, "dana", "false_positive", "A research task")
+    alert_triage.close_with_outcome(
+        db, alert_id, 2_000, "dana", "false_positive", "A research task"
+    )
     # The same condition again, no more severe, within the cooldown: folded in, still closed.
     same = alerts.record(db, _finding(3, at=3_000), POLICY, heard)
     assert (same.id, alerts.get_alert(db, alert_id).status) == (alert_id, "closed")
@@ -185,7 +189,7 @@ def test_a_closed_alert_that_escalates_reopens(db: Database) -> None:
     assert worse.id == alert_id
     again = alerts.get_alert(db, alert_id)
     assert (again.status, again.severity, again.count) == ("open", 5, 3)
-    assert alerts.get_triage(db, alert_id).outcome is None
+    assert alert_triage.get_triage(db, alert_id).outcome is None
     assert _trail(db, alert_id)[-1] == (
         "hedgerow-hub",
         "reopened",
@@ -198,17 +202,21 @@ def test_a_closed_alert_that_escalates_reopens(db: Database) -> None:
 
 def test_reopen_is_refused_while_a_newer_alert_of_the_condition_is_open(db: Database) -> None:
     old = alerts.record(db, _finding(3, at=1_000), POLICY).id
-    alerts.close_with_outcome(db, old, 2_000, "dana", "managed_internally", "Handled in class")
+    alert_triage.close_with_outcome(
+        db, old, 2_000, "dana", "managed_internally", "Handled in class"
+    )
     after_cooldown = 2_000 + POLICY.cooldown_ms + 1
     newer = alerts.record(db, _finding(3, at=after_cooldown), POLICY).id
     assert newer != old
     with pytest.raises(alerts.AlertError, match=f"alert {newer} of the same condition is open"):
-        alerts.reopen(db, old, after_cooldown + 1, "dana", "Same pupil again")
+        alert_triage.reopen(db, old, after_cooldown + 1, "dana", "Same pupil again")
     assert alerts.get_alert(db, old).status == "closed"
-    alerts.close_with_outcome(db, newer, after_cooldown + 2, "dana", "false_positive", "Test")
-    reopened = alerts.reopen(db, old, after_cooldown + 3, "dana", "The first decision was wrong")
+    alert_triage.close_with_outcome(db, newer, after_cooldown + 2, "dana", "false_positive", "Test")
+    reopened = alert_triage.reopen(
+        db, old, after_cooldown + 3, "dana", "The first decision was wrong"
+    )
     assert reopened.status == "open"
-    assert alerts.get_triage(db, old).outcome is None
+    assert alert_triage.get_triage(db, old).outcome is None
     assert _trail(db, old)[-1] == ("dana", "reopened", "The first decision was wrong", None)
 
 
@@ -233,8 +241,8 @@ def test_escalated_alerts_head_the_queue_and_paging_never_skips(db: Database, si
         (sev, at): alerts.record(db, _finding(sev, at=at, device=f"d{n}"), POLICY).id
         for n, (sev, at) in enumerate(SEEN)
     }
-    alerts.escalate_to_dsl(db, made[(1, 10)], 100, "lee", "Pattern")
-    alerts.escalate_to_dsl(db, made[(2, 30)], 100, "lee", "Pattern")
+    alert_triage.escalate_to_dsl(db, made[(1, 10)], 100, "lee", "Pattern")
+    alert_triage.escalate_to_dsl(db, made[(2, 30)], 100, "lee", "Pattern")
     order = [(2, 30), (1, 10), (5, 40), (5, 50), (4, 20), (3, 60), (1, 5)]
     assert _all_pages(db, DSL, QueueFilter(), size) == [made[k] for k in order]
     first = read_queue(db, DSL, QueueFilter(), limit=size)
@@ -242,7 +250,7 @@ def test_escalated_alerts_head_the_queue_and_paging_never_skips(db: Database, si
         made[k] for k in order[: min(size, 2)]
     }
     # Closing an escalated alert takes it out of the head of the queue.
-    alerts.close_with_outcome(db, made[(2, 30)], 200, "dana", "false_positive", "Test page")
+    alert_triage.close_with_outcome(db, made[(2, 30)], 200, "dana", "false_positive", "Test page")
     everything = _all_pages(db, DSL, QueueFilter(status="all"), size)
     closed_order = [(1, 10), (5, 40), (5, 50), (4, 20), (3, 60), (2, 30), (1, 5)]
     assert everything == [made[k] for k in closed_order]
@@ -251,11 +259,11 @@ def test_escalated_alerts_head_the_queue_and_paging_never_skips(db: Database, si
 
 def test_the_assignee_filter(db: Database) -> None:
     ids = [alerts.record(db, _finding(3, device=f"d{n}"), POLICY).id for n in range(4)]
-    alerts.assign(db, ids[0], 2_000, "dana", "lee")
-    alerts.assign(db, ids[2], 2_000, "dana", "lee")
-    alerts.assign(db, ids[3], 2_000, "dana", "dana")
-    alerts.assign(db, ids[3], 2_500, "dana", "lee")  # reassigned: the latest counts
-    alerts.assign(db, ids[1], 2_000, "dana", "dana")
+    alert_triage.assign(db, ids[0], 2_000, "dana", "lee")
+    alert_triage.assign(db, ids[2], 2_000, "dana", "lee")
+    alert_triage.assign(db, ids[3], 2_000, "dana", "dana")
+    alert_triage.assign(db, ids[3], 2_500, "dana", "lee")  # reassigned: the latest counts
+    alert_triage.assign(db, ids[1], 2_000, "dana", "dana")
     by_lee = read_queue(db, DSL, QueueFilter(assignee="lee"))
     assert sorted(a.id for a in by_lee.alerts) == [ids[0], ids[2], ids[3]]
     assert by_lee.counts == {3: 3}
@@ -266,7 +274,7 @@ def test_the_assignee_filter(db: Database) -> None:
 
 def test_new_since_counts_only_what_the_principal_may_see(db: Database) -> None:
     alerts.record(db, _finding(3, device="before"), POLICY)
-    since = alerts.newest_id(db)
+    since = alert_triage.newest_id(db)
     mine = alerts.record(db, _finding(2, device="mine", group="y7"), POLICY).id
     alerts.record(db, _finding(5, device="theirs", group="y8"), POLICY)
     nobody = alerts.record(db, _finding(4, device="nogroup", group=None), POLICY).id
@@ -274,7 +282,7 @@ def test_new_since_counts_only_what_the_principal_may_see(db: Database) -> None:
     alerts.acknowledge(db, settled, 2_000, "dana")  # no longer open: not announced
     assert new_since(db, LIMITED, since) == (1, mine)
     assert new_since(db, DSL, since) == (3, nobody)
-    assert new_since(db, DSL, alerts.newest_id(db)) == (0, alerts.newest_id(db))
+    assert new_since(db, DSL, alert_triage.newest_id(db)) == (0, alert_triage.newest_id(db))
     assert new_since(db, LIMITED, mine) == (0, mine)
 
 

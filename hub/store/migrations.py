@@ -253,7 +253,7 @@ MIGRATIONS: list[list[str]] = [
     # 5: alert triage: assignee, outcomes, escalation to the DSL (issue 13).
     [
         # Who is dealing with the alert (a dashboard username), the outcome it was closed with
-        # (hub.alerts.OUTCOMES), and when it was escalated to the DSL (NULL: not escalated):
+        # (hub.alert_triage.OUTCOMES), and when it was escalated to the DSL (NULL: not escalated):
         # escalated alerts head the queue.
         "ALTER TABLE alerts ADD COLUMN assignee TEXT",
         "ALTER TABLE alerts ADD COLUMN outcome TEXT",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from hub import alerts as alert_store
+from hub import alert_triage
 from hub.model import Alert
 from hub.store import Database
 from hub.web.access_log import record_view
@@ -71,7 +71,7 @@ def new_alerts(
 
 
 def _alert_json(db: Database, alert: Alert) -> dict[str, Any]:
-    triage = alert_store.get_triage(db, alert.id)
+    triage = alert_triage.get_triage(db, alert.id)
     return {
         **alert.to_json(),
         "assignee": triage.assignee,
@@ -85,7 +85,7 @@ def _alert_json(db: Database, alert: Alert) -> dict[str, Any]:
                 "note": t.note,
                 "value": t.value,
             }
-            for t in alert_store.trail(db, alert.id)
+            for t in alert_triage.trail(db, alert.id)
         ],
     }
 
@@ -160,7 +160,7 @@ def escalate(request: Request, alert_id: int, principal: _ACTS, body: ActionBody
 
 @router.post("/alerts/{alert_id}/close", response_model=None)
 def close(request: Request, alert_id: int, principal: _ACTS, body: ActionBody) -> Any:
-    """Close with an `outcome` (hub.alerts.OUTCOMES) and the reason in `note`."""
+    """Close with an `outcome` (hub.alert_triage.OUTCOMES) and the reason in `note`."""
     return _act(request, principal, alert_id, "close", body)
 
 

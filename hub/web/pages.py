@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from hub import alerts as alert_store
+from hub import alert_triage
 from hub.web.access_log import read_log, record_view
 from hub.web.auth import Needs, check_csrf, web_context
 from hub.web.context import notify_of
@@ -84,7 +84,7 @@ def alert_queue(
     """Open alerts by severity then age, counts by severity at the top, filters in the URL."""
     with web_context(request).db() as db:
         # Read before the page, so an alert that lands in between is announced, not missed.
-        newest = alert_store.newest_id(db)
+        newest = alert_triage.newest_id(db)
         page = read_queue(db, principal, f, cursor)
     query = f.query()
     next_link = None
@@ -120,14 +120,14 @@ def _detail(
             "alert.html",
             principal,
             alert=alert,
-            triage=alert_store.get_triage(db, alert.id),
+            triage=alert_triage.get_triage(db, alert.id),
             evidence=evidence,
             timeline=read_timeline(db, alert, ips),
             # A limited DSL sees the device's earlier alerts of their own groups only.
-            earlier=[e for e in alert_store.earlier_alerts(db, alert) if may_see(principal, e)],
-            trail=alert_store.trail(db, alert.id),
+            earlier=[e for e in alert_triage.earlier_alerts(db, alert) if may_see(principal, e)],
+            trail=alert_triage.trail(db, alert.id),
             assignees=assignees(db, alert),
-            outcomes=alert_store.OUTCOMES,
+            outcomes=alert_triage.OUTCOMES,
             error=error,
         )
     if error is not None:

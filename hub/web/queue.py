@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hub.alerts import (
-    ALERT_COLUMNS,
-    STATUS_FILTERS,
-    TRIAGE_COLUMNS,
-    AlertError,
-    Triage,
-    alert_of,
-    get_alert,
-    triage_of,
-)
+from hub.alert_triage import TRIAGE_COLUMNS, Triage, triage_of
+from hub.alerts import ALERT_COLUMNS, STATUS_FILTERS, AlertError, alert_of, get_alert
 from hub.model import Alert
 from hub.store import Database
 from hub.web.permissions import Principal

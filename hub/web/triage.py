@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hub import alert_triage
 from hub import alerts as alert_store
 from hub.model import Alert
 from hub.notify.escalation import tell_dsl
@@ -80,18 +81,18 @@ def apply_action(
             if action == "assign":
                 if form.assignee not in assignees(db, alert):
                     raise TriageError(f"{form.assignee!r} may not see this alert")
-                return alert_store.assign(db, alert.id, now, who, form.assignee, note or None)
+                return alert_triage.assign(db, alert.id, now, who, form.assignee, note or None)
             if action == "note":
-                return alert_store.add_note(db, alert.id, now, who, note)
+                return alert_triage.add_note(db, alert.id, now, who, note)
             if action == "escalate":
-                escalated = alert_store.escalate_to_dsl(db, alert.id, now, who, note)
+                escalated = alert_triage.escalate_to_dsl(db, alert.id, now, who, note)
                 if notify is not None:
                     tell_dsl(db, notify, escalated, who, now)
                 return escalated
             if action == "close":
-                return alert_store.close_with_outcome(db, alert.id, now, who, form.outcome, note)
+                return alert_triage.close_with_outcome(db, alert.id, now, who, form.outcome, note)
             if action == "reopen":
-                return alert_store.reopen(db, alert.id, now, who, note)
+                return alert_triage.reopen(db, alert.id, now, who, note)
     except alert_store.AlertError as exc:
         raise TriageError(str(exc)) from exc
     raise AssertionError(action)  # every name in ACTIONS returned above
