@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext
 
+from hub.store import Database, sqlite_url
 from tests.services import Mosquitto, Postgres, mosquitto, postgres
 from tests.web_support import chromium
 
@@ -57,3 +59,17 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         yield ctx
     finally:
         ctx.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty hub database of each kind (a module may define its own `db`)."""
+    url = sqlite_url(tmp_path / "hub.db")
+    if request.param == "postgresql":
+        url = str(request.getfixturevalue("pg_url"))
+    database = Database(url)
+    database.migrate()
+    try:
+        yield database
+    finally:
+        database.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from tests.test_hub_rules_support import (
     add_report,
     event,
     open_alerts,
-    open_db,
 )
 
 PI = {"device": "pi-1", "device_class": "sinkhole", "group": None}
@@ -78,13 +76,6 @@ def test_a_broken_file_is_reported_not_fatal(tmp_path: Path, content: bytes) -> 
 def test_a_filter_not_enrolled_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="is this filter enrolled"):
         selftest_inbox.drop(tmp_path / "missing", T0, {})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    database = open_db(request, tmp_path)
-    yield database
-    database.close()
 
 
 def _run(

@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext
 
 from hub.checks import CheckError, add_check, read_checks, selftest_check
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from tests.services import mosquitto
 from tests.web_support import DashboardHub, dashboard_hub, http, logged_in
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated hub database of each kind."""
-    url = sqlite_url(tmp_path / "hub.db")
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("pg_url"))
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def test_checks_are_appended_and_read_newest_first(db: Database) -> None:

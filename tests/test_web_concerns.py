@@ -17,7 +17,7 @@ from playwright.sync_api import BrowserContext, Page
 from hub import alerts
 from hub import concerns as store
 from hub.model import Alert
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from hub.store.retention import Retention, purge
 from tests.services import mosquitto
 from tests.web_support import (
@@ -55,20 +55,6 @@ def _rows(db: Database, concern_id: int) -> dict[str, list[tuple[object, ...]]]:
 
 
 # -- the store --
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, empty hub database of each kind."""
-    url = sqlite_url(tmp_path / "hub.db")
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("pg_url"))
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _alert(db: Database, at: int, key: str, group: str = "y7") -> Alert:

@@ -28,7 +28,7 @@ from hub.model import DeviceInfo
 from hub.policy.publish import Decision, record_decision
 from hub.policy.versions import signed_policy
 from hub.reports import Period, annual
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from hub.store.devices import add_device
 from hub.store.reports import BlockedEntry, NewReport, insert_reports
 from tests.services import mosquitto
@@ -179,20 +179,6 @@ def write_policies(db: Database, sign: SigningKey, start_ms: int) -> None:
     )
     signed_policy(db, site="school", device="lt-77", signer=sign, now_ms=start_ms + 3000,
                   document=_device_doc(["bbc.co.uk", "example.org"]))  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated hub database of each kind."""
-    url = sqlite_url(tmp_path / "hub.db")
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("pg_url"))
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def test_the_aggregates_add_up(db: Database) -> None:

@@ -14,7 +14,7 @@ from playwright.sync_api import BrowserContext, Page
 
 from hub import alert_triage, alerts
 from hub.model import Alert
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from hub.store.reports import BlockedEntry, NewReport, insert_reports
 from hub.web.permissions import Principal, Role
 from hub.web.queue import QueueFilter, new_since, read_queue
@@ -35,20 +35,6 @@ POLICY = alerts.AlertPolicy()  # cooldown one hour
 
 
 # -- the store --
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, empty hub database of each kind."""
-    url = sqlite_url(tmp_path / "hub.db")
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("pg_url"))
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _finding(
