@@ -8,6 +8,7 @@ short to hold a header and responses (answering those could start a loop); both 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import socket
@@ -79,16 +80,7 @@ class DnsServer:
         """Bind UDP and TCP on every endpoint; raises OSError if one cannot be bound."""
         loop = asyncio.get_running_loop()
         for endpoint in listen:
-            family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((endpoint.host, endpoint.port))
-            except OSError as exc:
-                sock.close()
-                raise endpoint.bind_failed(exc, "DNS (UDP, [server] listen)") from exc
-            port = sock.getsockname()[1]
+            sock, stream_sock = _bind_pair(endpoint)
             if self.udp_batch:
                 unsent = functools.partial(self.metrics.dropped, "unsent") if self.metrics else None
                 datagrams = mmsg.Datagrams(sock, self.udp_batch, unsent=unsent)
@@ -100,12 +92,7 @@ class DnsServer:
                     lambda: UdpProtocol(self), sock=sock
                 )
                 self._udp.append(transport)
-            try:
-                tcp = await loop.create_server(
-                    lambda: TcpProtocol(self), endpoint.host, port, reuse_address=True
-                )
-            except OSError as exc:
-                raise endpoint.bind_failed(exc, "DNS (TCP, [server] listen)") from exc
+            tcp = await loop.create_server(lambda: TcpProtocol(self), sock=stream_sock)
             self._tcp.append(tcp)
             log.info("listening on %s (UDP and TCP)", endpoint.text)
 
@@ -464,3 +451,38 @@ class _Deliver:
         elif self.stream is not None:
             self.stream.send(wire)
         self.server.finish(answer, request, self.client, self.started)
+
+
+def _bind_pair(endpoint: Endpoint) -> tuple[socket.socket, socket.socket]:
+    """A bound UDP socket and a listening TCP socket on the same port. With port 0 the
+    kernel picks the UDP port, and another process may already hold that port for TCP:
+    then try another (a fixed port that is taken is an error at once)."""
+    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+    tries = 20 if endpoint.port == 0 else 1
+    for attempt in range(tries):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            udp.bind((endpoint.host, endpoint.port))
+        except OSError as exc:
+            udp.close()
+            raise endpoint.bind_failed(exc, "DNS (UDP, [server] listen)") from exc
+        port = udp.getsockname()[1]
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            tcp.bind((endpoint.host, port))
+            tcp.listen(socket.SOMAXCONN)
+            tcp.setblocking(False)
+        except OSError as exc:
+            tcp.close()
+            udp.close()
+            if exc.errno == errno.EADDRINUSE and attempt + 1 < tries:
+                continue
+            raise endpoint.bind_failed(exc, "DNS (TCP, [server] listen)") from exc
+        udp.setblocking(False)
+        return udp, tcp
+    raise AssertionError("unreachable: the last try raises")
