@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.filter import dnscodec, packet
+from agent.filter import packet, replies
 from agent.laptop.site.beacon import BeaconOutcome, BeaconProber, SiteState, server_text
 from common.beacon_statement import NONCE, make_statement, nonce_of
 from common.identity import Identity, MqttCredentials
@@ -414,7 +414,7 @@ def test_ipv6_loopback() -> None:
     assert outcome.on_site and outcome.server == f"[::1]:{port}"
 
 
-# --- reading TXT answers (agent/filter/dnscodec.txt_answers) -------------------------------
+# --- reading TXT answers (agent/filter/replies.txt_answers) -------------------------------
 
 _QUERY = packet.parse_query(
     packet.query_message(7, "0123456789abcdef.beacon.hedgerow.internal", packet.TXT, 1, False)
@@ -424,17 +424,17 @@ _QUERY = packet.parse_query(
 @given(st.lists(st.binary(max_size=255), min_size=0, max_size=4))
 def test_txt_answers_reads_back_what_was_sent(texts: list[bytes]) -> None:
     reply = packet.answer(_QUERY, tuple(bytes([len(t)]) + t for t in texts), 0)
-    assert dnscodec.txt_answers(reply) == (0, tuple(texts))
+    assert replies.txt_answers(reply) == (0, tuple(texts))
 
 
 @given(st.binary(max_size=200), st.integers(0, 400))
 def test_txt_answers_on_broken_replies_raises_only_packet_error(junk: bytes, cut: int) -> None:
     valid = packet.answer(_QUERY, (b"\x05hello",), 0)
     if cut >= len(valid):
-        assert dnscodec.txt_answers(valid[:cut]) == (0, (b"hello",))
+        assert replies.txt_answers(valid[:cut]) == (0, (b"hello",))
     for data in (junk, valid[:cut], valid[:cut] + junk):
         with contextlib.suppress(packet.PacketError):
-            dnscodec.txt_answers(data)
+            replies.txt_answers(data)
 
 
 # --- nonces -------------------------------------------------------------------------------

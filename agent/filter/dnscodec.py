@@ -150,14 +150,3 @@ def read_reply(message: bytes) -> tuple[int, list[tuple[int, str]], list[int]]:
         raise packet.PacketError(f"cannot parse reply: {exc}", packet.FORMERR) from exc
     edes = [struct.unpack_from("!H", data)[0] for code, data in options if code == 15]
     return rcode, [(rtype, text) for _, rtype, _, text in answers], edes
-
-
-def txt_answers(message: bytes) -> tuple[int, tuple[bytes, ...]]:
-    """(rcode, each TXT answer's character-strings joined) of a reply, such as a beacon
-    statement; PacketError if it cannot be read."""
-    try:
-        record = dnslib.DNSRecord.parse(message)
-        texts = tuple(b"".join(rr.rdata.data) for rr in record.rr if rr.rtype == packet.TXT)
-    except (dnslib.DNSError, ValueError, IndexError, TypeError, struct.error) as exc:
-        raise packet.PacketError(f"cannot parse reply: {exc}", packet.FORMERR) from exc
-    return record.header.rcode, texts

@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import errno
 import logging
+import mmap
 import os
 import socket
 import struct
@@ -100,14 +101,23 @@ def available() -> bool:
     return _CALLS is not None
 
 
+def _zeroed(size: int) -> ctypes.Array[ctypes.c_char]:
+    """`size` zero bytes that take no memory until written: an anonymous mapping, whose pages
+    the kernel provides on first touch (create_string_buffer writes every byte, so its
+    32 slots of 4 KiB were resident from the start even if only one was ever used)."""
+    if size == 0:
+        return ctypes.create_string_buffer(0)
+    return (ctypes.c_char * size).from_buffer(mmap.mmap(-1, size))
+
+
 class _Slots:
     """SLOTS message headers, each with its own buffer and address slot."""
 
     def __init__(self, slots: int, size: int, namelen: int) -> None:
         self.headers = (_Mmsghdr * slots)()
         self.iovecs = (_Iovec * slots)()
-        self.buffers = ctypes.create_string_buffer(slots * size)
-        self.names = ctypes.create_string_buffer(slots * namelen)
+        self.buffers = _zeroed(slots * size)
+        self.names = _zeroed(slots * namelen)
         base, names = ctypes.addressof(self.buffers), ctypes.addressof(self.names)
         for i in range(slots):
             self.iovecs[i].iov_base = base + i * size

@@ -10,12 +10,12 @@ import queue
 import threading
 from typing import Any
 
-import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.report.errors import LinkError
 from agent.report.mqtt import BrokerAddress, Message, close_sockets, make_client
+from agent.report.mqtt_client import paho
 from common.identity import MqttCredentials
 
 log = logging.getLogger(__name__)

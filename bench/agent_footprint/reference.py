@@ -24,7 +24,6 @@ AGENT_IMPORTS = (
     "agent.laptop.site.network_id",
     "agent.laptop.sniffer.supervisor",
     "agent.filter.spec",
-    "agent.filter.dnscodec",
     "common.categories",
 )
 # The sniffer child: its entry point and the capture module it imports (the one with scapy).

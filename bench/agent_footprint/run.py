@@ -157,7 +157,8 @@ def section(
     lines = [
         report.SECTION,
         "",
-        f"`make bench-agent` (`python -m bench.agent_footprint`), {when}, on {report.machine()}. "
+        f"`make bench-agent` (`python -m bench.agent_footprint`), {when}, on {report.machine()} "
+        f"(`{os.path.realpath(sys.base_prefix)}`). "
         "**Measured on a shared machine**: other engineers' tests ran beside it (load average "
         f"1/5/15 min {before} at the start, {after} at the end), which moves CPU more than "
         "memory.",

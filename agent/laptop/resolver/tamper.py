@@ -14,7 +14,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from agent.filter import dnscodec, packet, response, selfcheck
+from agent.filter import packet, replies, response, selfcheck
 from agent.laptop.resolver.base import ResolverError, SystemResolver
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,9 @@ class TamperWatch:
         except OSError as exc:
             return self._tampered(f"cannot ask {where}: {exc}")
         try:
-            rcode, answers, _ = dnscodec.read_reply(reply)
+            rcode, addresses = replies.a_answers(reply)
         except packet.PacketError as exc:
             return self._tampered(f"{where} sent an unreadable answer: {exc}")
-        addresses = [text for rtype, text in answers if rtype == packet.A]
         if want in addresses:
             return TamperResult(True, "ours", f"our filter answered through {where}")
         if rcode != packet.NOERROR:

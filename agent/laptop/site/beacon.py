@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agent.filter import dnscodec, packet
+from agent.filter import packet, replies
 from agent.filter.response import matches
 from common.beacon_statement import PREFIX, SUFFIX, BeaconError, verify_statement
 from common.wire.signing import SIGNATURE_LEN, VerifyKey
@@ -209,7 +209,7 @@ class BeaconProber:
     def _judge(self, data: bytes, nonce: str) -> str:
         """The reason for one matching reply: "signed" or why not."""
         try:
-            _, texts = dnscodec.txt_answers(data)
+            _, texts = replies.txt_answers(data)
         except packet.PacketError:
             return "malformed"
         reason = "unsigned"
