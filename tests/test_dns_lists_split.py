@@ -58,10 +58,22 @@ def table(split):
     return index, slots
 
 (index1, slots1), (index2, slots2) = table(False), table(True)
+
+# consume=True: the table is filled in a child (which splits it again) and only read back
+# here, after this process dropped the hashes; if that child fails, ChildBuildFailed.
+fresh = [p for p in parse_all(False) if not isinstance(p, str)]
+try:
+    consumed = I.build_index(categories, fresh, frozenset(categories[:1]), consume=True)
+    parts = consumed.parts()
+    consume = {k: tuple(m[i] for m in parts.masks) for i, k in enumerate(parts.keys) if k} == slots1
+except I.ChildBuildFailed:
+    consume = "failed"
 print(json.dumps({
     "parse_same": [a == b for a, b in zip(one, two)],
     "errors": [p for p in two if isinstance(p, str)],
     "table_same": slots1 == slots2,
+    "consume_same": consume,
+    "hashes_dropped": all(len(h) == 0 for p in fresh for h in p.kinds.values()),
     "size": [len(index1), len(index2)],
     "children": sum(started),
 }))
@@ -129,7 +141,10 @@ def test_each_format_parses_and_indexes_the_same_split_or_not(
     assert result["table_same"] is True
     sizes = result["size"]
     assert isinstance(sizes, list) and sizes[0] == sizes[1] > 40_000
-    assert result["children"] == 5  # four lists parsed in halves, one table filled in halves
+    # four lists parsed in halves, one table filled in halves, one table filled by a child
+    assert result["children"] == 6
+    assert result["consume_same"] == ("failed" if child_fails else True)
+    assert result["hashes_dropped"] is True
 
 
 @pytest.mark.parametrize("where", ["first", "second"])
@@ -145,3 +160,48 @@ def test_an_error_in_either_half_is_the_error_one_pass_reports(tmp_path: Path, w
     assert result["parse_same"] == [True]  # the same ListError text, split or not
     errors = result["errors"]
     assert isinstance(errors, list) and len(errors) == 1 and "NUL bytes" in errors[0]
+
+
+REFRESHER = r"""
+import json, os, sys
+from pathlib import Path
+from agent.filter.lists import index as I, split as S
+from agent.filter.lists.model import ListSpec
+from agent.filter.lists.refresh import ListRefresher
+
+original = S.Forked.__init__
+def failing(self, work):
+    def fails():
+        raise RuntimeError("the child fails")
+    original(self, fails)
+S.Forked.__init__ = failing
+I.SPLIT_MIN = 1000
+source, cache = sys.argv[1], Path(sys.argv[2])
+index, stats = ListRefresher([ListSpec(source=source, category="c")], cache).load()
+names = Path(source).read_text().split()
+print(json.dumps({"size": len(index), "blocked": sum(bool(index.lookup(n)) for n in names),
+                  "entries": stats[0].entries}))
+"""
+
+
+def test_a_failed_index_child_at_load_means_parsing_again_not_an_empty_index(
+    tmp_path: Path,
+) -> None:
+    """ListRefresher.load builds with consume=True; if the child dies the hashes are gone, so
+    the lists are parsed again and built here: the same index, nothing left out."""
+    rng = random.Random(5)
+    listed = sorted(set(names(rng, 5_000)))
+    path = tmp_path / "list.txt"
+    path.write_text("\n".join(listed) + "\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", REFRESHER, str(path), str(tmp_path / "cache")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {"size": len(listed), "blocked": len(listed), "entries": len(listed)}
+    assert "parsing the lists again" in done.stderr

@@ -35,7 +35,7 @@ from agent.filter.lists.model import (
     ListSpec,
 )
 from agent.filter.lists.parser import ParsedList
-from agent.filter.lists.split import Forked
+from agent.filter.lists.split import Forked, forkable
 
 log = logging.getLogger(__name__)
 
@@ -165,21 +165,32 @@ class CategoryIndex:
         return value >> width & self._wmask, value >> 3 * width
 
 
+class ChildBuildFailed(ListError):
+    """build_index(consume=True) gave the table to a child process that failed, and the
+    parsed hashes are gone: parse the lists again and build without consume."""
+
+
 def build_index(
     categories: tuple[str, ...],
     lists: Sequence[ParsedList],
     statutory: frozenset[str] = frozenset(),
+    *,
+    consume: bool = False,
 ) -> CategoryIndex:
-    """Build one index from parsed lists; each list's stats.category names its bit."""
+    """Build one index from parsed lists; each list's stats.category names its bit.
+
+    `consume`: the caller is done with the lists' hashes. A big table is then filled by a
+    forked child while this process drops the hashes (the child keeps its copy-on-write view)
+    and only receives the finished table: this process never holds the hashes (8 bytes a
+    name) and the table (about 18 bytes a name) at once, so a cold start's peak is no higher
+    than what it then serves with. Raises ChildBuildFailed if that child failed."""
     if len(categories) > MAX_CATEGORIES:
         raise ListError(f"{len(categories)} categories: at most {MAX_CATEGORIES} are supported")
     width = len(categories)
     total = sum(len(parsed) for parsed in lists)
     cap = max(8, int(total / LOAD_FACTOR) + 1)
-    keys = array("q", [0]) * (cap + 1)  # the extra slot is the probe sentinel
     planes = width > 16
     code = "Q" if planes else _mask_typecode(4 * width)
-    masks = [array(code, [0]) * (cap + 1) for _ in range(4 if planes else 1)]
     jobs: list[_Job] = []
     depths = 0
     for parsed in lists:
@@ -191,9 +202,12 @@ def build_index(
             else:  # one packed word carries every plane of this kind
                 value = sum(bit << p * width for p, k in enumerate(_PLANES) if kind & k)
                 jobs.append((hashes, 0, value))
-    if total < SPLIT_MIN or not _fill_split(keys, masks, cap, jobs):
-        for hashes, plane, value in jobs:
-            _place(keys, masks, masks[plane], cap, hashes, value)
+    if consume and total >= SPLIT_MIN and forkable():
+        keys, masks = _filled_by_child(cap, code, 4 if planes else 1, jobs)
+    else:
+        keys = array("q", [0]) * (cap + 1)  # the extra slot is the probe sentinel
+        masks = [array(code, [0]) * (cap + 1) for _ in range(4 if planes else 1)]
+        _fill(keys, masks, cap, jobs)
     statutory_mask = 0
     for category in statutory:
         if category in categories:
@@ -203,6 +217,48 @@ def build_index(
 
 
 _Job = tuple["array[int]", int, int]  # hashes, mask plane, value to OR in
+
+
+def _fill(keys: array[int], masks: list[array[int]], cap: int, jobs: list[_Job]) -> None:
+    """Place every job's hashes: in two processes when there are many, else here."""
+    if sum(len(hashes) for hashes, _, _ in jobs) < SPLIT_MIN or not _fill_split(
+        keys, masks, cap, jobs
+    ):
+        for hashes, plane, value in jobs:
+            _place(keys, masks, masks[plane], cap, hashes, value)
+
+
+def _filled_by_child(
+    cap: int, code: str, planes: int, jobs: list[_Job]
+) -> tuple[array[int], list[array[int]]]:
+    """The table, filled by a forked child (itself splitting the work with one of its own)
+    and read back here, after the hashes were dropped here. ChildBuildFailed if it failed."""
+
+    def work() -> list[memoryview]:
+        keys = array("q", [0]) * (cap + 1)
+        masks = [array(code, [0]) * (cap + 1) for _ in range(planes)]
+        _fill(keys, masks, cap, jobs)
+        return [memoryview(table).cast("B") for table in (keys, *masks)]
+
+    child = Forked(work)
+    if not child.started:  # nothing dropped yet: build here
+        keys = array("q", [0]) * (cap + 1)
+        masks = [array(code, [0]) * (cap + 1) for _ in range(planes)]
+        _fill(keys, masks, cap, jobs)
+        return keys, masks
+    for hashes, _, _ in jobs:
+        del hashes[:]  # frees the buffer here; the child reads its own copy
+    codes = ["q", *([code] * planes)]
+    tables: list[array[int]] = []
+
+    def into(i: int, size: int) -> memoryview:
+        """Table i, made zeroed at its final size (array * n: no temporary, no Python loop)."""
+        tables.append(array(codes[i], [0]) * (size // array(codes[i]).itemsize))
+        return memoryview(tables[i]).cast("B")
+
+    if not child.result(into) or len(tables) != 1 + planes or len(tables[0]) < cap + 1:
+        raise ChildBuildFailed("building the list index in a child process failed")
+    return tables[0], tables[1:]
 
 
 def _fill_split(keys: array[int], masks: list[array[int]], cap: int, jobs: list[_Job]) -> bool:
@@ -227,9 +283,9 @@ def _fill_split(keys: array[int], masks: list[array[int]], cap: int, jobs: list[
                 held.append((back, plane, value))
         return held
 
-    def upper() -> list[bytes]:
+    def upper() -> list[memoryview]:
         fill(True, None)
-        return [keys[half:].tobytes(), *(mask[half:].tobytes() for mask in masks)]
+        return [memoryview(table).cast("B")[half * table.itemsize :] for table in (keys, *masks)]
 
     child = Forked(upper)
     if not child.started:
@@ -306,7 +362,9 @@ def categories_of(specs: Sequence[ListSpec]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(spec.category for spec in specs))
 
 
-def index_of(specs: Sequence[ListSpec], parsed: Sequence[ParsedList]) -> CategoryIndex:
-    """Build the index of the given specs from their parsed lists."""
+def index_of(
+    specs: Sequence[ListSpec], parsed: Sequence[ParsedList], *, consume: bool = False
+) -> CategoryIndex:
+    """Build the index of the given specs from their parsed lists (`consume`: build_index)."""
     statutory = frozenset(spec.category for spec in specs if spec.statutory)
-    return build_index(categories_of(specs), parsed, statutory)
+    return build_index(categories_of(specs), parsed, statutory, consume=consume)

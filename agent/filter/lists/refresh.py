@@ -29,7 +29,7 @@ from pathlib import Path
 from agent.filter.hashseed import pinned
 from agent.filter.lists import snapshot
 from agent.filter.lists.copies import CacheNote, CacheSlot, copy_file, slot
-from agent.filter.lists.index import CategoryIndex, index_of
+from agent.filter.lists.index import CategoryIndex, ChildBuildFailed, index_of
 from agent.filter.lists.model import (
     ListError,
     ListSpec,
@@ -133,7 +133,7 @@ class ListRefresher:
                     )
             if problems:
                 raise ListError("\n".join(problems))
-            self._index = index_of(self.specs, list(parsed.values()))
+            self._index = self._index_from(parsed)
             self._pending = self._built(parsed)
             if not save_later:
                 self._write_pending()
@@ -285,7 +285,7 @@ class ListRefresher:
                 for spec in self.specs
                 if spec in fresh or not self._is_missing(spec)
             }
-            self._index = index_of(self.specs, list(parsed.values()))
+            self._index = self._index_from(parsed)
             self._pending = self._built(parsed)
             self._write_pending()
         except ListError as exc:
@@ -296,6 +296,16 @@ class ListRefresher:
         for spec, one in parsed.items():
             self._stats[spec] = one.stats
         log.info("lists reloaded: %s names in %s categories", len(self._index), len(parsed))
+
+    def _index_from(self, parsed: dict[ListSpec, ParsedList]) -> CategoryIndex:
+        """The index of the parsed lists, whose hashes it uses up (build_index's consume:
+        the table is built in a child, so this process never holds both)."""
+        try:
+            return index_of(self.specs, list(parsed.values()), consume=True)
+        except ChildBuildFailed as exc:
+            log.warning("%s; parsing the lists again and building the index here", exc)
+            again = [self._parse_cached(spec) for spec in parsed]
+            return index_of(self.specs, again)
 
     def _parse_cached(self, spec: ListSpec) -> ParsedList:
         return parse_file(slot(self.cache_dir, spec.source).data, spec.source, spec.category)

@@ -18,7 +18,7 @@ import os
 import struct
 import threading
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import BinaryIO
 
@@ -33,7 +33,7 @@ def forkable() -> bool:
 class Forked:
     """`work` running in a forked child; `result()` waits for the parts it returned."""
 
-    def __init__(self, work: Callable[[], list[bytes]]) -> None:
+    def __init__(self, work: Callable[[], Sequence[bytes | memoryview]]) -> None:
         self._pid = 0
         self._fd = -1
         if not forkable():
