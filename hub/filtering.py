@@ -66,9 +66,9 @@ def blocked_per_day(db: Database, w: Window) -> tuple[list[str], dict[str, list[
 
 def blocked_by_group(db: Database, w: Window) -> Table:
     """Blocked attempts per group: the reporting client's group, else the device's."""
-    group = attempt_group_sql(db, NO_GROUP)
+    group = attempt_group_sql(NO_GROUP)
     rows = db.execute(
-        f"SELECT {group}, SUM(a.count) FROM attempts a JOIN reports r ON r.id = a.report_id "
+        f"SELECT {group}, SUM(a.count) FROM attempts a "
         "LEFT JOIN devices d ON d.site = a.site AND d.device = a.device "
         f"WHERE a.time_ms >= ? AND a.time_ms < ? GROUP BY {group}",
         (w.start_ms, w.end_ms),

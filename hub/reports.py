@@ -193,23 +193,18 @@ def _blocked_by_category(db: Database, p: Period) -> Table:
     )
 
 
-def attempt_group_sql(db: Database, none: str) -> str:
-    """SQL for the group blocked attempts are counted under, in a query joining `attempts a`,
-    `reports r` (on r.id = a.report_id) and `devices d`: the reporting client's group (its
-    `client.group`: a DNS filter reports every group of the school through one device, so the
-    device's group will not do), else the device's, else `none`."""
-    if db.dialect == "postgresql":
-        client = "(r.body::jsonb -> 'client' ->> 'group')"
-    else:
-        client = "json_extract(r.body, '$.client.group')"
-    return f"COALESCE({client}, d.grp, '{none}')"
+def attempt_group_sql(none: str) -> str:
+    """SQL for the group blocked attempts are counted under, in a query joining `attempts a`
+    and `devices d`: the reporting client's group (stored at ingest from its `client.group`: a
+    DNS filter reports every group of the school through one device, so the device's group
+    will not do), else the device's, else `none`."""
+    return f"COALESCE(a.client_group, d.grp, '{none}')"
 
 
 def _blocked_by_group(db: Database, p: Period) -> Table:
-    group = attempt_group_sql(db, "(no group)")
+    group = attempt_group_sql("(no group)")
     rows = db.execute(
         f"SELECT {group}, a.category, SUM(a.count) FROM attempts a "
-        "JOIN reports r ON r.id = a.report_id "
         "LEFT JOIN devices d ON d.site = a.site AND d.device = a.device "
         "WHERE a.time_ms >= ? AND a.time_ms < ? "
         f"GROUP BY {group}, a.category",

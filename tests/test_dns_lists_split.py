@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,8 +83,14 @@ print(json.dumps({
 
 def run(*paths: Path, child_fails: bool = False) -> dict[str, object]:
     env = {**os.environ, "CHILD_FAILS": "1" if child_fails else ""}
+    result: dict[str, object] = script(SCRIPT, [str(p) for p in paths], env)[0]
+    return result
+
+
+def script(code: str, args: list[str], env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """Run `code` in a fresh interpreter: (its stdout as JSON, its stderr)."""
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *map(str, paths)],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -92,8 +99,7 @@ def run(*paths: Path, child_fails: bool = False) -> dict[str, object]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+    return json.loads(done.stdout), done.stderr
 
 
 def names(rng: random.Random, count: int) -> list[str]:
@@ -193,15 +199,6 @@ def test_a_failed_index_child_at_load_means_parsing_again_not_an_empty_index(
     listed = sorted(set(names(rng, 5_000)))
     path = tmp_path / "list.txt"
     path.write_text("\n".join(listed) + "\n", encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-c", REFRESHER, str(path), str(tmp_path / "cache")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result, stderr = script(REFRESHER, [str(path), str(tmp_path / "cache")])
     assert result == {"size": len(listed), "blocked": len(listed), "entries": len(listed)}
-    assert "parsing the lists again" in done.stderr
+    assert "parsing the lists again" in stderr

@@ -110,6 +110,10 @@ def test_blocked_query_reaches_the_hub_as_an_alert(tmp_path: Path, broker: Mosqu
             body = json.loads(query(hub, pupil)[0][0])
             assert body["client"]["group"] == "pupils" and body["source"] == "dns"
             assert {"name": "adult.example", "category": "adult", "count": 1} in body["blocked"]
+            # ... and its attempts are stored under that client's group (the Filtering page's
+            # and the annual review's "by group"), not the filter device's.
+            groups = "SELECT DISTINCT client_group FROM attempts WHERE client_ip = '127.0.1.10'"
+            assert [row[0] for row in query(hub, groups)] == ["pupils"]
             # Broker outage: the filter keeps answering and spools; nothing is lost.
             broker.stop()
             assert "0.0.0.0" in dig(port, "casino.example", "+short", source="127.0.1.11")

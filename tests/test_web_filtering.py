@@ -80,6 +80,7 @@ def _summary(
         blocked=tuple(BlockedEntry(n, c, k) for n, c, k in blocked),
         attempts=tuple(categories.items()),
         client_key="ip:10.0.0.7",
+        client_group=group,  # as ingest stores it (hub/ingest/record.py)
     )
 
 
@@ -100,6 +101,7 @@ def _event(site: str, device: str, seq: int, at: int, name: str, category: str) 
         body=json.dumps(body, separators=(",", ":"), sort_keys=True),
         blocked=(BlockedEntry(name, category, 1),),
         attempts=((category, 1),),
+        client_group="pupils",
     )
 
 

@@ -126,5 +126,6 @@ def prepare(opened: Opened, device: DeviceInfo, received_ms: int) -> Prepared:
         # whose attempts they are, as the rules group them (hub.rules.attempts)
         client_key=client_identity(client) if client else None,
         client_name=client_name(client),
+        client_group=_clean(client.get("group")),
     )
     return Prepared(report, document, device, attempts)

@@ -1,7 +1,8 @@
 """Versioned schema migrations, shared by SQLite and PostgreSQL.
 
-Each migration is a list of statements with two dialect placeholders: {id} for an
-auto-numbered primary key and {blob} for binary columns. Append new migrations; never edit one
+Each migration is a list of statements with dialect placeholders: {id} for an auto-numbered
+primary key, {blob} for binary columns and {client_group} for a report body's `client.group`
+(read from `body`). Append new migrations; never edit one
 that has shipped.
 """
 
@@ -361,5 +362,13 @@ MIGRATIONS: list[list[str]] = [
             reason TEXT NOT NULL,
             how TEXT NOT NULL)""",
         "CREATE INDEX policy_decisions_at ON policy_decisions (at_ms)",
+    ],
+    # 11: the group of the client whose attempts they are (a DNS filter's `client.group`: one
+    # filter reports every group of a school), stored at ingest instead of read out of each
+    # report body whenever the dashboard or the annual review counts attempts per group.
+    [
+        "ALTER TABLE attempts ADD COLUMN client_group TEXT",
+        "UPDATE attempts SET client_group = "
+        "(SELECT {client_group} FROM reports WHERE reports.id = attempts.report_id)",
     ],
 ]

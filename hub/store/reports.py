@@ -20,7 +20,7 @@ _REPORT_COLUMNS = (
 
 _ATTEMPT_COLUMNS = (
     "report_id", "site", "device", "client_ip", "client_key", "client_name", "category", "count",
-    "time_ms",
+    "time_ms", "client_group",
 )  # fmt: skip
 
 
@@ -51,6 +51,7 @@ class NewReport:
     attempts: tuple[tuple[str, int], ...] = ()  # (category, blocked attempts), for the rules
     client_key: str | None = None  # whose attempts they are (hub.rules.attempts.client_identity)
     client_name: str | None = None  # the client's device name, if known (client_name)
+    client_group: str | None = None  # the client's group, as the reporting filter named it
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -115,7 +116,7 @@ def insert_reports(db: Database, reports: Sequence[NewReport]) -> dict[tuple[str
         _ATTEMPT_COLUMNS,
         [
             (ids[r.key], r.site, r.device, r.client_ip, r.client_key, r.client_name, category,
-             count, r.time_ms)
+             count, r.time_ms, r.client_group)
             for r in new
             for category, count in r.attempts
         ],
