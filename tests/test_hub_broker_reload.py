@@ -151,8 +151,14 @@ def test_a_failing_reload_is_logged_and_counted_and_serve_still_enrols(
 
 
 def test_a_failing_reload_does_not_undo_a_bundle_or_a_revocation(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from hub import broker_session
+
+    monkeypatch.setattr(broker_session, "REVOKE_TIMEOUT_S", 0.5)  # no broker here
     hub = make_hub(tmp_path, extra_toml=f"[enroll]\nbroker_reload = {json.dumps(FAILING)}\n")
     config = str(hub.config.path)
     passwd = hub.config.data / "mosquitto" / "passwd"

@@ -78,9 +78,10 @@ def test_a_broker_that_never_acknowledges_makes_publish_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broker stops right after the command connected: nothing is acknowledged."""
+    from hub import broker_session
     from hub.commands import policy
 
-    monkeypatch.setattr(policy, "ACK_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(broker_session, "ACK_TIMEOUT_S", 3.0)
     with mosquitto() as broker:
         hub = make_hub(tmp_path, broker.url)
         from hub.policy.publish import publish_all as original
@@ -94,3 +95,40 @@ def test_a_broker_that_never_acknowledges_makes_publish_fail(
     err = capsys.readouterr().err
     assert "only 0 of 2 retained messages reached the broker" in err
     assert "not acknowledged within 3 s" in err
+
+
+def test_revoke_removes_the_devices_retained_policy_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not at the next publish: the broker holds no policy of a revoked device once
+    `hedgerow-hub revoke` returns, and the others' stay."""
+    with mosquitto() as broker:
+        hub = make_hub(tmp_path, broker.url)
+        _enrol(tmp_path, hub, "lt-0")
+        _enrol(tmp_path, hub, "lt-1")
+        assert main(["policy", "publish", "--config", str(hub.config.path)]) == 0
+        before = _retained(broker.url, 4)
+        assert f"hedgerow/v1/{SITE}/lt-1/policy" in before
+        capsys.readouterr()
+        assert main(["revoke", "--config", str(hub.config.path), "lt-1"]) == 0
+        out = capsys.readouterr().out
+        assert "its retained policy is removed from the broker" in out
+        after = _retained(broker.url, 3)
+    assert sorted(after) == sorted(t for t in before if t != f"hedgerow/v1/{SITE}/lt-1/policy")
+
+
+def test_revoke_with_the_broker_down_still_revokes_and_says_what_is_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub import broker_session
+
+    monkeypatch.setattr(broker_session, "REVOKE_TIMEOUT_S", 2.0)
+    with mosquitto() as broker:
+        hub = make_hub(tmp_path, broker.url)
+        _enrol(tmp_path, hub, "lt-0")
+    assert main(["revoke", "--config", str(hub.config.path), "lt-0"]) == 0
+    captured = capsys.readouterr()
+    assert "lt-0 revoked" in captured.out
+    assert "warning: its retained policy is still on the broker" in captured.err
+    assert "cannot reach the broker" in captured.err
+    assert "'hedgerow-hub policy publish' or hub start removes it" in captured.err

@@ -418,8 +418,8 @@ def test_tokens_through_the_api_and_refusals(hub: DashboardHub, cookies: dict[st
     # Revoking through the API, as `hedgerow-hub revoke` does; an unknown device is 404.
     done = _post_json(hub, "/api/devices/school/lt-keep/revoke", tech, {})
     assert done.status == 200 and done.json() == {
-        "revoked": True, "changed": True, "broker_rewritten": True,
-        "message": "school/lt-keep revoked; its broker account is removed",
+        "revoked": True, "changed": True, "broker_rewritten": True, "policy_removed": True,
+        "message": "school/lt-keep revoked; its broker account and retained policy are removed",
     }  # fmt: skip
     again = _post_json(hub, "/api/devices/school/lt-keep/revoke", tech, {}).json()
     assert isinstance(again, dict) and again["changed"] is False

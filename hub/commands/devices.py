@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+from hub.broker_session import clear_device_policy
 from hub.commands.enroll import report_broker_files
 from hub.config import load_config
 from hub.enroll.broker import write_broker_files
@@ -47,8 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "revoke",
-        help="revoke a device: its reports are refused from now on and its broker account "
-        "removed (the broker files are rewritten and [enroll] broker_reload run)",
+        help="revoke a device: its reports are refused from now on, its broker account "
+        "removed (the broker files are rewritten and [enroll] broker_reload run) and its "
+        "retained policy taken off the broker",
     )
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("device")
@@ -93,9 +96,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    """hedgerow-hub revoke: mark the device revoked, then rewrite the broker files without
-    its account (also when it was revoked already, so a reload that failed can be retried).
-    A failed broker_reload is reported but the revocation stands: exit status 0."""
+    """hedgerow-hub revoke: mark the device revoked, rewrite the broker files without its
+    account (also when it was revoked already, so a reload that failed can be retried), and
+    remove its retained policy from the broker. A failed broker_reload or an unreachable broker
+    is reported but the revocation stands: exit status 0."""
     config = load_config(args.config)
     site = args.site or config.site
     db = open_database(args.config)
@@ -106,6 +110,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     finally:
         db.close()
     report_broker_files(files, removed=args.device)
+    problem = clear_device_policy(config, site, args.device)
+    if problem is None:
+        print(f"its retained policy is removed from the broker ({config.mqtt.url})")
+    else:
+        print(
+            f"warning: its retained policy is still on the broker ({problem}); the next "
+            "'hedgerow-hub policy publish' or hub start removes it",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -9,17 +9,11 @@ import os
 import time
 from pathlib import Path
 
+from hub.broker_session import hub_session, require_acked
 from hub.config import load_config
-from hub.enroll.broker import cli_user
-from hub.enroll.settings import load_enroll_settings
-from hub.errors import HubError
 from hub.keys import HubKeys
-from hub.mqtt import MqttConnection
 from hub.policy.publish import Decision, publish_all, site_policy
 from hub.store import Database
-
-CONNECT_TIMEOUT_S = 30.0
-ACK_TIMEOUT_S = 30.0  # for the broker to acknowledge every retained message
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,35 +40,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     """hedgerow-hub policy publish: one short-lived broker connection."""
     config = load_config(args.config)
     keys = HubKeys(config.keys_dir)
-    # Its own broker login (and so client id): never the running hub's session.
-    user = cli_user(load_enroll_settings(config).hub_user) if config.mqtt.username else None
-    connection = MqttConnection(
-        config.mqtt, client_id=f"{config.mqtt.client_id}-policy", username=user
-    )
-    connection.start()
-    try:
-        if not connection.wait_ready(CONNECT_TIMEOUT_S):
-            raise HubError(f"cannot reach the broker at {config.mqtt.url}")
+    with hub_session(config, "policy") as connection:
         db = Database(config.database_url)
         try:
             decision = Decision(args.by or _login(), args.reason.strip())
             count = publish_all(db, keys, config, connection.publish, decision=decision)
         finally:
             db.close()
-        # Success means the broker holds every message: disconnecting before the PUBACKs
-        # arrive could lose some and still say "published".
-        unacked, refused = connection.wait_acked(ACK_TIMEOUT_S)
-    finally:
-        connection.stop()
-    if unacked or refused:
-        problems = [f"{topic}: refused ({reason})" for topic, reason in refused]
-        problems += [f"{topic}: not acknowledged within {ACK_TIMEOUT_S:.0f} s" for topic in unacked]
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise HubError(
-            f"only {count - len(problems)} of {count} retained messages reached the broker "
-            f"at {config.mqtt.url}: {shown}"
-        )
-    print(f"published {count} retained messages (hub keys, site and device policies), each acknowledged by the broker")
+        require_acked(connection, count, config.mqtt.url)
+    print(
+        f"published {count} retained messages (hub keys, site and device policies), each acknowledged by the broker"
+    )
     return 0
 
 

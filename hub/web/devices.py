@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from common.errors import HedgerowError
+from hub.broker_session import clear_device_policy
 from hub.enroll.broker import BrokerFiles, write_broker_files
 from hub.errors import StoreError
 from hub.fleet import (
@@ -160,6 +161,7 @@ class Revoked:
     changed: bool
     files: BrokerFiles | None
     error: str | None  # the broker files could not be written
+    policy_left: str | None = None  # why its retained policy is still on the broker, if it is
 
     def message(self, site: str, device: str) -> str:
         """For people: what happened, and what the broker did with it."""
@@ -171,7 +173,12 @@ class Revoked:
                 f"{head}; the broker did NOT reload its accounts (a security alert is raised): "
                 "it keeps the device's account until Mosquitto reloads"
             )
-        return f"{head}; its broker account is removed"
+        if self.policy_left is not None:
+            return (
+                f"{head}; its broker account is removed, but its retained policy is still on "
+                f"the broker ({self.policy_left}) until the next policy publish"
+            )
+        return f"{head}; its broker account and retained policy are removed"
 
 
 def _revoke(request: Request, principal: Principal, site: str, device: str, via: str) -> Revoked:
@@ -190,7 +197,7 @@ def _revoke(request: Request, principal: Principal, site: str, device: str, via:
             files = write_broker_files(db, config)
         except HedgerowError as exc:
             return Revoked(changed, None, str(exc))
-    return Revoked(changed, files, None)
+    return Revoked(changed, files, None, clear_device_policy(config, site, device))
 
 
 @router.post("/devices/{site}/{device}/revoke", include_in_schema=False)
@@ -283,6 +290,7 @@ def revoke_json(request: Request, site: str, device: str, principal: _MANAGE) ->
         "changed": done.changed,
         "message": done.message(site, device),
         "broker_rewritten": done.error is None,
+        "policy_removed": done.policy_left is None,
     }
 
 
