@@ -69,9 +69,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The service: filter, prove where we are, report."""
     config = _config(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from agent.laptop import caps, heap
+    from agent.laptop import caps
+    from common import heap
 
     heap.limit_arenas()  # before the service starts its threads
+    heap.fix_mmap_threshold()  # before a policy's lists are parsed (common/heap.py)
     caps.drop_net_raw_effective()  # likewise: capabilities are per thread
     from agent.laptop.service import run_service
 

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.filter.querylog import QueryRecord
-from agent.laptop import heap
 from agent.laptop.config import AgentConfig
 from agent.laptop.control import ControlServer
 from agent.laptop.dns_tally import DnsTally
@@ -39,7 +38,7 @@ from agent.laptop.site_tracker import SiteTracker
 from agent.laptop.status import StatusBoard
 from agent.report import Publisher
 from agent.report.mqtt import Message
-from common import sdnotify
+from common import heap, sdnotify
 from common.errors import HedgerowError
 from common.identity import Identity
 from common.wire import topics
@@ -54,7 +53,7 @@ TAMPER_S = 30.0  # the OS resolver checked
 STATUS_S = 5.0  # status file rewritten
 CAPTIVE_PROBES = 2  # upstream probes that must all fail before a captive spell
 CAPTIVE_RETRY_S = 1.0
-TRIM_EVERY = 12  # status rounds between giving freed heap back (agent/laptop/heap.py)
+TRIM_EVERY = 12  # status rounds between giving freed heap back (common/heap.py)
 
 
 class AgentService:

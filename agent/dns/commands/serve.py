@@ -37,8 +37,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from agent.dns.config import load_config
     from agent.filter.hashseed import pin
+    from common import heap
 
     pin(load_config(args.config).server.list_cache_dir)
+    heap.fix_mmap_threshold()  # before the lists are parsed (common/heap.py says why)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(args.config))
 
