@@ -54,22 +54,21 @@ _LIBC = _glibc()
 
 def limit_arenas(arenas: int = 1) -> bool:
     """Let at most `arenas` malloc arenas exist; True if the allocator took it."""
-    if _LIBC is None:
-        return False
-    taken = bool(_LIBC.mallopt(_M_ARENA_MAX, arenas))
-    if not taken:
-        log.debug("mallopt(M_ARENA_MAX) refused")
-    return taken
+    return _mallopt(_M_ARENA_MAX, arenas, "M_ARENA_MAX")
 
 
 def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     """Serve allocations over `size` bytes with their own mappings, and stop glibc raising that
     threshold when one is freed; True if the allocator took it."""
+    return _mallopt(_M_MMAP_THRESHOLD, size, "M_MMAP_THRESHOLD")
+
+
+def _mallopt(param: int, value: int, name: str) -> bool:
     if _LIBC is None:
         return False
-    taken = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, size))
+    taken = bool(_LIBC.mallopt(param, value))
     if not taken:
-        log.debug("mallopt(M_MMAP_THRESHOLD) refused")
+        log.debug("mallopt(%s) refused", name)
     return taken
 
 
