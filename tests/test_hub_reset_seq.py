@@ -8,7 +8,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from hub.cli import main
 from hub.config import HubConfig
 from hub.errors import StoreError
 from hub.model import DeviceInfo
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from hub.store.devices import add_device
 from hub.store.replay_guard import StoreReplayGuard, reset_window
 from hub.store.reports import NewReport, insert_reports
@@ -35,22 +34,6 @@ from tests.hub_ingest_fixtures import (
 )
 from tests.services import Mosquitto
 from tests.waiting import wait_until
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated database of each kind."""
-    url = (
-        sqlite_url(tmp_path / "hub.db")
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def stored(seq: int, text: str) -> NewReport:

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from common.wire import Header, Kind, OpenError, SuiteId
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from hub.store.replay_guard import StoreReplayGuard
 from hub.store.reports import NewReport, insert_reports
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated database of each kind."""
-    url = (
-        sqlite_url(tmp_path / "hub.db")
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def header(seq: int, device: str = "lt-1") -> Header:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hub.store import Database, sqlite_url
+from hub.store import Database
 from hub.web.accounts import (
     AccountError,
     add_account,
@@ -30,20 +29,6 @@ from hub.web.sessions import (
 from tests.web_support import PASSWORD, hub_cli, init_hub
 
 LIMITS = SessionLimits(absolute_ms=3_600_000, idle_ms=600_000)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated hub database, of each kind."""
-    url = sqlite_url(tmp_path / "hub.db")
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("pg_url"))
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def test_passwords_are_argon2id_and_checked() -> None:
