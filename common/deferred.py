@@ -26,7 +26,7 @@ class _Deferred(types.ModuleType):
     """The stand-in: attributes it does not have come from the real module, loaded once."""
 
     def __getattr__(self, attr: str) -> object:
-        if attr.startswith("__") and attr.endswith("__"):
+        if attr.startswith("__") and attr.endswith("__") and attr != "__all__":
             raise AttributeError(attr)  # copy/pickle/inspect probes: do not load for them
         return getattr(_load(self), attr)
 

@@ -55,6 +55,19 @@ def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None
     assert out == "(False, False) True True True True True"
 
 
+def test_a_star_import_of_a_deferred_module_gets_its_names() -> None:
+    out = _run(
+        """
+        from common.deferred import defer, loaded
+        defer("urllib.request")
+        names = {}
+        exec("from urllib.request import *", names)
+        print("urlopen" in names, "Request" in names, loaded("urllib.request"))
+        """
+    )
+    assert out == "True True True"
+
+
 def test_defer_leaves_an_imported_or_unknown_module_alone() -> None:
     out = _run(
         """
