@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from agent.filter import packet
 from agent.filter.packet import FORMERR, HEADER_LEN, TXT, A, PacketError
 
 _HEADER = struct.Struct("!6H")
@@ -22,21 +23,12 @@ def _broken(what: str) -> PacketError:
     return PacketError(f"cannot parse reply: {what}", FORMERR)
 
 
-def _skip_name(message: bytes, off: int) -> int:
+def _past_name(message: bytes, off: int) -> int:
     """The offset just past the (possibly compressed) name at off; PacketError if broken."""
-    end = len(message)
-    while off < end:
-        length = message[off]
-        if length == 0:
-            return off + 1
-        if length & 0xC0 == 0xC0:
-            if off + 2 > end:
-                break
-            return off + 2
-        if length > 63:
-            raise _broken(f"bad label at offset {off}")
-        off += length + 1
-    raise _broken("a name runs past the end")
+    length = packet._skip_name(message, off)
+    if length < 0:
+        raise _broken(f"a broken name at offset {off}")
+    return off + length
 
 
 def answers(message: bytes) -> tuple[int, list[tuple[int, bytes]]]:
@@ -47,12 +39,12 @@ def answers(message: bytes) -> tuple[int, list[tuple[int, bytes]]]:
     _, flags, qdcount, ancount, _, _ = _HEADER.unpack_from(message)
     off = HEADER_LEN
     for _ in range(qdcount):
-        off = _skip_name(message, off) + 4
+        off = _past_name(message, off) + 4
         if off > len(message):
             raise _broken("the question runs past the end")
     records: list[tuple[int, bytes]] = []
     for _ in range(ancount):
-        off = _skip_name(message, off)
+        off = _past_name(message, off)
         if off + _RR.size > len(message):
             raise _broken("a record header runs past the end")
         rtype, _, _, rdlen = _RR.unpack_from(message, off)

@@ -35,7 +35,7 @@ from agent.filter.lists.model import (
     ListSpec,
 )
 from agent.filter.lists.parser import ParsedList
-from agent.filter.lists.split import Forked, forkable
+from agent.filter.lists.split import Forked
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +202,13 @@ def build_index(
             else:  # one packed word carries every plane of this kind
                 value = sum(bit << p * width for p, k in enumerate(_PLANES) if kind & k)
                 jobs.append((hashes, 0, value))
-    if consume and total >= SPLIT_MIN and forkable():
-        keys, masks = _filled_by_child(cap, code, 4 if planes else 1, jobs)
-    else:
-        keys = array("q", [0]) * (cap + 1)  # the extra slot is the probe sentinel
-        masks = [array(code, [0]) * (cap + 1) for _ in range(4 if planes else 1)]
-        _fill(keys, masks, cap, jobs)
+    count = 4 if planes else 1
+    made = (
+        _filled_by_child(cap, code, count, jobs, total) if consume and total >= SPLIT_MIN else None
+    )
+    if made is None:
+        made = _filled(cap, code, count, jobs, total)
+    keys, masks = made
     statutory_mask = 0
     for category in statutory:
         if category in categories:
@@ -219,33 +220,33 @@ def build_index(
 _Job = tuple["array[int]", int, int]  # hashes, mask plane, value to OR in
 
 
-def _fill(keys: array[int], masks: list[array[int]], cap: int, jobs: list[_Job]) -> None:
-    """Place every job's hashes: in two processes when there are many, else here."""
-    if sum(len(hashes) for hashes, _, _ in jobs) < SPLIT_MIN or not _fill_split(
-        keys, masks, cap, jobs
-    ):
+def _filled(
+    cap: int, code: str, planes: int, jobs: list[_Job], total: int
+) -> tuple[array[int], list[array[int]]]:
+    """The table (keys, masks) of every job's hashes: filled in two processes when there are
+    many, else here."""
+    keys = array("q", [0]) * (cap + 1)  # the extra slot is the probe sentinel
+    masks = [array(code, [0]) * (cap + 1) for _ in range(planes)]
+    if total < SPLIT_MIN or not _fill_split(keys, masks, cap, jobs):
         for hashes, plane, value in jobs:
             _place(keys, masks, masks[plane], cap, hashes, value)
+    return keys, masks
 
 
 def _filled_by_child(
-    cap: int, code: str, planes: int, jobs: list[_Job]
-) -> tuple[array[int], list[array[int]]]:
-    """The table, filled by a forked child (itself splitting the work with one of its own)
-    and read back here, after the hashes were dropped here. ChildBuildFailed if it failed."""
+    cap: int, code: str, planes: int, jobs: list[_Job], total: int
+) -> tuple[array[int], list[array[int]]] | None:
+    """The table, filled by a forked child (itself splitting the work with one of its own,
+    _filled) and read back here, after the hashes were dropped here. None if no child could
+    start (nothing dropped: the caller fills it); ChildBuildFailed if the child failed."""
 
     def work() -> list[memoryview]:
-        keys = array("q", [0]) * (cap + 1)
-        masks = [array(code, [0]) * (cap + 1) for _ in range(planes)]
-        _fill(keys, masks, cap, jobs)
+        keys, masks = _filled(cap, code, planes, jobs, total)
         return [memoryview(table).cast("B") for table in (keys, *masks)]
 
     child = Forked(work)
-    if not child.started:  # nothing dropped yet: build here
-        keys = array("q", [0]) * (cap + 1)
-        masks = [array(code, [0]) * (cap + 1) for _ in range(planes)]
-        _fill(keys, masks, cap, jobs)
-        return keys, masks
+    if not child.started:
+        return None
     for hashes, _, _ in jobs:
         del hashes[:]  # frees the buffer here; the child reads its own copy
     codes = ["q", *([code] * planes)]
