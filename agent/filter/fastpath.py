@@ -37,10 +37,11 @@ from agent.filter.sinkhole import Sinkhole
 from agent.filter.templates import Template
 from agent.filter.verdict import Kind, Verdict
 
-# Packets (less their ID) seen recently, each with what is known of its name (~5 MB): one
-# lookup answers a repeat. Below a working set it thrashes: the bench's mix of 200,000 queries
-# over 27,000 names missed 31 % of packets with 4,096 and misses 16 % with 16,384.
-PARSED_MEMO = 12_288  # packets; 12,288 x ~230 B: ~2.8 MB (16,384 put a 1M-name cold mix over 64 MB)
+# Packets (less their ID) seen recently, each with what is known of its name (about 230 bytes
+# each: ~2.8 MB): one lookup answers a repeat. Below a working set it thrashes: the bench's mix
+# of 200,000 queries over 27,000 names missed 31 % of packets with 4,096 and 16 % with 16,384;
+# 16,384 also took the 1M-name cold mix over 64 MB (docs/benchmarks.md, 2026-12-03).
+PARSED_MEMO = 12_288
 NAME_MEMO = 8_192  # names seen recently, for new packets of a known name (~1 MB more)
 BLOCKED_MEMO = 4_096  # blocked templates per group, by hit mask and type kind
 CLIENT_MEMO = 65_536
