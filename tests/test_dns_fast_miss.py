@@ -436,8 +436,8 @@ def test_ask_then_shares_one_query_and_survives_a_failing_caller(tmp_path: Path)
 
         try:
             future = upstreams.ask("m1.unlisted.example", packet.A, 1, False)
-            upstreams.ask_then("m1.unlisted.example", packet.A, 1, False, failing)
-            upstreams.ask_then("m1.unlisted.example", packet.A, 1, False, got.append)
+            upstreams.ask_then(("m1.unlisted.example", packet.A, 1, False), failing)
+            upstreams.ask_then(("m1.unlisted.example", packet.A, 1, False), got.append)
             try:
                 answer: object = await asyncio.wait_for(future, 5)
             except UpstreamError as exc:

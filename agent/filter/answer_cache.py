@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 
 from agent.filter import packet
-from agent.filter.response import Stored
+from agent.filter.response import Stored, unpack_meta
 
 CacheKey = tuple[str, int, int, bool]
 Targets = tuple[str, ...]  # names the answer leads to; () for most answers
 # (expires_at, stored_at, body, meta, offsets, age, records, targets): the records as received,
-# rcode and flags and counts packed in `meta` (pack_meta), the TTL offsets in the records (2 bytes
+# rcode and flags and counts packed in `meta` (Stored.meta), the TTL offsets in the records (2 bytes
 # each), the records as last rendered for `age` seconds, and the answer's targets. A tuple of
 # atomic values (and a tuple of str): the garbage collector stops tracking it, so a full cache
 # adds nothing to a collection's work.
@@ -37,23 +37,15 @@ EVICT_FRACTION = 64  # a full cache drops its oldest 1/64 at once
 _SHARED_MAX = 4096  # distinct offset layouts shared between entries
 
 
-def pack_meta(rcode: int, aa: bool, ad: bool, counts: tuple[int, int, int]) -> int:
-    """rcode (12 bits), AA, AD and the three section counts in one int."""
-    an, ns, ar = counts
-    return rcode | aa << 12 | ad << 13 | an << 16 | ns << 32 | ar << 48
-
-
-def unpack_meta(meta: int) -> tuple[int, bool, bool, tuple[int, int, int]]:
-    """(rcode, aa, ad, counts) from pack_meta."""
-    counts = (meta >> 16 & 0xFFFF, meta >> 32 & 0xFFFF, meta >> 48 & 0xFFFF)
-    return meta & 0xFFF, bool(meta >> 12 & 1), bool(meta >> 13 & 1), counts
-
-
 _layouts: dict[bytes, bytes] = {}
 
 
 def _offsets(stored: Stored) -> bytes:
-    raw = b"".join(_OFFSET.pack(offset) for offset, _ in stored.ttls)
+    ttls = stored.ttls
+    if len(ttls) == 1:  # most answers: one record
+        raw = _OFFSET.pack(ttls[0][0])
+    else:
+        raw = struct.pack(f"!{len(ttls)}H", *[offset for offset, _ in ttls])
     shared = _layouts.get(raw)
     if shared is None:
         shared = raw
@@ -74,7 +66,10 @@ def records_at(body: bytes, offsets: bytes, age: int) -> bytes:
 
 
 def targets_of(key: CacheKey, stored: Stored) -> Targets:
-    """The names a stored answer to `key` leads to (packet.answer_targets)."""
+    """The names a stored answer to `key` leads to (packet.answer_targets); none if no record
+    of it can name one (Stored.linked)."""
+    if not stored.linked:
+        return ()
     qname, qtype, qclass, _ = key
     return packet.answer_targets(qname, qtype, qclass, stored.body, sum(stored.counts))
 
@@ -166,10 +161,10 @@ class AnswerCache:
             # Evict a batch of the oldest: one scan from the front per batch, not per insert.
             self._evict(self.max_entries - max(1, self.max_entries // EVICT_FRACTION))
         now = self._clock()
-        meta = pack_meta(stored.rcode, stored.aa, stored.ad, stored.counts)
         if targets is None:
             targets = targets_of(key, stored)
-        entry = (now + ttl, now, stored.body, meta, _offsets(stored), 0, stored.body, targets)
+        body = stored.body
+        entry = (now + ttl, now, body, stored.meta, _offsets(stored), 0, body, targets)
         entries[key] = entry
 
     def _evict(self, keep: int) -> None:

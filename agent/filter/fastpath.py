@@ -21,7 +21,7 @@ from itertools import islice
 from typing import Any
 
 from agent.filter import packet
-from agent.filter.answer_cache import AnswerCache, CacheKey, Targets, pack_meta, unpack_meta
+from agent.filter.answer_cache import AnswerCache, CacheKey, Targets
 from agent.filter.groups import CategoryLookup, ClientTable, GroupPolicy
 from agent.filter.request import Link
 from agent.filter.resolvers.access import OUTSIDER, AccessLink
@@ -32,7 +32,7 @@ from agent.filter.resolvers.bypass import DDR_ZONE, NXDOMAIN_NAMES, BypassLink
 from agent.filter.resolvers.forward import CacheLink, Forwarder, UpstreamLink
 from agent.filter.resolvers.ratelimit import RateLimitLink, TokenBuckets
 from agent.filter.resolvers.safesearch import SafeSearchLink
-from agent.filter.response import Stored, render
+from agent.filter.response import Stored, render, unpack_meta
 from agent.filter.sinkhole import Sinkhole
 from agent.filter.templates import Template
 from agent.filter.verdict import Kind, Verdict
@@ -316,8 +316,9 @@ class FastPath:
         the cached-answer step runs: access and rate limit took the client's token already."""
         info = miss.parsed[5]
         assert info is not None  # a Miss is made only for a looked-up name
-        meta = pack_meta(stored.rcode, stored.aa, stored.ad, stored.counts)
-        return self._reply(data, miss.parsed, info, miss.group, meta, stored.body, targets, True)
+        return self._reply(
+            data, miss.parsed, info, miss.group, stored.meta, stored.body, targets, True
+        )
 
     def _reply(
         self,
@@ -454,7 +455,7 @@ class FastPath:
         return info
 
     def _shape_template(self, meta: int) -> Template:
-        """The replies of a cached answer's shape (cache.pack_meta) with no records: render()
+        """The replies of a cached answer's shape (Stored.meta) with no records: render()
         of that shape with the records spliced in before the OPT is the reply, byte for byte."""
         rcode, aa, ad, counts = unpack_meta(meta)
         empty = Stored(rcode, aa, ad, False, counts, b"", (), 0)

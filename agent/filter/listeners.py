@@ -184,10 +184,12 @@ class BatchedUdp:
                             answered_data.append(data)
                             answered_clients.append(client)
                     elif isinstance(fast, bool):
-                        server.answer_udp(data, client, fast, started, datagrams, datagrams.peer(i))
+                        server.answer_udp(
+                            data, client, fast, started, datagrams, datagrams.source(i)
+                        )
                     else:  # a cache miss: its answer leaves in a later sendmmsg
                         server.answer_miss(
-                            fast, data, client, started, datagrams, datagrams.peer(i)
+                            fast, data, client, started, datagrams, datagrams.source(i)
                         )
             finally:
                 datagrams.send(replies)  # what was answered goes out even if a packet raised

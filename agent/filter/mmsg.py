@@ -158,7 +158,7 @@ def _field(
 class Datagrams:
     """One bound UDP socket, read and answered in batches.
 
-    receive() fills slots 0..n-1; packets(n), clients(n) and peer(i) describe them; send()
+    receive() fills slots 0..n-1; packets(n), clients(n), source(i) and peer(i) describe them; send()
     answers any of them in one call, and sendto() one answer at once (for answers that finish
     after their batch). Errors are counted in `dropped`, never raised: the server must keep
     answering.
@@ -229,10 +229,20 @@ class Datagrams:
                     texts[i] = memo[key] = self.peer(i)[0]
         return texts  # type: ignore[return-value]  # no None left
 
+    def source(self, i: int) -> bytes:
+        """The source address of datagram i as the kernel wrote it (struct sockaddr): what
+        sendto() takes to answer it, without making an address tuple and packing it again."""
+        start = i * self.namelen
+        names: Any = self._in.names  # a slice of the ctypes array is bytes
+        raw: bytes = names[start : start + self.namelen]
+        return raw
+
     def peer(self, i: int) -> tuple[Any, ...]:
         """The source address of datagram i as a socket address tuple."""
-        start = i * self.namelen
-        raw = self._in.name[start : start + self.namelen].tobytes()
+        return self._address(self.source(i))
+
+    def _address(self, raw: bytes) -> tuple[Any, ...]:
+        """A struct sockaddr of this socket's family as a socket address tuple."""
         port = int.from_bytes(raw[2:4], "big")
         if self.namelen == 16:
             return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
@@ -256,7 +266,7 @@ class Datagrams:
         for i, wire in replies:
             length = len(wire)
             if length > size:  # larger than a slot: on its own
-                self.sendto(wire, self.peer(i))
+                self.sendto(wire, self.source(i))
                 continue
             start = queued * size
             data[start : start + length] = wire
@@ -282,8 +292,9 @@ class Datagrams:
                 continue
             sent += n
 
-    def sendto(self, wire: bytes, peer: tuple[Any, ...]) -> None:
-        """Send one answer that finished after its batch (a cache miss answered upstream).
+    def sendto(self, wire: bytes, peer: tuple[Any, ...] | bytes) -> None:
+        """Send one answer that finished after its batch (a cache miss answered upstream), to
+        an address tuple or to a datagram's source() as the kernel gave it.
 
         On a running event loop the answers of one loop turn are gathered and leave together
         in one sendmmsg when it ends: the upstream pool wakes many of them at once, and one
@@ -296,7 +307,12 @@ class Datagrams:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
-            name = self._sockaddr(peer) if loop is not None else None
+            if loop is None:
+                name = None
+            elif isinstance(peer, bytes):
+                name = peer if len(peer) == self.namelen else None
+            else:
+                name = self._sockaddr(peer)
             if loop is not None and name is not None:
                 late = self._late
                 late.append((wire, name))
@@ -341,10 +357,11 @@ class Datagrams:
                 pointers[j] = out.names_at + j * namelen
             self._flush(len(chunk))
 
-    def _send_now(self, wire: bytes, peer: tuple[Any, ...]) -> None:
+    def _send_now(self, wire: bytes, peer: tuple[Any, ...] | bytes) -> None:
         try:
-            self.sock.sendto(wire, peer)
-        except OSError as exc:
+            address = self._address(peer) if isinstance(peer, bytes) else peer
+            self.sock.sendto(wire, address)
+        except (OSError, ValueError) as exc:
             log.debug("sendto %s: %s", peer[0], exc)
             self._drop()
 

@@ -183,7 +183,7 @@ def read_name(message: bytes, off: int) -> str | None:
 
 # Records whose data names another owner the client will go on to: CNAME and DNAME targets,
 # SVCB/HTTPS TargetName (after the 2-byte SvcPriority).
-_TARGET_TYPES = frozenset({CNAME, DNAME, SVCB, HTTPS})
+TARGET_TYPES = frozenset({CNAME, DNAME, SVCB, HTTPS})
 
 
 MAX_TARGETS = 64  # targets checked per answer (CNAME chains stop far sooner in practice)
@@ -211,7 +211,7 @@ def answer_targets(
             break
         rtype, _, _, rdlen = _RR.unpack_from(body, off + name_len)
         rdata = off + name_len + 10
-        if rtype in _TARGET_TYPES:
+        if rtype in TARGET_TYPES:
             if message is None:
                 question = question_bytes(qname, qtype, qclass)
                 message = bytes(HEADER_LEN) + question + body

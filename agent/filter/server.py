@@ -255,7 +255,7 @@ class DnsServer:
         links)."""
         done = functools.partial(self._fetched, miss, data, client, started, udp, peer)
         try:
-            miss.fast.forwarder.upstreams.ask_then(*miss.key, done, miss.question(data))
+            miss.fast.forwarder.upstreams.ask_then(miss.key, done, miss.question(data))
         except Exception:  # never die on one packet: the full path answers it
             log.exception("asking upstream for %s failed", miss.key[0])
             self.answer_udp(data, client, True, started, udp, peer)

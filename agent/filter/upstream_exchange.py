@@ -64,12 +64,11 @@ class Exchange:
         "deadline",
         "do",
         "done",
+        "key",
         "msg_id",
         "position",
         "problem",
-        "qclass",
         "qname",
-        "qtype",
         "question",
         "resent",
         "slot",
@@ -77,13 +76,10 @@ class Exchange:
         "waiters",
     )
 
-    def __init__(
-        self, qname: str, qtype: int, qclass: int, do: bool, question: bytes, deadline: float
-    ) -> None:
-        self.qname = qname
-        self.qtype = qtype
-        self.qclass = qclass
-        self.do = do
+    def __init__(self, key: tuple[str, int, int, bool], question: bytes, deadline: float) -> None:
+        self.key = key  # (qname, qtype, qclass, DO): what identical questions in flight share
+        self.qname = key[0]
+        self.do = key[3]
         self.question = question  # the question section as sent, for matching replies
         self.deadline = deadline  # loop time by which it is answered or failed
         self.attempt_deadline = deadline  # this server's share of what is left

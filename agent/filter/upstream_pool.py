@@ -185,7 +185,7 @@ class UdpPool:
             stats.receive_calls += 1
             cut = io.cut
             for i, data in enumerate(datagrams):
-                exchange = pending.get(int.from_bytes(data[:2], "big")) if len(data) > 2 else None
+                exchange = pending.get(data[0] << 8 | data[1]) if len(data) > 2 else None
                 if exchange is None or not matches(data, exchange.msg_id, exchange.question):
                     stats.unmatched += 1
                     continue

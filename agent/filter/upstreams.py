@@ -82,7 +82,7 @@ class Upstreams:
         the others waiting). Fails with UpstreamError when every server failed."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Stored] = loop.create_future()
-        exchange = self._exchange(qname, qtype, qclass, do, loop)
+        exchange = self._exchange((qname, qtype, qclass, do), loop)
         exchange.waiters.append(waiter)
         if exchange.position < 0:
             self._attempt(exchange, 0, loop.time())
@@ -90,45 +90,36 @@ class Upstreams:
 
     def ask_then(
         self,
-        qname: str,
-        qtype: int,
-        qclass: int,
-        do: bool,
+        key: InflightKey,
         done: Callable[[Stored | Exception], None],
         question: bytes | None = None,
     ) -> None:
-        """As ask(), but the answer (or the UpstreamError) goes to `done`, called from the
-        carrier's read callback or the sweep (or at once, if no server can be asked): no
-        future and no event-loop turn in between, for the fast path's cache misses. `done`
-        should not raise; if it does, that is logged and the other callers still hear.
+        """As ask() for key (qname, qtype, qclass, DO), but the answer (or the UpstreamError)
+        goes to `done`, called from the carrier's read callback or the sweep (or at once, if
+        no server can be asked): no future and no event-loop turn in between, for the fast
+        path's cache misses. `done` should not raise; if it does, that is logged and the
+        other callers still hear.
         `question`: the question section as packet.question_bytes gives it, if the caller has
         it already (the fast path cuts it from the query)."""
         loop = asyncio.get_running_loop()
-        exchange = self._exchange(qname, qtype, qclass, do, loop, question)
+        exchange = self._exchange(key, loop, question)
         exchange.callbacks.append(done)
         if exchange.position < 0:
             self._attempt(exchange, 0, loop.time())
 
     def _exchange(
-        self,
-        qname: str,
-        qtype: int,
-        qclass: int,
-        do: bool,
-        loop: asyncio.AbstractEventLoop,
-        question: bytes | None = None,
+        self, key: InflightKey, loop: asyncio.AbstractEventLoop, question: bytes | None = None
     ) -> Exchange:
         """The exchange in flight for a question, or a new one not yet sent (position -1:
         the caller sends it once it has joined, so a failure at once reaches it too)."""
         if loop is not self._loop:
             self._bind(loop)
-        key = (qname, qtype, qclass, do)
         exchange = self._inflight.get(key)
         if exchange is None:
             if question is None:
-                question = packet.question_bytes(qname, qtype, qclass)
+                question = packet.question_bytes(key[0], key[1], key[2])
             deadline = loop.time() + self.config.timeout_ms / 1000
-            exchange = Exchange(qname, qtype, qclass, do, question, deadline)
+            exchange = Exchange(key, question, deadline)
             exchange.position = -1
             self._inflight[key] = exchange
         return exchange
@@ -196,12 +187,14 @@ class Upstreams:
     def _finish(self, exchange: Exchange, stored: Stored) -> None:
         exchange.done = True
         self._unschedule(exchange)
-        if self._inflight.get(self._key(exchange)) is exchange:
-            del self._inflight[self._key(exchange)]
-        for waiter in exchange.waiters:
-            if not waiter.done():
-                waiter.set_result(stored)
-        exchange.waiters = []
+        inflight, key = self._inflight, exchange.key
+        if inflight.get(key) is exchange:
+            del inflight[key]
+        if exchange.waiters:
+            for waiter in exchange.waiters:
+                if not waiter.done():
+                    waiter.set_result(stored)
+            exchange.waiters = []
         if exchange.callbacks:
             _tell(exchange, stored)
 
@@ -209,8 +202,8 @@ class Upstreams:
         exchange.done = True
         self._unschedule(exchange)
         self.failed_queries += 1
-        if self._inflight.get(self._key(exchange)) is exchange:
-            del self._inflight[self._key(exchange)]
+        if self._inflight.get(exchange.key) is exchange:
+            del self._inflight[exchange.key]
         problem = exchange.problem or "no upstream"
         error = UpstreamError(f"all upstreams failed for {exchange.qname} (last: {problem})")
         for waiter in exchange.waiters:
@@ -219,10 +212,6 @@ class Upstreams:
         exchange.waiters = []
         if exchange.callbacks:
             _tell(exchange, error)
-
-    @staticmethod
-    def _key(exchange: Exchange) -> InflightKey:
-        return (exchange.qname, exchange.qtype, exchange.qclass, exchange.do)
 
     def _datagrams(self, entry: _Server) -> UdpPool:
         if entry.datagrams is None:

@@ -106,10 +106,7 @@ class UpstreamLink:
         """The cache-miss path without a task or future: the upstream pool's callback answers."""
         q = request.query
         self.forwarder.upstreams.ask_then(
-            q.qname,
-            q.qtype,
-            q.qclass,
-            q.do,
+            (q.qname, q.qtype, q.qclass, q.do),
             lambda fetched: done(self.answer_fetched(request, fetched)),
         )
 
