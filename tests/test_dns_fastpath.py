@@ -392,7 +392,9 @@ def test_full_memos_forget_their_oldest_slice_not_everything(
     fast = chain.fast
     names = [f"n{i}.unlisted.example" for i in range(200)] + ["casino.example"]
     for i, name in enumerate(names):
-        chain.resolve_fast(query_bytes(name, packet.A, i, 0x0100, None, False, 0), "127.0.1.5")
+        for msg_id in (i, i + 1000):  # a memo takes a name the second time (Doorkeeper)
+            query = query_bytes(name, packet.A, msg_id, 0x0100, None, False, 0)
+            chain.resolve_fast(query, "127.0.1.5")
         assert len(fast._names) <= 64
     memo = [key.decode("ascii", "replace") for key in fast._names]
     assert len(memo) > 64 - 64 // fastpath.FORGET_FRACTION - 1  # a slice went, not all of it
@@ -402,13 +404,43 @@ def test_full_memos_forget_their_oldest_slice_not_everything(
     assert full_answer(chain, again, "127.0.1.5") is not None
 
 
+def test_memos_take_a_key_the_second_time_it_comes(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doorkeeper: a packet (less its ID) and a name enter their memos on their second
+    sighting, not their first; it forgets its marks after DOOR_MARKS of them; the answers
+    are the same either way."""
+    from agent.filter import fastpath
+
+    monkeypatch.setattr(fastpath, "DOOR_MARKS", 8)
+    chain = setup.chain()
+    fast = chain.fast
+    first = query_bytes("once.unlisted.example", packet.A, 1, 0x0100, None, False, 0)
+    assert isinstance(chain.resolve_fast(first, "127.0.1.5"), Miss)
+    assert not fast._parsed and not fast._names
+    aaaa = query_bytes("once.unlisted.example", packet.AAAA, 2, 0x0100, None, False, 0)
+    assert isinstance(chain.resolve_fast(aaaa, "127.0.1.5"), Miss)
+    assert len(fast._names) == 1 and not fast._parsed  # the name came twice, each packet once
+    blocked = query_bytes("casino.example", packet.A, 3, 0x0100, None, False, 0)
+    answers = [chain.resolve_fast(bytes([0, i]) + blocked[2:], "127.0.1.5") for i in range(3)]
+    assert len(fast._parsed) == 1  # taken the second time, a hit the third
+    wires = [a[0][2:] for a in answers if isinstance(a, tuple)]
+    assert len(wires) == 3 and len(set(wires)) == 1
+    # The marks are forgotten after DOOR_MARKS of them: a key marked before is new again.
+    door = fastpath.Doorkeeper()
+    assert not door.admit(b"a") and door.admit(b"a")
+    for key in (b"b", b"c", b"d", b"e", b"f", b"g", b"h"):
+        door.admit(key)
+    assert door.marks == 0 and not door.admit(b"a")
+
+
 def test_a_retired_fast_path_empties_its_memos_a_slice_at_a_time(setup: Setup) -> None:
     """forget() (used on the fast path a reload replaced) frees at most `count` entries a call,
     oldest first, and the fast path still answers right afterwards."""
     chain = setup.chain()
     fast = chain.fast
-    for i in range(50):
-        name = f"n{i}.unlisted.example" if i % 2 else "casino.example"
+    for i in range(100):
+        name = f"n{i // 2}.unlisted.example" if i % 4 > 1 else "casino.example"
         chain.resolve_fast(query_bytes(name, packet.A, i, 0x0100, None, False, 0), "127.0.1.5")
     held = len(fast._parsed) + len(fast._names) + len(fast._clients) + len(fast._shapes)
     assert held > 10
