@@ -455,3 +455,28 @@ def test_a_retired_fast_path_empties_its_memos_a_slice_at_a_time(setup: Setup) -
     assert isinstance(answered, tuple) and answered[1].kind.value == "blocked"
     full = full_answer(chain, again, "127.0.1.5")
     assert full is not None and answered[0] == full.wire
+
+
+WIRE_LABEL = st.binary(min_size=1, max_size=63) | st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_*/.", min_size=1, max_size=63
+).map(str.encode)
+
+
+@settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(labels=st.lists(WIRE_LABEL, max_size=6))
+def test_the_fast_path_reads_a_name_as_the_labels_it_has(setup: Setup, labels: list[bytes]) -> None:
+    """_learn takes a wire name (any bytes, any label length) only if every byte is one a
+    plain label may hold, and then reads it as exactly its labels joined by dots; a label
+    with a dot or any other byte is the full path's."""
+    key = b"".join(bytes([len(label)]) + label for label in labels).lower()
+    info = setup.chain().fast._learn(key, len(labels))
+    plain = all(
+        not label.lower().translate(None, b"abcdefghijklmnopqrstuvwxyz0123456789-_*/")
+        for label in labels
+    )
+    if not plain:
+        assert info is None
+    else:
+        assert info is not None and info[0] == b".".join(labels).lower().decode("ascii")

@@ -58,6 +58,7 @@ CLOAKED_MEMO = 4_096  # verdicts of answers blocked for a target, per group
 # Label bytes the fast path accepts (as packet.parse_query); others go to the full path.
 _PLAIN = b"abcdefghijklmnopqrstuvwxyz0123456789-_*/"
 _PLAIN_OR_DOT = _PLAIN + b"."
+_LENGTHS_AS_DOTS = bytes.maketrans(bytes(range(1, 0x2A)), b"." * (0x2A - 1))
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _OPT_TYPE = b"\x00\x29"
 
@@ -69,8 +70,9 @@ FastAnswer = tuple[bytes, Verdict, str | None, int]
 # no group allows it), and whether the full chain answers it (SafeSearch, bypass, beacon). A
 # plain tuple: it is made for every new name, and a dataclass costs ~100x more to build.
 NameInfo = tuple[str, int, tuple[str | None, ...] | None, bool]
-# (end of question, template variant, qtype, EDNS state, client's UDP size, lower-cased name)
-Question = tuple[int, int, int, int, int, bytes]
+# (end of question, template variant, qtype, EDNS state, client's UDP size, lower-cased name,
+# its label count)
+Question = tuple[int, int, int, int, int, bytes, int]
 # A packet's question and its name's NameInfo (None: a name byte the fast path does not take).
 Parsed = tuple[int, int, int, int, int, NameInfo | None]
 
@@ -449,10 +451,10 @@ class FastPath:
         question = _parse(data)
         if question is None:
             return None
-        qend, variant, qtype, edns, limit, key = question
+        qend, variant, qtype, edns, limit, key, labels = question
         info = self._names.get(key)
         if info is None:
-            info = self._learn(key)
+            info = self._learn(key, labels)
         parsed = (qend, variant, qtype, edns, limit, info)
         if self._new_packets.admit(rest):
             if len(self._parsed) >= PARSED_MEMO:
@@ -460,19 +462,23 @@ class FastPath:
             self._parsed[rest] = parsed
         return parsed
 
-    def _learn(self, key: bytes) -> NameInfo | None:
+    def _learn(self, key: bytes, labels: int) -> NameInfo | None:
         """Look a new name up once: its text, categories, allow entries, special handling.
-        None: a byte the fast path does not take (the full path's parser decides)."""
-        # The wire name with each length byte replaced by a dot is the dotted name after its
-        # first byte; a label holding a dot itself shows up as one dot too many.
-        dotted = bytearray(key)
-        pos = labels = 0
-        end = len(key)
-        while pos < end:
-            step = key[pos]
-            dotted[pos] = 46  # "."
-            pos += step + 1
-            labels += 1
+        `key` is its wire form, lower-cased, with `labels` labels. None: a byte the fast path
+        does not take (the full path's parser decides)."""
+        # Each length byte becomes a dot: the dotted name after its first byte. In a key under
+        # 43 bytes no label is over 41 bytes long, so every length byte is below "*" (0x2A),
+        # the lowest byte a plain label has: one translate finds them all. A label holding a
+        # dot, or any byte below "*", shows up as one dot too many.
+        if len(key) < 43:
+            dotted = key.translate(_LENGTHS_AS_DOTS)
+        else:
+            walked = bytearray(key)
+            pos = 0
+            while pos < len(key):
+                walked[pos] = 46  # "."
+                pos += key[pos] + 1
+            dotted = bytes(walked)
         if dotted.translate(None, _PLAIN_OR_DOT) or dotted.count(46) != labels:
             return None
         qname = dotted[1:].decode("ascii")
@@ -540,11 +546,13 @@ def _parse(data: bytes) -> Question | None:
         if data[2] & 0xF8 or data[4:10] != _ONE_QUESTION or data[10]:
             return None
         off = 12
+        labels = 0
         n = data[12]
         while n:  # one step per label: only the length bytes are read
             if n > 63:
                 return None  # compressed or a bad label type: the full parser says which
             off += n + 1
+            labels += 1
             n = data[off]
         if off > 266 or data[off + 3] or data[off + 4] != packet.CLASS_IN:
             return None  # longer than 255 bytes, or a class the access link refuses
@@ -570,4 +578,4 @@ def _parse(data: bytes) -> Question | None:
         return None
     variant = edns << 3 | (data[2] & 1) << 2 | (data[3] & 0x30) >> 4
     qtype = data[off + 1] << 8 | data[off + 2]
-    return qend, variant, qtype, edns, limit, data[12:off].lower()
+    return qend, variant, qtype, edns, limit, data[12:off].lower(), labels

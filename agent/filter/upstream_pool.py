@@ -96,11 +96,13 @@ class UdpPool:
 
     def send(self, exchange: Exchange) -> None:
         """Queue the exchange's query on this turn's socket; it leaves when the turn ends."""
-        try:
-            sock = self._socket()
-        except OSError as exc:
-            self.receiver.failed(exchange, type(exc).__name__)
-            return
+        sock = self._current
+        if sock is None or sock.retired:
+            try:
+                sock = self._socket()
+            except OSError as exc:
+                self.receiver.failed(exchange, type(exc).__name__)
+                return
         pending = sock.pending
         msg_id = self.ids.next()
         while msg_id in pending:
@@ -115,11 +117,11 @@ class UdpPool:
         box = self._outbox.get(sock)
         if box is None:
             self._outbox[sock] = [wire]
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
         else:
             box.append(wire)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
 
     def _socket(self) -> _Socket:
         current = self._current

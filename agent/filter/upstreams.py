@@ -151,7 +151,7 @@ class Upstreams:
         if entry.server.tls:
             self._stream(entry).send(exchange)
         else:
-            self._datagrams(entry).send(exchange)
+            (entry.datagrams or self._datagrams(entry)).send(exchange)
 
     def answered(self, exchange: Exchange, data: bytes, cut: bool) -> None:
         """A matching reply (called by the carriers): done, over TCP if truncated, or next."""
@@ -232,7 +232,8 @@ class Upstreams:
     # --- the timer wheel -----------------------------------------------------------------
 
     def _schedule(self, exchange: Exchange) -> None:
-        self._unschedule(exchange)
+        if exchange.slot >= 0:
+            self._unschedule(exchange)
         slot = math.ceil(exchange.attempt_deadline / TICK_S)
         exchange.slot = slot
         bucket = self._wheel.get(slot)
