@@ -38,11 +38,14 @@ from agent.filter.templates import Template
 from agent.filter.verdict import Kind, Verdict
 
 # Packets (less their ID) seen recently, each with what is known of its name (about 230 bytes
-# each: ~2.8 MB): one lookup answers a repeat. Below a working set it thrashes: the bench's mix
-# of 200,000 queries over 27,000 names missed 31 % of packets with 4,096 and 16 % with 16,384;
-# 16,384 also took the 1M-name cold mix over 64 MB (docs/benchmarks.md, 2026-12-03).
-PARSED_MEMO = 12_288
-NAME_MEMO = 8_192  # names seen recently, for new packets of a known name (~1 MB more)
+# each: ~2.5 MB): one lookup answers a repeat; and names seen recently, for new packets of a
+# known name (~2 MB). Below a working set a memo thrashes: the bench's mix of 200,000 queries
+# over 27,000 names missed 31 % of packets with 4,096 entries and 16 % with 16,384 (before the
+# doorkeeper below); a larger one takes the 1M-name cold mix over 64 MB (docs/benchmarks.md).
+# 10,922 is the most a dict holds in a table of 32,768 slots (~0.65 MB): CPython grows a full
+# dict to a power of two over 3x its entries, so 12,288 entries kept a table twice that size.
+PARSED_MEMO = 10_922
+NAME_MEMO = 10_922
 BLOCKED_MEMO = 4_096  # blocked templates per group, by hit mask and type kind
 CLIENT_MEMO = 65_536
 FORGET_FRACTION = 16  # a full memo forgets its oldest sixteenth at once

@@ -13,6 +13,8 @@ _RR = struct.Struct("!HHIH")
 _TTL = struct.Struct("!I")
 _MINIMUM = struct.Struct("!I")
 _TARGET_TYPES = packet.TARGET_TYPES
+_METAS: dict[int, int] = {}  # Stored.meta values, each kept once (an int is 32 bytes)
+_METAS_MAX = 4096
 
 
 class ResponseError(HedgerowError):
@@ -61,9 +63,11 @@ class Stored:
         # False: no record names another owner (CNAME, DNAME, SVCB, HTTPS), so the answer has
         # no targets to check (packet.answer_targets need not walk it again).
         self.linked = linked
-        # rcode (12 bits), AA, AD and the three section counts in one int (unpack_meta)
+        # rcode (12 bits), AA, AD and the three section counts in one int (unpack_meta); one
+        # object per distinct value, shared by every answer of that shape (most are alike)
         an, ns, ar = counts
-        self.meta = rcode | aa << 12 | ad << 13 | an << 16 | ns << 32 | ar << 48
+        meta = rcode | aa << 12 | ad << 13 | an << 16 | ns << 32 | ar << 48
+        self.meta = _METAS.setdefault(meta, meta) if len(_METAS) < _METAS_MAX else meta
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Stored):
