@@ -113,8 +113,9 @@ def test_parse_response_reads_what_was_built(
     assert stored.truncated == bool(flags & 0x0200)
     assert unpack_meta(stored.meta) == (rcode, stored.aa, stored.ad, stored.counts)
     # Each TTL offset points at that record's TTL in the body, in record order.
-    assert [ttl for _, ttl in stored.ttls] == [r.ttl for r in records]
-    for offset, ttl in stored.ttls:
+    assert [ttl for _, ttl in stored.ttls()] == [r.ttl for r in records]
+    assert len(stored.offsets) == 2 * len(records)
+    for offset, ttl in stored.ttls():
         assert struct.unpack_from("!I", body, offset)[0] == ttl
     assert stored.linked == any(r.rtype in packet.TARGET_TYPES for r in records)
     if stored.truncated:

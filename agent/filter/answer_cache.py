@@ -16,12 +16,11 @@ client's group on every hit (resolvers/blocking.py TargetCheck).
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable
 
 from agent.filter import packet
-from agent.filter.response import Stored, unpack_meta
+from agent.filter.response import Stored, records_at, unpack_meta
 
 CacheKey = tuple[str, int, int, bool]
 Targets = tuple[str, ...]  # names the answer leads to; () for most answers
@@ -31,38 +30,7 @@ Targets = tuple[str, ...]  # names the answer leads to; () for most answers
 # atomic values (and a tuple of str): the garbage collector stops tracking it, so a full cache
 # adds nothing to a collection's work.
 Entry = tuple[float, float, bytes, int, bytes, int, bytes, Targets]
-_TTL = struct.Struct("!I")
-_OFFSET = struct.Struct("!H")
 EVICT_FRACTION = 64  # a full cache drops its oldest 1/64 at once
-_SHARED_MAX = 4096  # distinct offset layouts shared between entries
-
-
-_layouts: dict[bytes, bytes] = {}
-
-
-def _offsets(stored: Stored) -> bytes:
-    ttls = stored.ttls
-    if len(ttls) == 1:  # most answers: one record
-        raw = _OFFSET.pack(ttls[0][0])
-    else:
-        raw = struct.pack(f"!{len(ttls)}H", *[offset for offset, _ in ttls])
-    shared = _layouts.get(raw)
-    if shared is None:
-        shared = raw
-        if len(_layouts) < _SHARED_MAX:
-            _layouts[raw] = raw
-    return shared
-
-
-def records_at(body: bytes, offsets: bytes, age: int) -> bytes:
-    """The record bytes with every TTL lowered by `age` seconds (not below 0)."""
-    if not age or not offsets:
-        return body
-    patched = bytearray(body)
-    for (offset,) in _OFFSET.iter_unpack(offsets):
-        ttl = _TTL.unpack_from(body, offset)[0]
-        _TTL.pack_into(patched, offset, ttl - age if ttl > age else 0)
-    return bytes(patched)
 
 
 def targets_of(key: CacheKey, stored: Stored) -> Targets:
@@ -77,10 +45,7 @@ def targets_of(key: CacheKey, stored: Stored) -> Targets:
 def _stored(entry: Entry) -> Stored:
     expires_at, stored_at, body, meta, offsets, _, _, _ = entry
     rcode, aa, ad, counts = unpack_meta(meta)
-    ttls = tuple(
-        (offset, _TTL.unpack_from(body, offset)[0]) for (offset,) in _OFFSET.iter_unpack(offsets)
-    )
-    return Stored(rcode, aa, ad, False, counts, body, ttls, int(expires_at - stored_at))
+    return Stored(rcode, aa, ad, False, counts, body, offsets, int(expires_at - stored_at))
 
 
 class AnswerCache:
@@ -164,7 +129,7 @@ class AnswerCache:
         if targets is None:
             targets = targets_of(key, stored)
         body = stored.body
-        entry = (now + ttl, now, body, stored.meta, _offsets(stored), 0, body, targets)
+        entry = (now + ttl, now, body, stored.meta, stored.offsets, 0, body, targets)
         entries[key] = entry
 
     def _evict(self, keep: int) -> None:

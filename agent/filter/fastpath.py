@@ -504,7 +504,7 @@ class FastPath:
         """The replies of a cached answer's shape (Stored.meta) with no records: render()
         of that shape with the records spliced in before the OPT is the reply, byte for byte."""
         rcode, aa, ad, counts = unpack_meta(meta)
-        empty = Stored(rcode, aa, ad, False, counts, b"", (), 0)
+        empty = Stored(rcode, aa, ad, False, counts, b"", b"", 0)
         template = Template(lambda q: render(empty, q), packet.A)
         if len(self._shapes) < SHAPE_MEMO:
             self._shapes[meta] = template

@@ -11,6 +11,9 @@ from common.errors import HedgerowError
 _HEADER = struct.Struct("!6H")
 _RR = struct.Struct("!HHIH")
 _TTL = struct.Struct("!I")
+_OFFSET = struct.Struct("!H")
+_LAYOUTS: dict[bytes, bytes] = {}  # TTL offsets, each layout kept once (answers share a few)
+_LAYOUTS_MAX = 4096
 _MINIMUM = struct.Struct("!I")
 _TARGET_TYPES = packet.TARGET_TYPES
 _METAS: dict[int, int] = {}  # Stored.meta values, each kept once (an int is 32 bytes)
@@ -34,10 +37,10 @@ class Stored:
         "counts",
         "linked",
         "meta",
+        "offsets",
         "rcode",
         "truncated",
         "ttl",
-        "ttls",
     )
 
     def __init__(
@@ -48,7 +51,7 @@ class Stored:
         truncated: bool,
         counts: tuple[int, int, int],
         body: bytes,
-        ttls: tuple[tuple[int, int], ...],
+        offsets: bytes,
         ttl: int,
         linked: bool = True,
     ) -> None:
@@ -58,7 +61,8 @@ class Stored:
         self.truncated = truncated
         self.counts = counts
         self.body = body
-        self.ttls = ttls  # (offset in body, TTL as received)
+        # Where each record's TTL is in the body: 2-byte offsets (records_at, ttls)
+        self.offsets = offsets
         self.ttl = ttl  # how long it may be cached (0: not at all)
         # False: no record names another owner (CNAME, DNAME, SVCB, HTTPS), so the answer has
         # no targets to check (packet.answer_targets need not walk it again).
@@ -68,6 +72,11 @@ class Stored:
         an, ns, ar = counts
         meta = rcode | aa << 12 | ad << 13 | an << 16 | ns << 32 | ar << 48
         self.meta = _METAS.setdefault(meta, meta) if len(_METAS) < _METAS_MAX else meta
+
+    def ttls(self) -> list[tuple[int, int]]:
+        """(offset in body, TTL as received) of each record."""
+        body = self.body
+        return [(at, _TTL.unpack_from(body, at)[0]) for (at,) in _OFFSET.iter_unpack(self.offsets)]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Stored):
@@ -106,7 +115,7 @@ def parse_response(data: bytes, question: bytes) -> Stored:
     rcode = flags & 0xF
     off = start = 12 + len(question)
     end = len(data)
-    ttls: list[tuple[int, int]] = []
+    offsets: list[int] = []
     min_ttl = -1
     soa_ttl = 0
     opt_at = -1  # where the OPT record starts, if there is one
@@ -132,7 +141,7 @@ def parse_response(data: bytes, question: bytes) -> Stored:
             # Removing a record from the middle would move names that later pointers use.
             raise ResponseError("OPT is not the last record")
         else:
-            ttls.append((rdata_off - 6 - start, ttl))
+            offsets.append(rdata_off - 6 - start)
             if min_ttl < 0 or ttl < min_ttl:
                 min_ttl = ttl
             if rtype in _TARGET_TYPES:
@@ -160,20 +169,39 @@ def parse_response(data: bytes, question: bytes) -> Stored:
         truncated,
         (an, ns, ar),
         bytes(body),
-        tuple(ttls),
+        _layout(offsets),
         cache_ttl,
         linked,
     )
 
 
+def _layout(offsets: list[int]) -> bytes:
+    """The offsets packed (2 bytes each), one shared object per layout."""
+    if len(offsets) == 1:  # most answers: one record
+        raw = _OFFSET.pack(offsets[0])
+    else:
+        raw = struct.pack(f"!{len(offsets)}H", *offsets)
+    shared = _LAYOUTS.get(raw)
+    if shared is None:
+        shared = raw
+        if len(_LAYOUTS) < _LAYOUTS_MAX:
+            _LAYOUTS[raw] = raw
+    return shared
+
+
+def records_at(body: bytes, offsets: bytes, age: int) -> bytes:
+    """The record bytes with every TTL lowered by `age` seconds (not below 0)."""
+    if not age or not offsets:
+        return body
+    patched = bytearray(body)
+    for (offset,) in _OFFSET.iter_unpack(offsets):
+        ttl = _TTL.unpack_from(body, offset)[0]
+        _TTL.pack_into(patched, offset, ttl - age if ttl > age else 0)
+    return bytes(patched)
+
+
 def render(stored: Stored, q: packet.Query, age: int = 0) -> bytes:
     """The stored answer for this client's query, TTLs lowered by `age` seconds."""
-    if age and stored.ttls:
-        body = bytearray(stored.body)
-        for offset, ttl in stored.ttls:
-            _TTL.pack_into(body, offset, ttl - age if ttl > age else 0)
-        records = bytes(body)
-    else:
-        records = stored.body
+    records = records_at(stored.body, stored.offsets, age)
     ad = stored.ad and (q.do or bool(q.flags & 0x0020))
     return packet.build(q, stored.rcode, records, stored.counts, aa=stored.aa, ad=ad)

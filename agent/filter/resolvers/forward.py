@@ -37,7 +37,7 @@ class Forwarder:
 
     def keep(self, key: CacheKey, stored: Stored) -> Targets:
         """Cache a fresh upstream answer with its targets, parsed once here; returns them."""
-        targets = targets_of(key, stored)
+        targets = targets_of(key, stored) if stored.linked else ()
         self.cache.put(key, stored, targets)
         return targets
 
