@@ -49,7 +49,7 @@ def accept_policy(identity_dir: Path, data: bytes) -> SignedMessage:
 
 
 def policy_stream(data: bytes) -> str:
-    """ "site" or "device": which of the two version streams a signed policy belongs to."""
+    """"site" or "device": which of the two version streams a signed policy belongs to."""
     return _stream(data)
 
 

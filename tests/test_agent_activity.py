@@ -136,11 +136,7 @@ def loginctl(answers: dict[str, str | None]) -> LogindIdle:
         ({"list": "2 1000 ann seat0\n", "2": "Class=user\nIdleHint=yes\n"}, False),
         ({"list": "c1 120 gdm seat0\n", "c1": "Class=greeter\nIdleHint=no\n"}, None),
         (
-            {
-                "list": "2 1000 a seat0\n3 1001 b\n",
-                "2": "Class=user\nIdleHint=yes\n",
-                "3": "Class=user\nIdleHint=no\n",
-            },
+            {"list": "2 1000 a seat0\n3 1001 b\n", "2": "Class=user\nIdleHint=yes\n", "3": "Class=user\nIdleHint=no\n"},
             True,
         ),
     ],
@@ -191,20 +187,9 @@ def test_shipped_data() -> None:
     apps = flagged_apps()
     assert {"openvpn", "tor", "wireguard", "psiphon", "tailscaled"} <= set(apps)
     ips = encrypted_dns_ips()
-    for address in (
-        "8.8.8.8",
-        "8.8.4.4",
-        "2001:4860:4860::8888",
-        "1.1.1.1",
-        "1.0.0.1",
-        "2606:4700:4700::1111",
-        "9.9.9.9",
-        "208.67.222.222",
-        "94.140.14.14",
-        "45.90.28.1",
-        "185.228.168.168",
-        "194.242.2.2",
-    ):
+    for address in ("8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "1.1.1.1", "1.0.0.1",
+                    "2606:4700:4700::1111", "9.9.9.9", "208.67.222.222", "94.140.14.14",
+                    "45.90.28.1", "185.228.168.168", "194.242.2.2"):
         assert ips.contains(address), address
     assert not ips.contains("192.0.2.1") and not ips.contains("not an address")
     assert ips.version
@@ -256,10 +241,7 @@ def test_interfaces_and_tunnels_in_a_namespace(two_namespaces: tuple[str, str]) 
     a, _ = two_namespaces
     out = subprocess.run(
         ["ip", "netns", "exec", a, sys.executable, "-c", NETNS_SCRIPT, "tunhrw0", "10.213.0.2"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+        capture_output=True, text=True, check=True, timeout=60,
     )
     result = json.loads(out.stdout)
     window = result["window"]

@@ -83,9 +83,7 @@ def test_real_sockets_found(dot_connection: socket.socket) -> None:
     dot = mine(found, "dot")
     assert [(f.remote, f.port, f.proto, f.process) for f in dot] == [("127.0.0.1", 853, "tcp", me)]
     elsewhere = mine(found, "dns_elsewhere")
-    assert [(f.remote, f.port, f.proto, f.process) for f in elsewhere] == [
-        ("127.0.0.9", 53, "udp", me)
-    ]
+    assert [(f.remote, f.port, f.proto, f.process) for f in elsewhere] == [("127.0.0.9", 53, "udp", me)]
     assert [(f.remote, f.port, f.proto) for f in mine(found, "doq")] == [("127.0.0.1", 853, "udp")]
     assert OUR_FILTER not in {f.remote for f in found}
     assert dot[0].detail["source"] == "connections"

@@ -59,9 +59,7 @@ def list_server(files: dict[str, str]) -> Iterator[str]:
 
 def bundle(hub: HubConfig, broker: Mosquitto, device: str, device_class: str, out: Path) -> Path:
     args = ["enroll", "bundle", "--config", str(hub.path), "--device", device]
-    assert (
-        hub_main([*args, "--class", device_class, "--broker", broker.url, "--out", str(out)]) == 0
-    )
+    assert hub_main([*args, "--class", device_class, "--broker", broker.url, "--out", str(out)]) == 0
     return out
 
 
@@ -95,9 +93,7 @@ def test_the_laptop_agent_on_site_off_site_and_failing_closed(
         with FakeUpstream() as upstream, FakeUpstream() as offsite:
             pi_port = free_dns_port()
             extra = f'[beacon]\nsite = "cape-primary"\nidentity = "{pi_identity}"\n'
-            extra += (
-                f'[report]\nhub = "{broker.url}"\nidentity = "{pi_identity}"\ninterval_s = 10\n'
-            )
+            extra += f'[report]\nhub = "{broker.url}"\nidentity = "{pi_identity}"\ninterval_s = 10\n'
             pi_config = write_config(tmp_path, [upstream.address], pi_port, extra=extra)
             assert dns_main(["enroll", "--config", str(pi_config), "--bundle", str(pi_bundle)]) == 0
             agent_port = free_dns_port()
@@ -134,16 +130,11 @@ enabled = false
             with daemon(f"{BIN}/hedgerow-hub", "serve", "--config", str(hub.path), log=hub_log):
                 wait_until(lambda: "hedgerow-hub serving" in hub_log.read_text(), what="the hub")
                 pi = daemon(
-                    f"{BIN}/hedgerow-dns",
-                    "serve",
-                    "--config",
-                    str(pi_config),
-                    log=tmp_path / "dns.log",
+                    f"{BIN}/hedgerow-dns", "serve", "--config", str(pi_config), log=tmp_path / "dns.log"
                 )
                 agent_log = tmp_path / "agent.log"
-                with (
-                    pi as pi_proc,
-                    daemon(f"{BIN}/hedgerow-agent", "run", "--config", str(config), log=agent_log),
+                with pi as pi_proc, daemon(
+                    f"{BIN}/hedgerow-agent", "run", "--config", str(config), log=agent_log
                 ):
                     # On site: the Pi's signed beacon; everything forwarded to the Pi.
                     wait_until(
@@ -168,9 +159,7 @@ enabled = false
                     )
                     assert "192.0.2" in dig(agent_port, "www.bbc.co.uk", "+short")
                     # The hub raises offsite_use from the site_state event.
-                    wait_until(
-                        lambda: bool(alerts(hub, "offsite_use")), timeout=60, what="offsite_use"
-                    )
+                    wait_until(lambda: bool(alerts(hub, "offsite_use")), timeout=60, what="offsite_use")
                     assert alerts(hub, "offsite_use")[0][2] == "lt-1"
                     # Upstream dead: blocked stays blocked, the rest is SERVFAIL.
                     offsite.mode = "silent"
@@ -178,38 +167,17 @@ enabled = false
                     assert "SERVFAIL" in dig(agent_port, "never-asked-before.example")
                     # A concern reaches the DSL as an alert.
                     concern = subprocess.run(
-                        [
-                            f"{BIN}/hedgerow-agent",
-                            "report-concern",
-                            "--config",
-                            str(config),
-                            "someone sent me a horrible video",
-                        ],
-                        capture_output=True,
-                        text=True,
-                        timeout=30,
+                        [f"{BIN}/hedgerow-agent", "report-concern", "--config", str(config),
+                         "someone sent me a horrible video"],
+                        capture_output=True, text=True, timeout=30,
                     )
                     assert concern.returncode == 0, concern.stderr
-                    wait_until(
-                        lambda: bool(alerts(hub, "concern")), timeout=60, what="concern alert"
-                    )
+                    wait_until(lambda: bool(alerts(hub, "concern")), timeout=60, what="concern alert")
                     assert int(alerts(hub, "concern")[0][1]) == 4
                     status = agent_status(config)
-                    for key in (
-                        "device",
-                        "group",
-                        "site_state",
-                        "since",
-                        "policy_version",
-                        "filter",
-                        "system_resolver",
-                        "spool_depth",
-                        "oldest_unreceipted",
-                        "last_publish",
-                        "broker",
-                        "sniffer",
-                        "health",
-                    ):
+                    for key in ("device", "group", "site_state", "since", "policy_version", "filter",
+                                "system_resolver", "spool_depth", "oldest_unreceipted",
+                                "last_publish", "broker", "sniffer", "health"):
                         assert key in status, key
                     assert status["broker"] == "connected" and status["policy_version"] >= 1
                     assert status["sniffer"] == "off in the config"

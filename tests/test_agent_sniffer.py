@@ -55,41 +55,31 @@ def dns_query(name: str) -> bytes:
 CASES: list[tuple[str, Packet, tuple[str, str, int, str] | None, dict[str, str | int]]] = [
     (
         "udp DNS to 8.8.8.8 is dns_elsewhere, with the name",
-        IP(src="192.168.1.20", dst="8.8.8.8")
-        / UDP(sport=40000, dport=53)
-        / DNS(rd=1, qd=DNSQR(qname="Example.COM")),
+        IP(src="192.168.1.20", dst="8.8.8.8") / UDP(sport=40000, dport=53) / DNS(rd=1, qd=DNSQR(qname="Example.COM")),
         ("dns_elsewhere", "8.8.8.8", 53, "udp"),
         {"qname": "example.com", "src": "192.168.1.20"},
     ),
     (
         "tcp DNS to 8.8.8.8 is dns_elsewhere too",
-        IP(src="192.168.1.20", dst="8.8.8.8")
-        / TCP(sport=40001, dport=53, flags="PA")
-        / DNS(rd=1, qd=DNSQR(qname="tcp.example")),
+        IP(src="192.168.1.20", dst="8.8.8.8") / TCP(sport=40001, dport=53, flags="PA") / DNS(rd=1, qd=DNSQR(qname="tcp.example")),
         ("dns_elsewhere", "8.8.8.8", 53, "tcp"),
         {"qname": "tcp.example"},
     ),
     (
         "IPv6 DNS to Google",
-        IPv6(src="fd00::20", dst="2001:4860:4860::8888")
-        / UDP(sport=40002, dport=53)
-        / DNS(rd=1, qd=DNSQR(qname="v6.example")),
+        IPv6(src="fd00::20", dst="2001:4860:4860::8888") / UDP(sport=40002, dport=53) / DNS(rd=1, qd=DNSQR(qname="v6.example")),
         ("dns_elsewhere", "2001:4860:4860::8888", 53, "udp"),
         {"qname": "v6.example"},
     ),
     (
         "DNS to an allowed server is nothing",
-        IP(src="192.168.1.20", dst="10.0.0.53")
-        / UDP(sport=40003, dport=53)
-        / DNS(rd=1, qd=DNSQR(qname="fine.example")),
+        IP(src="192.168.1.20", dst="10.0.0.53") / UDP(sport=40003, dport=53) / DNS(rd=1, qd=DNSQR(qname="fine.example")),
         None,
         {},
     ),
     (
         "a reply from 8.8.8.8 is nothing (its query counts)",
-        IP(src="8.8.8.8", dst="192.168.1.20")
-        / UDP(sport=53, dport=40000)
-        / DNS(qr=1, qd=DNSQR(qname="example.com")),
+        IP(src="8.8.8.8", dst="192.168.1.20") / UDP(sport=53, dport=40000) / DNS(qr=1, qd=DNSQR(qname="example.com")),
         None,
         {},
     ),
@@ -101,9 +91,7 @@ CASES: list[tuple[str, Packet, tuple[str, str, int, str] | None, dict[str, str |
     ),
     (
         "a DoT ClientHello names the server",
-        IP(src="192.168.1.20", dst="1.1.1.1")
-        / TCP(sport=40005, dport=853, flags="PA")
-        / Raw(client_hello("one.one.one.one")),
+        IP(src="192.168.1.20", dst="1.1.1.1") / TCP(sport=40005, dport=853, flags="PA") / Raw(client_hello("one.one.one.one")),
         ("dot", "1.1.1.1", 853, "tcp"),
         {"sni": "one.one.one.one"},
     ),
@@ -121,26 +109,20 @@ CASES: list[tuple[str, Packet, tuple[str, str, int, str] | None, dict[str, str |
     ),
     (
         "DoQ on UDP 8853 is doq",
-        IP(src="192.168.1.20", dst="94.140.14.14")
-        / UDP(sport=40008, dport=8853)
-        / Raw(b"\xc0quic"),
+        IP(src="192.168.1.20", dst="94.140.14.14") / UDP(sport=40008, dport=8853) / Raw(b"\xc0quic"),
         ("doq", "94.140.14.14", 8853, "udp"),
         {},
     ),
     (
         "IPv4-mapped IPv6 to an allowed server is nothing",
-        IPv6(src="::ffff:192.168.1.20", dst="::ffff:10.0.0.53")
-        / UDP(sport=40009, dport=53)
-        / DNS(rd=1, qd=DNSQR(qname="x.example")),
+        IPv6(src="::ffff:192.168.1.20", dst="::ffff:10.0.0.53") / UDP(sport=40009, dport=53) / DNS(rd=1, qd=DNSQR(qname="x.example")),
         None,
         {},
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("packet", "want", "detail"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("packet", "want", "detail"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_analysis_of_crafted_packets(
     packet: Packet, want: tuple[str, str, int, str] | None, detail: dict[str, str | int]
 ) -> None:
@@ -170,10 +152,7 @@ def test_from_scapy_leaves_out_what_is_not_tcp_or_udp() -> None:
 def test_pcap_written_then_read(tmp_path: Path) -> None:
     """A pcap written with wrpcap reads back as the same Observed packets, in order."""
     packets = [
-        Ether()
-        / IP(src="192.168.1.20", dst="8.8.8.8")
-        / UDP(sport=40000, dport=53)
-        / DNS(rd=1, qd=DNSQR(qname="a.example")),
+        Ether() / IP(src="192.168.1.20", dst="8.8.8.8") / UDP(sport=40000, dport=53) / DNS(rd=1, qd=DNSQR(qname="a.example")),
         Ether() / IP(src="192.168.1.20", dst="8.8.8.8") / TCP(sport=40001, dport=853, flags="S"),
         Ether() / IP(src="192.168.1.20", dst="8.8.8.8"),  # no transport: left out
         Ether() / IPv6(src="fd00::20", dst="2620:fe::fe") / UDP(sport=40002, dport=784) / Raw(b"q"),
@@ -249,24 +228,12 @@ def test_server_name_of_real_client_hellos() -> None:
 
 LINES = [
     ('{"proto":"udp","src":"a","dst":"b","sport":1,"dport":53,"qname":null,"tls_sni":null}', True),
-    (
-        '{"proto":"icmp","src":"a","dst":"b","sport":1,"dport":53,"qname":null,"tls_sni":null}',
-        False,
-    ),
-    (
-        '{"proto":"udp","src":"a","dst":"b","sport":1,"dport":70000,"qname":null,"tls_sni":null}',
-        False,
-    ),
-    (
-        '{"proto":"udp","src":"a","dst":"b","sport":true,"dport":53,"qname":null,"tls_sni":null}',
-        False,
-    ),
+    ('{"proto":"icmp","src":"a","dst":"b","sport":1,"dport":53,"qname":null,"tls_sni":null}', False),
+    ('{"proto":"udp","src":"a","dst":"b","sport":1,"dport":70000,"qname":null,"tls_sni":null}', False),
+    ('{"proto":"udp","src":"a","dst":"b","sport":true,"dport":53,"qname":null,"tls_sni":null}', False),
     ('{"proto":"udp","src":"a","dst":"b","sport":1,"dport":53,"qname":5,"tls_sni":null}', False),
     ('{"proto":"udp","src":"a","dst":"b","sport":1,"dport":53,"qname":null}', False),
-    (
-        '{"proto":"udp","src":"a","dst":"b","sport":1,"dport":53,"qname":null,"tls_sni":null,"x":1}',
-        False,
-    ),
+    ('{"proto":"udp","src":"a","dst":"b","sport":1,"dport":53,"qname":null,"tls_sni":null,"x":1}', False),
     ("[1]", False),
     ("not json", False),
 ]
@@ -309,12 +276,7 @@ def test_interfaces_up(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("cap_eff", "has"),
-    [
-        ("0000003fffffffff", True),
-        ("0000000000002000", True),
-        ("0000000000001fff", False),
-        ("0", False),
-    ],
+    [("0000003fffffffff", True), ("0000000000002000", True), ("0000000000001fff", False), ("0", False)],
 )
 def test_has_net_raw(tmp_path: Path, cap_eff: str, has: bool) -> None:
     """CAP_NET_RAW is bit 13 of CapEff."""
@@ -335,11 +297,7 @@ print(sorted(m for m in sys.modules if m == "scapy" or m.startswith("scapy.")))
 def test_parent_side_never_imports_scapy() -> None:
     """A fresh interpreter importing every parent-side module has no scapy module loaded."""
     out = subprocess.run(
-        [sys.executable, "-c", PARENT_IMPORTS],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+        [sys.executable, "-c", PARENT_IMPORTS], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
 
@@ -400,9 +358,7 @@ def test_real_sniffer_sees_dot_and_dns_on_lo(sniffer: tuple[Sniffer, Findings]) 
             conn.close()
         send_query("127.0.0.9", "elsewhere.example")
         wait_until(lambda: found.has("dot", "127.0.0.1"), timeout=30, what="the dot finding")
-        wait_until(
-            lambda: found.has("dns_elsewhere", "127.0.0.9"), timeout=30, what="the DNS finding"
-        )
+        wait_until(lambda: found.has("dns_elsewhere", "127.0.0.9"), timeout=30, what="the DNS finding")
     # Packets reach the parent in order, so the allowed query, sent first, was seen and passed.
     assert OUR_FILTER not in found.remotes()
     elsewhere = next(f for f in found.items if f.method == "dns_elsewhere")
@@ -458,11 +414,7 @@ def test_killed_child_is_restarted(sniffer: tuple[Sniffer, Findings]) -> None:
         what="a new sniffer child",
     )
     send_query("127.0.0.10", "after.restart.example")
-    wait_until(
-        lambda: found.has("dns_elsewhere", "127.0.0.10"),
-        timeout=30,
-        what="a finding after the restart",
-    )
+    wait_until(lambda: found.has("dns_elsewhere", "127.0.0.10"), timeout=30, what="a finding after the restart")
 
 
 NO_NET_RAW = """
@@ -480,17 +432,7 @@ def test_without_cap_net_raw_state_says_why() -> None:
     """In a process without CAP_NET_RAW (dropped by setpriv) start() does not raise and
     state says why; no child is started."""
     out = subprocess.run(
-        [
-            "setpriv",
-            "--bounding-set=-net_raw",
-            "--inh-caps=-net_raw",
-            sys.executable,
-            "-c",
-            NO_NET_RAW,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+        ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw", sys.executable, "-c", NO_NET_RAW],
+        capture_output=True, text=True, check=True, timeout=60,
     )
     assert out.stdout.strip() == "no CAP_NET_RAW None"

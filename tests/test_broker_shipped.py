@@ -176,7 +176,9 @@ def test_no_login_takes_over_the_hub_or_a_device(
         for c in (device, *intruders):
             c.close()
     assert service.connection is not None and service.connection.takeovers == 0
-    assert query(school.hub.config, "SELECT COUNT(*) FROM alerts WHERE rule = 'security'") == [(0,)]
+    assert query(school.hub.config, "SELECT COUNT(*) FROM alerts WHERE rule = 'security'") == [
+        (0,)
+    ]
 
 
 def test_concurrent_enrolments_do_not_collide(

@@ -57,7 +57,7 @@ def test_check_ok(config: Path) -> None:
         (
             'block = ["adult"]',
             'block = ["adult", "casinos"]',
-            '[groups.staff] block = "casinos": no [[lists]]',
+            "[groups.staff] block = \"casinos\": no [[lists]]",
         ),
         (
             "rate_limit_qps = 0",
@@ -69,12 +69,12 @@ def test_check_ok(config: Path) -> None:
             "rate_limit_qps = 0\nudp_batch = 5000",
             "[server] udp_batch = 5000",
         ),
-        ('allow = ["bbc.co.uk"', 'allow = ["iwf", "bbc.co.uk"', '"iwf": is a statutory category'),
+        ('allow = ["bbc.co.uk"', 'allow = ["iwf", "bbc.co.uk"', "\"iwf\": is a statutory category"),
         ('clients = ["127.0.2.0/24"]', 'clients = ["127.0.2.0/33"]', "not a CIDR network"),
         (
             "timeout_ms = 1500",
             'timeout_ms = "fast"',
-            '[upstream] timeout_ms = "fast": must be an integer',
+            "[upstream] timeout_ms = \"fast\": must be an integer",
         ),
         (
             'blocked_answer = "null"',

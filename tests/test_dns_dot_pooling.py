@@ -251,7 +251,9 @@ def test_the_server_through_a_dot_upstream_makes_one_handshake(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("count", [1, 150])
-def test_more_than_one_connection_only_when_many_are_in_flight(tmp_path: Path, count: int) -> None:
+def test_more_than_one_connection_only_when_many_are_in_flight(
+    tmp_path: Path, count: int
+) -> None:
     with dot_server(tmp_path) as (server, ca):
         upstreams = Upstreams(dot_spec(server.port, ca))
 

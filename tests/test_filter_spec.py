@@ -36,9 +36,7 @@ def _spec(tmp_path: Path, upstream_port: int, **changes: object) -> FilterSpec:
             ListSpec("adult", str(tmp_path / "adult.hosts")),
         ),
         "groups": (
-            GroupSpec(
-                "pupils", (ipaddress.ip_network("127.0.1.0/24"),), block=("gambling", "adult")
-            ),
+            GroupSpec("pupils", (ipaddress.ip_network("127.0.1.0/24"),), block=("gambling", "adult")),
             GroupSpec("staff", (ipaddress.ip_network("127.0.2.0/24"),), block=("adult",)),
         ),
         "default_group": "pupils",
@@ -111,9 +109,8 @@ def test_dns_config_and_spec_build_the_same_policy(tmp_path: Path) -> None:
     assert spec.allow_clients == config.server.allow_clients
     assert spec.beacon_site == (config.beacon.site if config.beacon else None)
     _, index, _ = load_index(spec)
-    chain = build_chain(
-        spec, index, Forwarder(AnswerCache(0, 0), Upstreams(spec.upstream)), clock=lambda: 0.0
-    )
+    chain = build_chain(spec, index, Forwarder(AnswerCache(0, 0), Upstreams(spec.upstream)),
+                        clock=lambda: 0.0)
     expected = ["access", "statutory", "allow", "category", "safesearch", "bypass", "beacon"]
     if spec.rate_limit_qps:
         expected.insert(1, "rate_limit")
@@ -133,9 +130,8 @@ def test_verdict_kinds_are_reported_for_spec_built_engines(tmp_path: Path) -> No
 
     spec = _spec(tmp_path, 53)
     _, index, _ = load_index(spec)
-    chain = build_chain(
-        spec, index, Forwarder(AnswerCache(0, 0), Upstreams(spec.upstream)), clock=lambda: 0.0
-    )
+    chain = build_chain(spec, index, Forwarder(AnswerCache(0, 0), Upstreams(spec.upstream)),
+                        clock=lambda: 0.0)
     wire = dnslib.DNSRecord.question("adult.example", "A").pack()
     request = Request(packet.parse_query(wire), "127.0.2.9", "udp", 0.0)
     _, outcome = chain.decide(request)

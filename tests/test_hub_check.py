@@ -24,37 +24,37 @@ BROKEN: list[tuple[str, str, str]] = [
         "[rules.blocked_content.categories]\ngambling = 9\n",
         "gambling",
     ),
-    ("notify", '[notify]\nfrom = "nobody"\n', '[notify] from = "nobody"'),
+    ("notify", '[notify]\nfrom = "nobody"\n', "[notify] from = \"nobody\""),
     (
         "contacts",
         '[contacts.dsl]\nwebhook = "http://example.com/hook"\n',
-        '[contacts.dsl] webhook = "http://example.com/hook"',
+        "[contacts.dsl] webhook = \"http://example.com/hook\"",
     ),
     ("policy", "[policy]\nsummary_interval_s = 5\n", "[policy] summary_interval_s = 5"),
     ("retention", "[retention]\nsummaries_days = 0\n", "[retention] summaries_days = 0"),
-    ("metrics", '[metrics]\nlisten = "nowhere"\n', '[metrics] listen = "nowhere"'),
+    ("metrics", '[metrics]\nlisten = "nowhere"\n', "[metrics] listen = \"nowhere\""),
     ("enroll", "[enroll]\nrate_per_minute = 0\n", "[enroll] rate_per_minute = 0"),
     (
         "broker_reload shell string",
         '[enroll]\nbroker_reload = "systemctl reload mosquitto"\n',
-        '[enroll] broker_reload = "systemctl reload mosquitto": must be an argv list such as '
+        "[enroll] broker_reload = \"systemctl reload mosquitto\": must be an argv list such as "
         '["systemctl", "reload", "mosquitto"], never a shell string',
     ),
     (
         "broker_reload one item",
         '[enroll]\nbroker_reload = ["systemctl reload mosquitto"]\n',
-        '[enroll] broker_reload = ["systemctl reload mosquitto"]: is run without a shell',
+        "[enroll] broker_reload = [\"systemctl reload mosquitto\"]: is run without a shell",
     ),
     ("broker_reload empty", "[enroll]\nbroker_reload = []\n", "[enroll] broker_reload = []"),
     (
         "broker_reload not strings",
         '[enroll]\nbroker_reload = ["kill", 1]\n',
-        '[enroll] broker_reload = ["kill", 1]: must be an argv list',
+        "[enroll] broker_reload = [\"kill\", 1]: must be an argv list",
     ),
     (
         "broker_reload relative",
         '[enroll]\nbroker_reload = ["bin/reload"]\n',
-        '[enroll] broker_reload = ["bin/reload"]: the program must be a name found on PATH or an '
+        "[enroll] broker_reload = [\"bin/reload\"]: the program must be a name found on PATH or an "
         "absolute path",
     ),
     (
@@ -70,7 +70,7 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "ingest workers word",
         '[ingest]\nworkers = "many"\n',
-        '[ingest] workers = "many": ' + WORKERS_RULE,
+        "[ingest] workers = \"many\": " + WORKERS_RULE,
     ),
     ("ingest workers negative", "[ingest]\nworkers = -1\n", "[ingest] workers = -1: must be"),
     ("ingest workers too many", "[ingest]\nworkers = 65\n", "[ingest] workers = 65: must be"),
@@ -146,7 +146,7 @@ def test_a_broken_site_policy_file_fails(
     assert main(["check", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"{SITE}.toml" in err
-    assert '[policy] default_group = "nobody"' in err
+    assert "[policy] default_group = \"nobody\"" in err
 
 
 def test_every_problem_is_reported_at_once(

@@ -30,13 +30,12 @@ def _with_mqtt(config: Path, lines: str) -> None:
 def test_every_missing_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(
         tmp_path,
-        CONTACT
-        + '[notify.smtp]\nhost = "127.0.0.1"\nusername = "u"\npassword_file = "smtp-pasword"\n',
+        CONTACT + '[notify.smtp]\nhost = "127.0.0.1"\nusername = "u"\npassword_file = "smtp-pasword"\n',
     )
     _with_mqtt(config, 'username = "hub"\npassword_file = "mqtt-pasword"\nca = "no-ca.pem"\n')
     assert main(["check", "--config", str(config)]) == 1
     err = capsys.readouterr().err
-    assert '[mqtt] password_file = "' in err and 'mqtt-pasword": cannot be read' in err
+    assert '[mqtt] password_file = "' in err and "mqtt-pasword\": cannot be read" in err
     assert "[mqtt] ca = " in err
     assert "[notify.smtp] password_file = " in err
     assert "3 problem(s)" in err

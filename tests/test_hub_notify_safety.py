@@ -64,8 +64,8 @@ def test_smtp_login_without_starttls_is_refused_by_check(
     hub = make_hub(
         tmp_path,
         extra_toml=(
-            '[notify.smtp]\nhost = "smtp.school.example"\nstarttls = false\n'
-            'username = "hedgerow"\npassword_file = "smtp-password"\n'
+            "[notify.smtp]\nhost = \"smtp.school.example\"\nstarttls = false\n"
+            "username = \"hedgerow\"\npassword_file = \"smtp-password\"\n"
         ),
     )
     (hub.config.path.parent / "smtp-password").write_text("secret\n")

@@ -18,7 +18,7 @@ from hub.rules.hours import Hours, parse_hours
 from hub.rules.settings import CategoryRule
 
 BAD_RULES: list[tuple[dict[str, Any], str]] = [
-    ({"timezone": "Mars/Olympus"}, '[rules] timezone = "Mars/Olympus": must be an IANA time zone'),
+    ({"timezone": "Mars/Olympus"}, "[rules] timezone = \"Mars/Olympus\": must be an IANA time zone"),
     ({"timezone": 5}, "[rules] timezone = 5: must be a string"),
     ({"cooldown_minutes": -1}, "[rules] cooldown_minutes = -1: must be at least 0"),
     ({"colldown_minutes": 5}, "[rules] colldown_minutes = 5: is not a known key"),
@@ -33,15 +33,15 @@ BAD_RULES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"offsite_use": {"night": "22-6"}},
-        '[rules.offsite_use] night = "22-6": must be "HH:MM-HH:MM"',
+        "[rules.offsite_use] night = \"22-6\": must be \"HH:MM-HH:MM\"",
     ),
     (
         {"offsite_use": {"staff_hours": "08:00-08:00"}},
-        '[rules.offsite_use] staff_hours = "08:00-08:00": start and end must differ',
+        "[rules.offsite_use] staff_hours = \"08:00-08:00\": start and end must differ",
     ),
     (
         {"blocked_content": {"categories": {"gambling": "high"}}},
-        '[rules.blocked_content.categories] gambling = "high": must be a severity 0..5',
+        "[rules.blocked_content.categories] gambling = \"high\": must be a severity 0..5",
     ),
     (
         {"blocked_content": {"categories": {"gambling": 9}}},
@@ -49,7 +49,7 @@ BAD_RULES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"blocked_content": {"categories": {"Bad Name": 3}}},
-        '[rules.blocked_content.categories] Bad Name = "Bad Name": category names are',
+        "[rules.blocked_content.categories] Bad Name = \"Bad Name\": category names are",
     ),
     (
         {"blocked_content": {"categories": {"doh": 3}}},
@@ -69,9 +69,9 @@ BAD_RULES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"bypass": {"categories": "doh"}},
-        '[rules.bypass] categories = "doh": must be a list of strings',
+        "[rules.bypass] categories = \"doh\": must be a list of strings",
     ),
-    ({"tamper": {"enabled": "yes"}}, '[rules.tamper] enabled = "yes": must be true or false'),
+    ({"tamper": {"enabled": "yes"}}, "[rules.tamper] enabled = \"yes\": must be true or false"),
     (
         {"tamper": {"clock_skew_minutes": 0}},
         "[rules.tamper] clock_skew_minutes = 0: must be at least 1",
@@ -82,7 +82,7 @@ BAD_RULES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"security": {"reasons": ["forged"]}},
-        '[rules.security] reasons = "forged": each reason must be one of',
+        "[rules.security] reasons = \"forged\": each reason must be one of",
     ),
 ]
 

@@ -36,9 +36,7 @@ def test_a_far_jump_is_a_replay_and_the_device_keeps_reporting() -> None:
     window = ReplayWindow()
 
     def open_(seq: int) -> None:
-        opened = open_envelope(
-            _event(key, hub, seq), devices=directory, keyring=ring, replay=window
-        )
+        opened = open_envelope(_event(key, hub, seq), devices=directory, keyring=ring, replay=window)
         assert isinstance(opened, Opened)
         window.accept(opened.header, opened.digest)
 

@@ -120,5 +120,7 @@ def build_chain(
         UpstreamLink(forwarder, targets),
     ]
     # The fast path is these links compiled, in this order; it hands the full chain the rest.
-    fast = FastPath(links, policy.groups.values(), max_udp_size=spec.max_udp_size, clock=clock)
+    fast = FastPath(
+        links, policy.groups.values(), max_udp_size=spec.max_udp_size, clock=clock
+    )
     return Chain(tuple(links), clock, fast)

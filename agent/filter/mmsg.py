@@ -158,9 +158,9 @@ def _field(
 class Datagrams:
     """One bound UDP socket, read and answered in batches.
 
-    receive() fills slots 0..n-1; packets(n), clients(n), source(i) and peer(i) describe them; send()
-    answers any of them in one call, and sendto() one answer at once (for answers that finish
-    after their batch). Errors are counted in `dropped`, never raised: the server must keep
+    receive() fills slots 0..n-1; packets(n), clients(n), source(i) and peer(i) describe them;
+    send() answers any of them in one call, and sendto() one answer at once (for answers that
+    finish after their batch). Errors are counted in `dropped`, never raised: the server must keep
     answering.
     """
 

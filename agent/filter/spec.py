@@ -60,9 +60,7 @@ class UpstreamSpec:
     tls_ca: Path | None = None
 
 
-DEFAULT_CACHE_ENTRIES = (
-    10_000  # ~430 bytes each (answer_cache.py): ~4 MB, inside 64 MB with 1M names
-)
+DEFAULT_CACHE_ENTRIES = 10_000  # ~430 bytes each (answer_cache.py): ~4 MB, inside 64 MB with 1M names
 
 
 @dataclass(frozen=True, slots=True)
