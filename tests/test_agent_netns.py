@@ -178,8 +178,19 @@ class World:
                 self.status_is(laptop, "site_state", state),
                 timeout=timeout,
                 interval=0.2,
-                what=f"{name} {state}: {self.status(laptop)} {laptop.log.read_text()[-1500:]}",
+                what=self.shown(laptop, state),
             )
+
+    def shown(self, laptop: Laptop, state: str) -> Callable[[], str]:
+        """For wait_until's message, at the failure: the status and the last log lines (debug
+        lines left out)."""
+
+        def text() -> str:
+            lines = laptop.log.read_text().splitlines()
+            tail = "\n".join([ln for ln in lines if not ln.startswith("DEBUG")][-25:])
+            return f"{laptop.name} {state}: {self.status(laptop)}\n{tail}"
+
+        return text
 
     def start_agent(self, laptop: Laptop) -> None:
         """`hedgerow-agent run` inside the laptop namespace, answering status."""

@@ -222,6 +222,27 @@ def test_a_certificate_for_another_name_fails_and_is_not_retried_per_query(
     assert server.queries == []
 
 
+def test_renew_makes_a_new_connection_and_loses_nothing_in_flight(tmp_path: Path) -> None:
+    """The laptop moved networks: the connection (bound to the old source address) is closed,
+    what was in flight on it goes once more on a new one, from the new network."""
+    with dot_server(tmp_path) as (server, ca):
+        upstreams = Upstreams(dot_spec(server.port, ca))
+
+        async def scenario() -> list[Stored]:
+            answers = [await upstreams.ask("one.example", packet.A, 1, False)]
+            waits = [upstreams.ask(f"r{i}.example", packet.A, 1, False) for i in range(5)]
+            await asyncio.sleep(0)  # written on the old connection
+            upstreams.renew()
+            answers += await asyncio.gather(*waits)
+            answers.append(await upstreams.ask("two.example", packet.A, 1, False))
+            upstreams.close()
+            return answers
+
+        answers = run(lambda: scenario())
+    assert [first_address(a) for a in answers] == ["192.0.2.1"] * 7
+    assert server.handshakes == 2
+
+
 def test_close_releases_the_connection(tmp_path: Path) -> None:
     with dot_server(tmp_path) as (server, ca):
         upstreams = Upstreams(dot_spec(server.port, ca))
@@ -251,9 +272,7 @@ def test_the_server_through_a_dot_upstream_makes_one_handshake(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("count", [1, 150])
-def test_more_than_one_connection_only_when_many_are_in_flight(
-    tmp_path: Path, count: int
-) -> None:
+def test_more_than_one_connection_only_when_many_are_in_flight(tmp_path: Path, count: int) -> None:
     with dot_server(tmp_path) as (server, ca):
         upstreams = Upstreams(dot_spec(server.port, ca))
 

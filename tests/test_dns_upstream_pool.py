@@ -71,11 +71,16 @@ class Recording:
     """A UDP server in a thread that answers like the fake upstream and records each query's
     ID and source port; `lies` replies are sent before each true one."""
 
-    def __init__(self, lies: Callable[[bytes, bytes], list[bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        lies: Callable[[bytes, bytes], list[bytes]] | None = None,
+        unanswered: frozenset[str] = frozenset(),
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         self.lies = lies
+        self.unanswered = unanswered  # names recorded but never answered
         self.seen: list[tuple[int, int, str]] = []  # (id, source port, name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -89,6 +94,8 @@ class Recording:
             request = dnslib.DNSRecord.parse(data)
             name = str(request.q.qname).rstrip(".")
             self.seen.append((request.header.id, peer[1], name))
+            if name in self.unanswered:
+                continue
             reply = bytes(fake_answer(request).pack())
             for lie in self.lies(data, reply) if self.lies else []:
                 self.sock.sendto(lie, peer)
@@ -96,8 +103,11 @@ class Recording:
 
 
 @contextmanager
-def recording(lies: Callable[[bytes, bytes], list[bytes]] | None = None) -> Iterator[Recording]:
-    server = Recording(lies)
+def recording(
+    lies: Callable[[bytes, bytes], list[bytes]] | None = None,
+    unanswered: frozenset[str] = frozenset(),
+) -> Iterator[Recording]:
+    server = Recording(lies, unanswered)
     server._thread.start()
     try:
         yield server
@@ -146,7 +156,9 @@ def test_spoofed_and_mismatched_replies_are_dropped_and_counted() -> None:
         upstreams = Upstreams(spec(server.port))
 
         async def scenario() -> list[Stored]:
-            answers = [await upstreams.ask(f"bank{i}.example", packet.A, 1, False) for i in range(5)]
+            answers = [
+                await upstreams.ask(f"bank{i}.example", packet.A, 1, False) for i in range(5)
+            ]
             upstreams.close()
             return answers
 
@@ -235,6 +247,56 @@ def test_timeout_moves_to_the_next_server_and_no_task_per_query() -> None:
     assert errors == [(dead.address, "timeout")] * 50
 
 
+def test_a_socket_whose_query_timed_out_takes_no_more() -> None:
+    """A connected socket keeps the source address it was given: on a laptop that moved to
+    another network its answers are lost, so after one timeout it takes no more queries."""
+    with recording(unanswered=frozenset({"lost.example"})) as server:
+        upstreams = Upstreams(spec(server.port, timeout_ms=300))
+
+        async def scenario() -> None:
+            for i in range(SOCKETS):  # one turn each: the pool's sockets all open
+                await upstreams.ask(f"open{i}.example", packet.A, 1, False)
+            with pytest.raises(UpstreamError):
+                await upstreams.ask("lost.example", packet.A, 1, False)
+            for i in range(40):  # each turn picks one of the open sockets at random
+                await upstreams.ask(f"next{i}.example", packet.A, 1, False)
+            upstreams.close()
+
+        run(lambda: scenario())
+    lost = next(port for _, port, name in server.seen if name == "lost.example")
+    later = {port for _, port, name in server.seen if name.startswith("next")}
+    assert lost not in later, server.seen
+    assert upstreams.counters()["upstream_sockets_opened"] == SOCKETS + 1
+
+
+def test_renew_moves_new_questions_to_new_sockets() -> None:
+    """What the laptop agent calls when its network changes: a question already queued is
+    still answered on its old socket; every later one leaves on a new socket, and the old ones
+    close once drained."""
+    with recording() as server:
+        upstreams = Upstreams(spec(server.port))
+
+        async def scenario() -> list[Stored]:
+            answers = [
+                await upstreams.ask(f"old{i}.example", packet.A, 1, False) for i in range(SOCKETS)
+            ]
+            queued = upstreams.ask("queued.example", packet.A, 1, False)  # leaves this turn
+            upstreams.renew()
+            answers.append(await queued)
+            for i in range(20):
+                answers.append(await upstreams.ask(f"new{i}.example", packet.A, 1, False))
+            pool, _ = upstreams.carriers(upstreams.config.servers[0])
+            assert pool is not None and len(pool.sockets) <= SOCKETS  # the old ones closed
+            upstreams.close()
+            return answers
+
+        answers = run(lambda: scenario())
+    assert [address_of(a) for a in answers] == ["192.0.2.1"] * (SOCKETS + 21)
+    old = {port for _, port, name in server.seen if not name.startswith("new")}
+    new = {port for _, port, name in server.seen if name.startswith("new")}
+    assert old and new and not old & new, server.seen
+
+
 def test_a_refused_port_fails_over_at_once() -> None:
     errors: list[str] = []
     closed = free_dns_port()  # nothing listens: ICMP port unreachable, ECONNREFUSED
@@ -300,7 +362,9 @@ def test_close_fails_what_is_in_flight_and_releases_every_socket() -> None:
         assert after == before
 
 
-@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
 def test_late_answers_of_one_loop_turn_reach_their_senders(
     family: socket.AddressFamily, host: str
 ) -> None:

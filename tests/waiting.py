@@ -12,12 +12,14 @@ def wait_until(
     predicate: Callable[[], object],
     timeout: float = 30.0,
     interval: float = 0.05,
-    what: str = "condition",
+    what: str | Callable[[], str] = "condition",
 ) -> None:
     """Call `predicate` every `interval` seconds until it returns something true; raise
-    AssertionError naming `what` if it is still false once `timeout` seconds have passed."""
+    AssertionError naming `what` if it is still false once `timeout` seconds have passed
+    (`what` may be a function, called then: it shows the state at the failure, not before)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
+            shown = what() if callable(what) else what
+            raise AssertionError(f"gave up after {timeout}s waiting for {shown}")
         time.sleep(interval)

@@ -11,9 +11,14 @@ Spoofing defence: each socket is connected to the server (the kernel drops datag
 other address) and bound by the kernel to a random source port; every query has a random
 16-bit ID, unique on its socket; a reply must carry that ID and repeat the question (case-
 insensitively), or it is dropped and counted in `unmatched` (late answers to queries that
-timed out count there too). A socket takes at most QUERIES_PER_SOCKET queries or lives
-SOCKET_LIFETIME_S, then takes no more and is closed once its queries are answered or timed
-out, so the ports in use keep changing. The ports are only visible on the path to the
+timed out count there too, while their socket is open). A socket takes at most
+QUERIES_PER_SOCKET queries or lives SOCKET_LIFETIME_S, then takes no more and is closed once its
+queries are answered or timed out, so the ports in use keep changing.
+
+A connected socket keeps the source address its route gave it at connect(): on a laptop that
+has moved to another network that address may no longer be reachable, and every answer to it
+is lost. So a socket on which a query timed out takes no more queries, and renew() (the laptop
+agent calls it when the network changes) retires every socket at once. The ports are only visible on the path to the
 upstream: a pupil asking for a name of their own sees the upstream's port, not ours.
 """
 
@@ -215,14 +220,25 @@ class UdpPool:
     # --- bookkeeping ---------------------------------------------------------------------
 
     def forget(self, exchange: Exchange) -> None:
-        """The exchange timed out here: a late answer will be unmatched."""
+        """The exchange timed out here: a late answer will be unmatched, and its socket takes
+        no more queries (its source address may be a network the laptop has left)."""
         for sock in self.sockets:
             if sock.pending.get(exchange.msg_id) is exchange:
                 del sock.pending[exchange.msg_id]
-                if sock.retired and not sock.pending and sock not in self._outbox:
+                sock.retired = True
+                if not sock.pending and sock not in self._outbox:
                     self._close(sock)
                 break
         exchange.carrier = None
+
+    def renew(self) -> None:
+        """The network changed: every socket takes no more queries (those in flight are still
+        answered where the old route works); new queries go on new sockets."""
+        for sock in list(self.sockets):
+            sock.retired = True
+            if not sock.pending and sock not in self._outbox:
+                self._close(sock)
+        self._current = None
 
     def sweep(self, now: float) -> bool:
         """Retire old sockets, close idle or drained ones; True while any is open."""

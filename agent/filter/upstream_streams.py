@@ -194,8 +194,12 @@ class StreamPool:
         self._backoff = min(BACKOFF_MAX_S, self._backoff * 2 or BACKOFF_S)
         self._retry_at = self.loop.time() + self._backoff
         self._problem = problem
-        log.debug("upstream %s: cannot connect (%s); retry in %.2f s", self.server.text, exc,
-                  self._backoff)
+        log.debug(
+            "upstream %s: cannot connect (%s); retry in %.2f s",
+            self.server.text,
+            exc,
+            self._backoff,
+        )
         waiting, self.waiting = self.waiting, []
         for exchange in waiting:
             exchange.carrier = None
@@ -235,6 +239,16 @@ class StreamPool:
                 self.connections.remove(conn)
                 conn.close()
         return bool(self.connections) or self._connecting is not None
+
+    def renew(self) -> None:
+        """The network changed: close every connection (a TCP connection is bound to the
+        source address it was made from); what was in flight on one goes once more on a new
+        connection, made from the new network, with no backoff left from the old one."""
+        self._backoff = self._retry_at = 0.0
+        connections, self.connections = self.connections, []
+        for conn in connections:
+            conn.closed = True  # taken by no new query while its loss is on its way
+            conn.close()
 
     def close(self) -> None:
         """Close every connection and stop making one; exchanges are the caller's to fail."""

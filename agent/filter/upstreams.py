@@ -319,6 +319,15 @@ class Upstreams:
         entry = next(e for e in self._servers if e.server == server)
         return entry.datagrams, entry.stream
 
+    def renew(self) -> None:
+        """The network changed (a laptop moved to another one): new questions leave on new
+        sockets and connections, routed and addressed from the new network."""
+        for entry in self._servers:
+            if entry.datagrams is not None:
+                entry.datagrams.renew()
+            if entry.stream is not None:
+                entry.stream.renew()
+
     def close(self) -> None:
         """Close every socket and connection; questions still in flight fail."""
         if self._tick is not None:

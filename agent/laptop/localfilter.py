@@ -139,6 +139,13 @@ class LocalFilter:
         self.mode, self._via = mode, via
         self._swap()
 
+    def network_changed(self) -> None:
+        """The laptop's links or routes changed: every upstream's next questions leave on new
+        sockets and connections (a connected socket keeps the old network's source address,
+        and its answers would be lost)."""
+        for forwarder in self._forwarders.values():
+            forwarder.upstreams.renew()
+
     def offsite_servers(self) -> tuple[UpstreamServer, ...]:
         """[filter] offsite_upstreams, host names as last resolved (bootstrap_upstreams)."""
         known = self._resolved_names()

@@ -235,6 +235,7 @@ class AgentService:
 
     def _network_changed(self) -> None:
         self._check_now.set()
+        self.filter.network_changed()
         if self.resolver is not None:
             self._apply_resolver()  # NetworkManager rewrites per-link DNS after a switch
         if self.sniffer is not None and self.config.sniffer.interface is None:
