@@ -15,11 +15,14 @@ timed out count there too, while their socket is open). A socket takes at most
 QUERIES_PER_SOCKET queries or lives SOCKET_LIFETIME_S, then takes no more and is closed once its
 queries are answered or timed out, so the ports in use keep changing.
 
+The ports are only visible on the path to the upstream: a pupil asking for a name of their own
+sees the upstream's port, not ours.
+
 A connected socket keeps the source address its route gave it at connect(): on a laptop that
 has moved to another network that address may no longer be reachable, and every answer to it
 is lost. So a socket on which a query timed out takes no more queries, and renew() (the laptop
-agent calls it when the network changes) retires every socket at once. The ports are only visible on the path to the
-upstream: a pupil asking for a name of their own sees the upstream's port, not ours.
+agent calls it when the network changes) retires every socket at once
+(tests/test_upstream_roaming.py).
 """
 
 from __future__ import annotations
@@ -225,9 +228,7 @@ class UdpPool:
         for sock in self.sockets:
             if sock.pending.get(exchange.msg_id) is exchange:
                 del sock.pending[exchange.msg_id]
-                sock.retired = True
-                if not sock.pending and sock not in self._outbox:
-                    self._close(sock)
+                self._retire(sock)
                 break
         exchange.carrier = None
 
@@ -235,10 +236,14 @@ class UdpPool:
         """The network changed: every socket takes no more queries (those in flight are still
         answered where the old route works); new queries go on new sockets."""
         for sock in list(self.sockets):
-            sock.retired = True
-            if not sock.pending and sock not in self._outbox:
-                self._close(sock)
+            self._retire(sock)
         self._current = None
+
+    def _retire(self, sock: _Socket) -> None:
+        """No more queries on `sock`; closed now if nothing is waiting on it."""
+        sock.retired = True
+        if not sock.pending and sock not in self._outbox:
+            self._close(sock)
 
     def sweep(self, now: float) -> bool:
         """Retire old sockets, close idle or drained ones; True while any is open."""
