@@ -235,12 +235,17 @@ def test_renew_makes_a_new_connection_and_loses_nothing_in_flight(tmp_path: Path
             upstreams.renew()
             answers += await asyncio.gather(*waits)
             answers.append(await upstreams.ask("two.example", packet.A, 1, False))
+            _, stream = upstreams.carriers(upstreams.config.servers[0])
+            assert stream is not None
+            resent.append(stream.stats.resent)
             upstreams.close()
             return answers
 
+        resent: list[int] = []
         answers = run(lambda: scenario())
     assert [first_address(a) for a in answers] == ["192.0.2.1"] * 7
     assert server.handshakes == 2
+    assert resent == [5]  # the five in flight on the old connection, each sent once more
 
 
 def test_close_releases_the_connection(tmp_path: Path) -> None:
@@ -272,7 +277,9 @@ def test_the_server_through_a_dot_upstream_makes_one_handshake(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("count", [1, 150])
-def test_more_than_one_connection_only_when_many_are_in_flight(tmp_path: Path, count: int) -> None:
+def test_more_than_one_connection_only_when_many_are_in_flight(
+    tmp_path: Path, count: int
+) -> None:
     with dot_server(tmp_path) as (server, ca):
         upstreams = Upstreams(dot_spec(server.port, ca))
 

@@ -156,9 +156,7 @@ def test_spoofed_and_mismatched_replies_are_dropped_and_counted() -> None:
         upstreams = Upstreams(spec(server.port))
 
         async def scenario() -> list[Stored]:
-            answers = [
-                await upstreams.ask(f"bank{i}.example", packet.A, 1, False) for i in range(5)
-            ]
+            answers = [await upstreams.ask(f"bank{i}.example", packet.A, 1, False) for i in range(5)]
             upstreams.close()
             return answers
 
@@ -362,9 +360,7 @@ def test_close_fails_what_is_in_flight_and_releases_every_socket() -> None:
         assert after == before
 
 
-@pytest.mark.parametrize(
-    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
-)
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 def test_late_answers_of_one_loop_turn_reach_their_senders(
     family: socket.AddressFamily, host: str
 ) -> None:

@@ -194,12 +194,8 @@ class StreamPool:
         self._backoff = min(BACKOFF_MAX_S, self._backoff * 2 or BACKOFF_S)
         self._retry_at = self.loop.time() + self._backoff
         self._problem = problem
-        log.debug(
-            "upstream %s: cannot connect (%s); retry in %.2f s",
-            self.server.text,
-            exc,
-            self._backoff,
-        )
+        log.debug("upstream %s: cannot connect (%s); retry in %.2f s", self.server.text, exc,
+                  self._backoff)
         waiting, self.waiting = self.waiting, []
         for exchange in waiting:
             exchange.carrier = None
